@@ -1,0 +1,133 @@
+"""The ``cdc`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cdc.errors import CdcError
+from cdc.logs import configure_logging
+from cdc.settings import load_settings, stack_dir
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="React to PostgreSQL changes captured by Debezium.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local real stack (no Docker).")
+connector_app = typer.Typer(no_args_is_help=True, help="The Debezium connector.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(connector_app, name="connector")
+console = Console()
+
+WatchedOpt = Annotated[Path | None, typer.Option("--tables", "-t",
+                       help="Watched-tables file (default: $CDC_WATCHED_TABLES or cdc.yaml).")]
+
+
+@app.callback()
+def _setup(log_level: Annotated[str, typer.Option(envvar="CDC_LOG_LEVEL")] = "INFO") -> None:
+    configure_logging(log_level)
+
+
+def _local_stack():  # type: ignore[no-untyped-def]
+    from cdc.stack.local import LocalStack
+
+    return LocalStack(stack_dir())
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Fetch the pinned JVM artifacts (Kafka, Connect, Debezium, Apicurio) with Maven."""
+    from cdc.stack.jvm import jvm_home
+
+    console.print(f"JVM artifacts in {jvm_home()}")
+
+
+@stack_app.command("up")
+def stack_up(timeout: float = 300.0) -> None:
+    """Start PostgreSQL, Kafka, Kafka Connect and Apicurio; wait until each is ready."""
+    endpoints = _local_stack().up(timeout=timeout)
+    console.print(f"stack ready in {stack_dir()}")
+    for key, value in endpoints.env().items():
+        if "PASSWORD" not in key:
+            console.print(f"  {key}={value}")
+
+
+@stack_app.command("down")
+def stack_down(
+    destroy: Annotated[bool, typer.Option(help="Also delete the state directory.")] = False,
+) -> None:
+    """Stop every component of the local stack."""
+    stack = _local_stack()
+    stack.destroy() if destroy else stack.down()
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each component: pid, port, readiness, log file."""
+    status = _local_stack().status()
+    table = Table("component", "pid", "port", "ready", "log")
+    for name, s in status.items():
+        table.add_row(name, str(s["pid"] or "-"), str(s["port"] or "-"),
+                      "yes" if s["ready"] else "no", str(s["log"]))
+    console.print(table)
+    if not all(s["ready"] for s in status.values()):
+        raise typer.Exit(1)
+
+
+def _watched(path: Path | None):  # type: ignore[no-untyped-def]
+    from cdc.tables.config import load_watched_tables
+
+    settings = load_settings()
+    return settings, load_watched_tables(path or settings.watched_tables)
+
+
+@connector_app.command("render")
+def connector_render(tables: WatchedOpt = None) -> None:
+    """Print the connector config derived from the watched-tables file (secrets masked)."""
+    from cdc.connect import render_config
+
+    settings, watched = _watched(tables)
+    console.print_json(json.dumps(render_config(watched, settings, masked=True)))
+
+
+@connector_app.command("apply")
+def connector_apply(tables: WatchedOpt = None) -> None:
+    """Apply the SQL and the connector config idempotently."""
+    from cdc.connect import apply_connector
+
+    settings, watched = _watched(tables)
+    result = apply_connector(watched, settings)
+    console.print(f"connector {watched.connector.name}: {result}")
+
+
+@connector_app.command("status")
+def connector_status(tables: WatchedOpt = None) -> None:
+    """Show the connector's and its tasks' state."""
+    from cdc.connect import ConnectClient
+
+    settings, watched = _watched(tables)
+    console.print_json(json.dumps(ConnectClient(settings.connect_url).status(
+        watched.connector.name)))
+
+
+@app.command("run")
+def run(tables: WatchedOpt = None,
+        group: Annotated[str, typer.Option(help="Consumer group id.")] = "cdc") -> None:
+    """Consume the watched tables' topics and print each change."""
+    from cdc.consume import print_changes
+
+    settings, watched = _watched(tables)
+    print_changes(watched, settings, group=group)
+
+
+def main() -> None:
+    try:
+        app()
+    except CdcError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,98 @@
+"""Component configuration shared by the local processes and the containers, so both run
+the same stack."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+PG_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "wal_sender_timeout": "60s",
+    "fsync": "off",  # a throwaway cluster: durability across OS crashes is not needed
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+}
+
+APP_DATABASE = "app"
+APP_USER = "app"
+DEBEZIUM_USER = "cdc_debezium"
+
+
+def bootstrap_sql(app_password: str, debezium_password: str) -> list[sql.Composed]:
+    """Roles for the application and for Debezium (REPLICATION LOGIN, nothing more)."""
+    return [
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
+            "THEN CREATE ROLE {ident} LOGIN; END IF; END $$"
+        ).format(name=sql.Literal(user), ident=sql.Identifier(user))
+        for user in (APP_USER, DEBEZIUM_USER)
+    ] + [
+        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(APP_USER), sql.Literal(app_password)),
+        sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
+            sql.Identifier(DEBEZIUM_USER), sql.Literal(debezium_password)),
+    ]
+
+
+def broker_properties(*, port: int, controller_port: int, host: str = "127.0.0.1",
+                      advertised_host: str = "127.0.0.1", log_dir: str) -> dict[str, str]:
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{advertised_host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": log_dir,
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "min.insync.replicas": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+
+
+def connect_worker_properties(*, bootstrap: str, rest_host: str, rest_port: int,
+                              plugin_path: str | None) -> dict[str, str]:
+    props = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "cdc-connect",
+        "config.storage.topic": "_cdc_connect_configs",
+        "offset.storage.topic": "_cdc_connect_offsets",
+        "status.storage.topic": "_cdc_connect_status",
+        "config.storage.replication.factor": "1",
+        "offset.storage.replication.factor": "1",
+        "status.storage.replication.factor": "1",
+        "offset.storage.partitions": "1",
+        "status.storage.partitions": "1",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "listeners": f"http://{rest_host}:{rest_port}",
+        "rest.advertised.host.name": rest_host,
+        "rest.advertised.port": str(rest_port),
+        # Flush source offsets (the LSN Debezium confirms to PostgreSQL) every second.
+        "offset.flush.interval.ms": "1000",
+        # Secrets stay out of connector configs: ${env:NAME} is resolved by the worker.
+        "config.providers": "env",
+        "config.providers.env.class":
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+        "topic.creation.enable": "true",
+    }
+    if plugin_path:
+        props["plugin.path"] = plugin_path
+    return props
+
+
+def registry_properties(*, host: str, port: int) -> dict[str, str]:
+    return {
+        "quarkus.http.host": host,
+        "quarkus.http.port": str(port),
+    }

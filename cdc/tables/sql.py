@@ -1,0 +1,96 @@
+"""The SQL the watched-tables file implies: publication, replica identity, grants, and the
+heartbeat and signal tables. Every name is validated by the config model and quoted here."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
+
+_RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
+
+
+def _ident(t: TableName) -> sql.Identifier:
+    return sql.Identifier(t.schema_, t.table)
+
+
+def find_problems(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables,
+                  debezium_user: str) -> list[str]:
+    """What in the database contradicts the file: missing tables, columns or role."""
+    problems: list[str] = []
+    for t in watched.table_names():
+        row = conn.execute(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (t.schema_, t.table),
+        ).fetchone()
+        if row is None:
+            problems.append(f"tables.{t}: no such table in database {conn.info.dbname!r}")
+            continue
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped",
+                (row[0],),
+            )
+        }
+        for col in watched.tables[str(t)].exclude_columns:
+            if col not in columns:
+                problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (debezium_user,)).fetchone() is None:
+        problems.append(f"the Debezium role {debezium_user!r} does not exist")
+    return problems
+
+
+def prepare_tables(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables,
+                   debezium_user: str) -> None:
+    """Internal tables, grants and replica identity; idempotent, in the caller's transaction."""
+    role = sql.Identifier(debezium_user)
+    internal = sql.Identifier(watched.connector.internal_schema)
+    hb, sig = _ident(watched.heartbeat_table), _ident(watched.signal_table)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(internal))
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY, ts timestamptz NOT NULL)")
+        .format(hb)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id varchar(42) PRIMARY KEY, "
+            "type varchar(32) NOT NULL, data varchar(2048))"
+        ).format(sig)
+    )
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(internal, role))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(hb, role))
+    # Incremental snapshots write their watermarks into the signal table.
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON {} TO {}").format(sig, role))
+    for t in watched.table_names():
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+            sql.Identifier(t.schema_), role))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(_ident(t), role))
+        wanted = watched.tables[str(t)].replica_identity
+        current = conn.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = %s::regclass",
+            (f'"{t.schema_}"."{t.table}"',),
+        ).fetchone()
+        if current is None or current[0] != _RELREPLIDENT[wanted]:
+            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
+                _ident(t), sql.SQL(wanted.name)))
+
+
+def publication_tables(watched: WatchedTables) -> list[TableName]:
+    return [*watched.table_names(), watched.heartbeat_table, watched.signal_table]
+
+
+def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone() is not None
+
+
+def sync_publication(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables) -> None:
+    """Create the publication or set its table list to exactly the watched tables."""
+    name = sql.Identifier(watched.connector.publication)
+    tables = sql.SQL(", ").join(_ident(t) for t in publication_tables(watched))
+    verb = "ALTER PUBLICATION {} SET TABLE {}" if publication_exists(
+        conn, watched.connector.publication) else "CREATE PUBLICATION {} FOR TABLE {}"
+    conn.execute(sql.SQL(verb).format(name, tables))
