@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,18 +13,29 @@ from rich.table import Table
 
 from cdc.errors import CdcError
 from cdc.logs import configure_logging
-from cdc.settings import load_settings, stack_dir
+from cdc.settings import Settings, load_settings, stack_dir
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="React to PostgreSQL changes captured by Debezium.")
+if TYPE_CHECKING:
+    from cdc.stack.local import LocalStack
+    from cdc.tables.config import WatchedTables
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="React to PostgreSQL changes captured by Debezium.",
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local real stack (no Docker).")
 connector_app = typer.Typer(no_args_is_help=True, help="The Debezium connector.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(connector_app, name="connector")
 console = Console()
 
-WatchedOpt = Annotated[Path | None, typer.Option("--tables", "-t",
-                       help="Watched-tables file (default: $CDC_WATCHED_TABLES or cdc.yaml).")]
+WatchedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tables", "-t", help="Watched-tables file (default: $CDC_WATCHED_TABLES or cdc.yaml)."
+    ),
+]
 
 
 @app.callback()
@@ -32,7 +43,7 @@ def _setup(log_level: Annotated[str, typer.Option(envvar="CDC_LOG_LEVEL")] = "IN
     configure_logging(log_level)
 
 
-def _local_stack():  # type: ignore[no-untyped-def]
+def _local_stack() -> LocalStack:
     from cdc.stack.local import LocalStack
 
     return LocalStack(stack_dir())
@@ -72,14 +83,19 @@ def stack_status() -> None:
     status = _local_stack().status()
     table = Table("component", "pid", "port", "ready", "log")
     for name, s in status.items():
-        table.add_row(name, str(s["pid"] or "-"), str(s["port"] or "-"),
-                      "yes" if s["ready"] else "no", str(s["log"]))
+        table.add_row(
+            name,
+            str(s["pid"] or "-"),
+            str(s["port"] or "-"),
+            "yes" if s["ready"] else "no",
+            str(s["log"]),
+        )
     console.print(table)
     if not all(s["ready"] for s in status.values()):
         raise typer.Exit(1)
 
 
-def _watched(path: Path | None):  # type: ignore[no-untyped-def]
+def _watched(path: Path | None) -> tuple[Settings, WatchedTables]:
     from cdc.tables.config import load_watched_tables
 
     settings = load_settings()
@@ -111,13 +127,16 @@ def connector_status(tables: WatchedOpt = None) -> None:
     from cdc.connect import ConnectClient
 
     settings, watched = _watched(tables)
-    console.print_json(json.dumps(ConnectClient(settings.connect_url).status(
-        watched.connector.name)))
+    console.print_json(
+        json.dumps(ConnectClient(settings.connect_url).status(watched.connector.name))
+    )
 
 
 @app.command("run")
-def run(tables: WatchedOpt = None,
-        group: Annotated[str, typer.Option(help="Consumer group id.")] = "cdc") -> None:
+def run(
+    tables: WatchedOpt = None,
+    group: Annotated[str, typer.Option(help="Consumer group id.")] = "cdc",
+) -> None:
     """Consume the watched tables' topics and print each change."""
     from cdc.consume import print_changes
 

@@ -25,8 +25,9 @@ class ConnectClient:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
 
-    def _call(self, method: str, path: str, json: Any = None,
-              ok: tuple[int, ...] = (200, 201, 202, 204)) -> httpx.Response:
+    def _call(
+        self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 202, 204)
+    ) -> httpx.Response:
         response = self._http.request(method, path, json=json)
         if response.status_code not in ok:
             raise ConnectError(method, path, response.status_code, response.text[:2000])
@@ -42,8 +43,9 @@ class ConnectClient:
     def validate(self, name: str, connector_class: str, config: dict[str, str]) -> list[str]:
         """Connect's own validation of a config: each error as ``key: message``."""
         plugin = connector_class.rsplit(".", 1)[-1]
-        body = self._call("PUT", f"/connector-plugins/{plugin}/config/validate",
-                          json={"name": name, **config}).json()
+        body = self._call(
+            "PUT", f"/connector-plugins/{plugin}/config/validate", json={"name": name, **config}
+        ).json()
         return [
             f"{c['value']['name']}: {err}"
             for c in body.get("configs", [])
@@ -59,8 +61,7 @@ class ConnectClient:
     def restart(self, name: str) -> None:
         self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
 
-    def wait_running(self, name: str, timeout: float = 60.0,
-                     grace: float = 0.0) -> dict[str, Any]:
+    def wait_running(self, name: str, timeout: float = 60.0, grace: float = 0.0) -> dict[str, Any]:
         """Block until the connector and all its tasks are RUNNING; fail fast on FAILED
         (after ``grace`` seconds, during which a restart may still show the old state)."""
         start = time.monotonic()
@@ -73,18 +74,27 @@ class ConnectClient:
                 tasks = status.get("tasks", [])
                 failed = [t for t in tasks if t["state"] == "FAILED"]
                 if failed and time.monotonic() - start >= grace:
-                    raise ConnectError("GET", f"/connectors/{name}/status", 200,
-                                       failed[0].get("trace", "task FAILED")[:4000])
-                if status["connector"]["state"] == "RUNNING" and tasks and all(
-                        t["state"] == "RUNNING" for t in tasks):
+                    raise ConnectError(
+                        "GET",
+                        f"/connectors/{name}/status",
+                        200,
+                        failed[0].get("trace", "task FAILED")[:4000],
+                    )
+                if (
+                    status["connector"]["state"] == "RUNNING"
+                    and tasks
+                    and all(t["state"] == "RUNNING" for t in tasks)
+                ):
                     return status
             time.sleep(0.5)
-        raise ConnectError("GET", f"/connectors/{name}/status", 0,
-                           f"not RUNNING after {timeout:.0f}s: {status}")
+        raise ConnectError(
+            "GET", f"/connectors/{name}/status", 0, f"not RUNNING after {timeout:.0f}s: {status}"
+        )
 
 
-def render_config(watched: WatchedTables, settings: Settings,
-                  masked: bool = False) -> dict[str, str]:
+def render_config(
+    watched: WatchedTables, settings: Settings, masked: bool = False
+) -> dict[str, str]:
     password = settings.debezium_password_ref or settings.debezium_password.get_secret_value()
     if masked and not settings.debezium_password_ref:
         password = MASK
@@ -100,22 +110,26 @@ def render_config(watched: WatchedTables, settings: Settings,
 
 
 def _slot_pid(conn: psycopg.Connection[Any], slot: str) -> int | None:
-    row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                       (slot,)).fetchone()
+    row = conn.execute(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
     return None if row is None else row[0]
 
 
-def apply_connector(watched: WatchedTables, settings: Settings,
-                    timeout: float = 90.0) -> ApplyResult:
+def apply_connector(
+    watched: WatchedTables, settings: Settings, timeout: float = 90.0
+) -> ApplyResult:
     """Make the database and the connector match the file. Everything is checked before
     anything changes; every step is idempotent."""
     opts = watched.connector
     client = ConnectClient(settings.connect_url)
     desired = render_config(watched, settings)
-    with psycopg.connect(settings.pg_conninfo(), autocommit=True,
-                         password=settings.pg_password.get_secret_value()) as conn:
+    with psycopg.connect(
+        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+    ) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
-        problems += client.validate(opts.name, desired["connector.class"], desired) if not problems else []
+        if not problems:
+            problems = client.validate(opts.name, desired["connector.class"], desired)
         if problems:
             raise ConfigError(str(settings.watched_tables), problems)
         with conn.transaction():
@@ -142,8 +156,7 @@ def apply_connector(watched: WatchedTables, settings: Settings,
         # the old task would read their changes, drop them as unwatched and move past them.
         with conn.transaction():
             sync_publication(conn, watched)
-    log.info("connector.apply", connector=opts.name, result=result,
-             tables=sorted(watched.tables))
+    log.info("connector.apply", connector=opts.name, result=result, tables=sorted(watched.tables))
     return result
 
 
@@ -152,8 +165,9 @@ def _has_failed_task(status: dict[str, Any]) -> bool:
     return "FAILED" in states
 
 
-def _wait_slot_reopened(conn: psycopg.Connection[Any], slot: str, old_pid: int | None,
-                        timeout: float) -> None:
+def _wait_slot_reopened(
+    conn: psycopg.Connection[Any], slot: str, old_pid: int | None, timeout: float
+) -> None:
     """The restarted task streams once a new backend holds the slot."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,5 +175,9 @@ def _wait_slot_reopened(conn: psycopg.Connection[Any], slot: str, old_pid: int |
         if pid is not None and pid != old_pid:
             return
         time.sleep(0.3)
-    raise ConnectError("GET", "pg_replication_slots", 0,
-                       f"no task reopened replication slot {slot!r} within {timeout:.0f}s")
+    raise ConnectError(
+        "GET",
+        "pg_replication_slots",
+        0,
+        f"no task reopened replication slot {slot!r} within {timeout:.0f}s",
+    )

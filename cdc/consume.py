@@ -22,8 +22,11 @@ def topics(watched: WatchedTables) -> list[str]:
 
 def describe(msg: Message) -> dict[str, Any]:
     """One line per record: where it came from and what it says."""
-    out: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(),
-                           "offset": msg.offset()}
+    out: dict[str, Any] = {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+    }
     key, value = msg.key(), msg.value()
     out["key"] = _json(key)
     if value is None:
@@ -51,14 +54,16 @@ def _json(raw: bytes | None) -> Any:
 
 
 def print_changes(watched: WatchedTables, settings: Settings, group: str = "cdc") -> None:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": True,
-        # Topics appear when Debezium first writes to them; notice them quickly.
-        "topic.metadata.refresh.interval.ms": 5000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            # Topics appear when Debezium first writes to them; notice them quickly.
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+    )
     consumer.subscribe(topics(watched))
     stopping = False
 

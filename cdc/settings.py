@@ -52,13 +52,12 @@ class Settings(BaseSettings):
     def pg_conninfo(self) -> str:
         """libpq conninfo for the application role (password passed separately)."""
         return (
-            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
-            f"user={self.pg_user}"
+            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} user={self.pg_user}"
         )
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings() -> Settings:
     """Settings from the environment, falling back to a running local stack's endpoints."""
     env_file = stack_dir() / STACK_ENV_FILE
     files = (env_file,) if env_file.exists() else ()
-    return Settings(_env_file=files, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=files)  # type: ignore[call-arg]

@@ -3,6 +3,9 @@ the same stack."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from psycopg import sql
 
 PG_SETTINGS: dict[str, str] = {
@@ -20,8 +23,25 @@ APP_USER = "app"
 DEBEZIUM_USER = "cdc_debezium"
 
 
-def bootstrap_sql(app_password: str, debezium_password: str) -> list[sql.Composed]:
-    """Roles for the application and for Debezium (REPLICATION LOGIN, nothing more)."""
+def bootstrap_postgres(
+    conn: psycopg.Connection[Any], app_password: str, debezium_password: str
+) -> None:
+    """As superuser (autocommit): the application role and database, and the Debezium role
+    with REPLICATION LOGIN and nothing more; table grants come from ``connector apply``."""
+    for stmt in _role_sql(app_password, debezium_password):
+        conn.execute(stmt)
+    exists = conn.execute(
+        "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
+    ).fetchone()
+    if not exists:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(APP_DATABASE), sql.Identifier(APP_USER)
+            )
+        )
+
+
+def _role_sql(app_password: str, debezium_password: str) -> list[sql.Composed]:
     return [
         sql.SQL(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
@@ -30,14 +50,22 @@ def bootstrap_sql(app_password: str, debezium_password: str) -> list[sql.Compose
         for user in (APP_USER, DEBEZIUM_USER)
     ] + [
         sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
-            sql.Identifier(APP_USER), sql.Literal(app_password)),
+            sql.Identifier(APP_USER), sql.Literal(app_password)
+        ),
         sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
-            sql.Identifier(DEBEZIUM_USER), sql.Literal(debezium_password)),
+            sql.Identifier(DEBEZIUM_USER), sql.Literal(debezium_password)
+        ),
     ]
 
 
-def broker_properties(*, port: int, controller_port: int, host: str = "127.0.0.1",
-                      advertised_host: str = "127.0.0.1", log_dir: str) -> dict[str, str]:
+def broker_properties(
+    *,
+    port: int,
+    controller_port: int,
+    host: str = "127.0.0.1",
+    advertised_host: str = "127.0.0.1",
+    log_dir: str,
+) -> dict[str, str]:
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -60,8 +88,9 @@ def broker_properties(*, port: int, controller_port: int, host: str = "127.0.0.1
     }
 
 
-def connect_worker_properties(*, bootstrap: str, rest_host: str, rest_port: int,
-                              plugin_path: str | None) -> dict[str, str]:
+def connect_worker_properties(
+    *, bootstrap: str, rest_host: str, rest_port: int, plugin_path: str | None
+) -> dict[str, str]:
     props = {
         "bootstrap.servers": bootstrap,
         "group.id": "cdc-connect",
@@ -82,8 +111,9 @@ def connect_worker_properties(*, bootstrap: str, rest_host: str, rest_port: int,
         "offset.flush.interval.ms": "1000",
         # Secrets stay out of connector configs: ${env:NAME} is resolved by the worker.
         "config.providers": "env",
-        "config.providers.env.class":
-            "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+        "config.providers.env.class": (
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+        ),
         "topic.creation.enable": "true",
     }
     if plugin_path:

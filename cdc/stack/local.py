@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import structlog
 
 from cdc.errors import StackError
 from cdc.settings import STACK_ENV_FILE
-from cdc.stack import config
+from cdc.stack import config, probes
 from cdc.stack.endpoints import StackEndpoints
 from cdc.stack.jvm import jvm_home
 
@@ -124,9 +123,11 @@ class LocalStack:
         self._ensure_secrets()
         deadline = started + timeout
         # The JVMs start slowly; start the independent ones together.
-        for name, start in (("postgres", self._start_postgres),
-                            ("kafka", lambda: self._start_kafka(home)),
-                            ("registry", lambda: self._start_registry(home))):
+        for name, start in (
+            ("postgres", self._start_postgres),
+            ("kafka", lambda: self._start_kafka(home)),
+            ("registry", lambda: self._start_registry(home)),
+        ):
             self._ensure(name, start)
         self._wait("kafka", self._kafka_ready, deadline)
         self._ensure("connect", lambda: self._start_connect(home))
@@ -147,8 +148,10 @@ class LocalStack:
 
     def status(self) -> dict[str, dict[str, object]]:
         checks: dict[str, Callable[[], bool]] = {
-            "postgres": self._postgres_ready, "kafka": self._kafka_ready,
-            "connect": self._connect_ready, "registry": self._registry_ready,
+            "postgres": self._postgres_ready,
+            "kafka": self._kafka_ready,
+            "connect": self._connect_ready,
+            "registry": self._registry_ready,
         }
         out: dict[str, dict[str, object]] = {}
         for name in COMPONENTS:
@@ -188,6 +191,15 @@ class LocalStack:
     def _prepare_dirs(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711 if self._pg_user else 0o700)
+        if self._pg_user:
+            blocked = [p for p in self.dir.parents if not os.stat(p).st_mode & 0o001]
+            if blocked:
+                raise StackError(
+                    "postgres",
+                    f"running as root, PostgreSQL runs as {self._pg_user!r}, which cannot reach "
+                    f"{self.dir} through {blocked[0]}; pick a state directory under a "
+                    "world-traversable path (CDC_STACK_DIR)",
+                )
 
     def _ensure_secrets(self) -> None:
         for key in ("postgres", "app", "debezium"):
@@ -207,15 +219,26 @@ class LocalStack:
         start()
         self.state.save(self._state_file)
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-               user: str | None = None, cwd: Path | None = None) -> None:
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         logfile = self.logs / f"{name}.log"
         with logfile.open("ab") as out:
             out.write(f"\n=== {time.strftime('%F %T')} starting {name}\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, **(env or {})}, user=user,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                user=user,
                 cwd=cwd or self.dir,
             )
         if user:
@@ -227,14 +250,16 @@ class LocalStack:
     def _wait(self, name: str, ready: Callable[[], bool], deadline: float) -> None:
         while True:
             if not _pid_alive(self.state.pids.get(name), str(self.dir)):
-                raise StackError(name, "process exited during start-up",
-                                 _tail(self.logs / f"{name}.log"))
+                raise StackError(
+                    name, "process exited during start-up", _tail(self.logs / f"{name}.log")
+                )
             if self._safe(ready):
                 log.info("stack.ready", component=name, port=self.state.ports.get(name))
                 return
             if time.monotonic() > deadline:
-                raise StackError(name, "not ready before the deadline",
-                                 _tail(self.logs / f"{name}.log"))
+                raise StackError(
+                    name, "not ready before the deadline", _tail(self.logs / f"{name}.log")
+                )
             time.sleep(0.5)
 
     @staticmethod
@@ -277,52 +302,79 @@ class LocalStack:
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             pwfile.chmod(0o600)
             proc = subprocess.run(
-                [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                 f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=reject",
-                 "--encoding=UTF8", "--locale=C.UTF-8"],
-                capture_output=True, text=True, user=self._pg_user, check=False, cwd=self.dir,
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=reject",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                capture_output=True,
+                text=True,
+                user=self._pg_user,
+                check=False,
+                cwd=self.dir,
             )
             pwfile.unlink()
             if proc.returncode != 0:
                 raise StackError("postgres", "initdb failed", proc.stdout + proc.stderr)
-        settings = {**config.PG_SETTINGS, "listen_addresses": HOST, "port": str(port),
-                    "unix_socket_directories": ""}
+        settings = {
+            **config.PG_SETTINGS,
+            "listen_addresses": HOST,
+            "port": str(port),
+            "unix_socket_directories": "",
+        }
         argv = [str(PG_BIN / "postgres"), "-D", str(data)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         self._spawn("postgres", argv, user=self._pg_user)
 
     def _pg_connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
-        return psycopg.connect(host=HOST, port=self.state.ports["postgres"], user="postgres",
-                               password=self.state.secrets["postgres"], dbname=dbname,
-                               connect_timeout=3, autocommit=True)
+        return psycopg.connect(
+            host=HOST,
+            port=self.state.ports["postgres"],
+            user="postgres",
+            password=self.state.secrets["postgres"],
+            dbname=dbname,
+            connect_timeout=3,
+            autocommit=True,
+        )
 
     def _postgres_ready(self) -> bool:
-        with self._pg_connect() as conn:
-            return conn.execute("SELECT 1").fetchone() == (1,)
+        return probes.postgres_ready(
+            HOST, self.state.ports["postgres"], self.state.secrets["postgres"]
+        )
 
     def _bootstrap_postgres(self) -> None:
         s = self.state.secrets
         with self._pg_connect() as conn:
-            for stmt in config.bootstrap_sql(s["app"], s["debezium"]):
-                conn.execute(stmt)
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (config.APP_DATABASE,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{config.APP_DATABASE}" OWNER "{config.APP_USER}"')
+            config.bootstrap_postgres(conn, s["app"], s["debezium"])
 
     # -- Kafka ------------------------------------------------------------------------
     def _java(self, home: Path, heap: str, main: list[str], name: str) -> list[str]:
         log4j = self.dir / "log4j2.properties"
         log4j.write_text(LOG4J2)
-        return ["java", f"-Xmx{heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}", f"-Dcdc.stack={self.dir}",
-                f"-Dcdc.component={name}", *main]
+        return [
+            "java",
+            f"-Xmx{heap}",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dcdc.stack={self.dir}",
+            f"-Dcdc.component={name}",
+            *main,
+        ]
 
     def _start_kafka(self, home: Path) -> None:
         port, cport = self._port("kafka"), self._port("kafka-controller")
-        props = config.broker_properties(port=port, controller_port=cport,
-                                         log_dir=str(self.dir / "kafka" / "data"))
+        props = config.broker_properties(
+            port=port, controller_port=cport, log_dir=str(self.dir / "kafka" / "data")
+        )
         path = self.dir / "kafka" / "server.properties"
         path.parent.mkdir(exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -330,40 +382,57 @@ class LocalStack:
         if not (self.dir / "kafka" / "data" / "meta.properties").exists():
             self.state.cluster_id = self.state.cluster_id or _kafka_cluster_id()
             proc = subprocess.run(
-                self._java(home, "256m", [*cp, "kafka.tools.StorageTool", "format", "-t",
-                                          self.state.cluster_id, "-c", str(path),
-                                          "--standalone"], "kafka-format"),
-                capture_output=True, text=True, check=False,
+                self._java(
+                    home,
+                    "256m",
+                    [
+                        *cp,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        self.state.cluster_id,
+                        "-c",
+                        str(path),
+                        "--standalone",
+                    ],
+                    "kafka-format",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if proc.returncode != 0:
                 raise StackError("kafka", "storage format failed", proc.stdout + proc.stderr)
         self._spawn("kafka", self._java(home, "768m", [*cp, "kafka.Kafka", str(path)], "kafka"))
 
     def _kafka_ready(self) -> bool:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": f"{HOST}:{self.state.ports['kafka']}",
-                             "socket.timeout.ms": 2000, "logger": _quiet_logger()})
-        return len(admin.list_topics(timeout=2).brokers) == 1
+        return probes.kafka_ready(f"{HOST}:{self.state.ports['kafka']}")
 
     # -- Kafka Connect ------------------------------------------------------------------
     def _start_connect(self, home: Path) -> None:
         port = self._port("connect")
         props = config.connect_worker_properties(
-            bootstrap=f"{HOST}:{self.state.ports['kafka']}", rest_host=HOST, rest_port=port,
-            plugin_path=str(home / "plugins"))
+            bootstrap=f"{HOST}:{self.state.ports['kafka']}",
+            rest_host=HOST,
+            rest_port=port,
+            plugin_path=str(home / "plugins"),
+        )
         path = self.dir / "connect.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        main = ["-cp", f"{home / 'lib'}/*", "org.apache.kafka.connect.cli.ConnectDistributed",
-                str(path)]
-        self._spawn("connect", self._java(home, "1g", main, "connect"),
-                    env={"CDC_DEBEZIUM_PASSWORD": self.state.secrets["debezium"]})
+        main = [
+            "-cp",
+            f"{home / 'lib'}/*",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(path),
+        ]
+        self._spawn(
+            "connect",
+            self._java(home, "1g", main, "connect"),
+            env={"CDC_DEBEZIUM_PASSWORD": self.state.secrets["debezium"]},
+        )
 
     def _connect_ready(self) -> bool:
-        url = f"http://{HOST}:{self.state.ports['connect']}/connector-plugins"
-        response = httpx.get(url, timeout=3)
-        return response.status_code == 200 and any(
-            p["class"].endswith("PostgresConnector") for p in response.json())
+        return probes.connect_ready(f"http://{HOST}:{self.state.ports['connect']}")
 
     # -- Apicurio Registry ----------------------------------------------------------------
     def _start_registry(self, home: Path) -> None:
@@ -371,12 +440,10 @@ class LocalStack:
         props = config.registry_properties(host=HOST, port=port)
         sysprops = [f"-D{k}={v}" for k, v in props.items()]
         main = [*sysprops, "-jar", str(_registry_jar(home / "apicurio-registry"))]
-        self._spawn("registry", self._java(home, "512m", main, "registry"),
-                    cwd=self.dir)
+        self._spawn("registry", self._java(home, "512m", main, "registry"), cwd=self.dir)
 
     def _registry_ready(self) -> bool:
-        base = f"http://{HOST}:{self.state.ports['registry']}"
-        return httpx.get(f"{base}/apis/ccompat/v7/subjects", timeout=3).status_code == 200
+        return probes.registry_ready(f"http://{HOST}:{self.state.ports['registry']}")
 
     def _write_env(self, endpoints: StackEndpoints) -> None:
         path = self.dir / STACK_ENV_FILE
@@ -397,11 +464,3 @@ def _kafka_cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _quiet_logger() -> Any:
-    import logging
-
-    quiet = logging.getLogger("cdc.stack.librdkafka")
-    quiet.setLevel(logging.CRITICAL)
-    return quiet

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,12 +18,12 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
 
 
-class ReplicaIdentity(str, Enum):
+class ReplicaIdentity(StrEnum):
     DEFAULT = "default"
     FULL = "full"
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     JSON = "json"  # JsonConverter with schemas.enable=true
     JSON_NO_SCHEMA = "json-noschema"
     AVRO = "avro"  # Confluent wire format through the registry
@@ -90,9 +90,7 @@ class WatchedTables(BaseModel):
         return tables
 
     def table_names(self) -> list[TableName]:
-        return [
-            TableName(schema=s, table=t) for s, t in (name.split(".") for name in self.tables)
-        ]
+        return [TableName(schema=s, table=t) for s, t in (name.split(".") for name in self.tables)]
 
     @property
     def heartbeat_table(self) -> TableName:

@@ -15,8 +15,9 @@ def _ident(t: TableName) -> sql.Identifier:
     return sql.Identifier(t.schema_, t.table)
 
 
-def find_problems(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables,
-                  debezium_user: str) -> list[str]:
+def find_problems(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, debezium_user: str
+) -> list[str]:
     """What in the database contradicts the file: missing tables, columns or role."""
     problems: list[str] = []
     for t in watched.table_names():
@@ -39,21 +40,26 @@ def find_problems(conn: psycopg.Connection[tuple[object, ...]], watched: Watched
         for col in watched.tables[str(t)].exclude_columns:
             if col not in columns:
                 problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
-    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (debezium_user,)).fetchone() is None:
+    if (
+        conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (debezium_user,)).fetchone()
+        is None
+    ):
         problems.append(f"the Debezium role {debezium_user!r} does not exist")
     return problems
 
 
-def prepare_tables(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables,
-                   debezium_user: str) -> None:
+def prepare_tables(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, debezium_user: str
+) -> None:
     """Internal tables, grants and replica identity; idempotent, in the caller's transaction."""
     role = sql.Identifier(debezium_user)
     internal = sql.Identifier(watched.connector.internal_schema)
     hb, sig = _ident(watched.heartbeat_table), _ident(watched.signal_table)
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(internal))
     conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY, ts timestamptz NOT NULL)")
-        .format(hb)
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY, ts timestamptz NOT NULL)"
+        ).format(hb)
     )
     conn.execute(
         sql.SQL(
@@ -66,8 +72,9 @@ def prepare_tables(conn: psycopg.Connection[tuple[object, ...]], watched: Watche
     # Incremental snapshots write their watermarks into the signal table.
     conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON {} TO {}").format(sig, role))
     for t in watched.table_names():
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            sql.Identifier(t.schema_), role))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema_), role)
+        )
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(_ident(t), role))
         wanted = watched.tables[str(t)].replica_identity
         current = conn.execute(
@@ -75,8 +82,11 @@ def prepare_tables(conn: psycopg.Connection[tuple[object, ...]], watched: Watche
             (f'"{t.schema_}"."{t.table}"',),
         ).fetchone()
         if current is None or current[0] != _RELREPLIDENT[wanted]:
-            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
-                _ident(t), sql.SQL(wanted.name)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
+                    _ident(t), sql.SQL(wanted.name)
+                )
+            )
 
 
 def publication_tables(watched: WatchedTables) -> list[TableName]:
@@ -84,13 +94,19 @@ def publication_tables(watched: WatchedTables) -> list[TableName]:
 
 
 def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+        is not None
+    )
 
 
 def sync_publication(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables) -> None:
     """Create the publication or set its table list to exactly the watched tables."""
     name = sql.Identifier(watched.connector.publication)
     tables = sql.SQL(", ").join(_ident(t) for t in publication_tables(watched))
-    verb = "ALTER PUBLICATION {} SET TABLE {}" if publication_exists(
-        conn, watched.connector.publication) else "CREATE PUBLICATION {} FOR TABLE {}"
+    verb = (
+        "ALTER PUBLICATION {} SET TABLE {}"
+        if publication_exists(conn, watched.connector.publication)
+        else "CREATE PUBLICATION {} FOR TABLE {}"
+    )
     conn.execute(sql.SQL(verb).format(name, tables))

@@ -1,0 +1,84 @@
+"""Per-test pipelines on the shared real stack: own tables, connector, slot, publication and
+topic prefix, torn down afterwards."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from cdc.connect import ConnectClient, apply_connector
+from cdc.settings import Settings
+from cdc.stack.endpoints import StackEndpoints
+from cdc.tables.config import WatchedTables, load_watched_tables
+
+pytestmark = pytest.mark.stack
+
+
+class Pipeline:
+    def __init__(self, stack: StackEndpoints, tmp: Path) -> None:
+        self.stack = stack
+        self.id = f"t{uuid.uuid4().hex[:8]}"
+        self.file = tmp / "cdc.yaml"
+        self.settings: Settings = stack.settings(watched_tables=self.file)
+        self.connect = ConnectClient(stack.connect_url)
+        self.db = psycopg.connect(self.settings.pg_conninfo(), autocommit=True,
+                                  password=stack.app_password)
+        self.name = self.id
+
+    def table(self, short: str) -> str:
+        return f"{self.id}_{short}"
+
+    def write_file(self, tables: dict[str, dict[str, Any]], **connector: Any) -> None:
+        body = {
+            "connector": {"name": self.name, "topic_prefix": self.id, "slot": self.id,
+                          "publication": self.id, **connector},
+            "tables": {f"public.{name}": opts for name, opts in tables.items()},
+        }
+        self.file.write_text(yaml.safe_dump(body))
+
+    def watched(self) -> WatchedTables:
+        return load_watched_tables(self.file)
+
+    def apply(self) -> str:
+        return apply_connector(self.watched(), self.settings)
+
+    def topic(self, table: str) -> str:
+        return f"{self.id}.public.{table}"
+
+    def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        cur = self.db.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        self.connect.delete(self.name)
+        with psycopg.connect(host=self.stack.pg_host, port=self.stack.pg_port, user="postgres",
+                             password=self.stack.pg_superuser_password,
+                             dbname=self.stack.app_database, autocommit=True) as su:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                row = su.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                                 (self.id,)).fetchone()
+                if row is None:
+                    break
+                if not row[0]:
+                    su.execute("SELECT pg_drop_replication_slot(%s)", (self.id,))
+                    break
+                time.sleep(0.3)
+            su.execute(f'DROP PUBLICATION IF EXISTS "{self.id}"')
+        self.db.close()
+
+
+@pytest.fixture
+def pipeline(cdc_stack: StackEndpoints, tmp_path: Path) -> Iterator[Pipeline]:
+    p = Pipeline(cdc_stack, tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()

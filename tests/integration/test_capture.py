@@ -1,0 +1,168 @@
+"""A PostgreSQL change arrives in Kafka as a Debezium event, on the real stack."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from confluent_kafka import Message
+
+from cdc.testing import consume, wait_for_records
+from tests.integration.conftest import Pipeline
+
+
+def payload(msg: Message) -> dict[str, Any] | None:
+    raw = msg.value()
+    if raw is None:
+        return None
+    body: dict[str, Any] = json.loads(raw)
+    return body["payload"] if "schema" in body else body
+
+
+def ops(records: list[Message]) -> list[str]:
+    return [p["op"] if (p := payload(m)) else "tombstone" for m in records]
+
+
+def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
+    full, default = pipeline.table("full"), pipeline.table("dflt")
+    for table in (full, default):
+        pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, name text, n int)")
+        pipeline.sql(f"INSERT INTO {table} VALUES (1, 'before-connector', 1)")
+    pipeline.write_file({full: {"replica_identity": "full"}, default: {}})
+    assert pipeline.apply() == "created"
+    assert pipeline.sql(
+        "SELECT relname, relreplident FROM pg_class WHERE relname IN (%s, %s) ORDER BY 1",
+        (default, full)) == [(default, "d"), (full, "f")]
+
+    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(full),
+                                                        pipeline.topic(default)])
+    try:
+        snap = wait_for_records(consumer, lambda r: len(r) >= 2)
+        assert sorted(ops(snap)) == ["r", "r"]
+        for msg in snap:
+            p = payload(msg)
+            assert p is not None
+            assert p["after"] == {"id": 1, "name": "before-connector", "n": 1}
+            assert p["source"]["snapshot"] in ("true", "first", "last", "first_in_data_collection",
+                                               "last_in_data_collection")
+
+        for table in (full, default):
+            pipeline.sql(f"INSERT INTO {table} VALUES (2, 'new', 1)")
+            pipeline.sql(f"UPDATE {table} SET n = 2 WHERE id = 2")
+            pipeline.sql(f"DELETE FROM {table} WHERE id = 2")
+        records = wait_for_records(consumer, lambda r: len(r) >= 8)
+    finally:
+        consumer.close()
+
+    by_topic: dict[str, list[Message]] = {}
+    for msg in records:
+        by_topic.setdefault(msg.topic(), []).append(msg)
+    for table in (full, default):
+        stream = by_topic[pipeline.topic(table)]
+        assert ops(stream) == ["c", "u", "d", "tombstone"], table
+        create, update, delete, tombstone = (payload(m) for m in stream)
+        assert create and update and delete and tombstone is None
+        assert create["before"] is None
+        assert create["after"] == {"id": 2, "name": "new", "n": 1}
+        assert update["after"] == {"id": 2, "name": "new", "n": 2}
+        assert delete["after"] is None
+        assert json.loads(stream[3].key())["payload"] == {"id": 2}  # same key as the row
+        assert stream[3].key() == stream[2].key()
+        if table == full:
+            assert update["before"] == {"id": 2, "name": "new", "n": 1}
+            assert delete["before"] == {"id": 2, "name": "new", "n": 2}
+        else:
+            # DEFAULT identity: no old row on update, only the key on delete.
+            assert update["before"] is None
+            assert delete["before"] == {"id": 2, "name": None, "n": None}
+        assert create["source"]["table"] == table
+        assert isinstance(create["source"]["lsn"], int)
+        assert create["source"]["snapshot"] in (None, "false")
+
+
+def test_heartbeats_arrive_while_tables_are_idle(pipeline: Pipeline) -> None:
+    idle = pipeline.table("idle")
+    pipeline.sql(f"CREATE TABLE {idle} (id int PRIMARY KEY)")
+    pipeline.write_file({idle: {}}, heartbeat_interval_ms=500)
+    pipeline.apply()
+    consumer = consume(pipeline.stack.kafka_bootstrap, [f"__debezium-heartbeat.{pipeline.id}"])
+    try:
+        beats = wait_for_records(consumer, lambda r: len(r) >= 3, timeout=60)
+    finally:
+        consumer.close()
+    first = json.loads(beats[0].value())
+    assert first["schema"]["name"] == "io.debezium.connector.common.Heartbeat"
+    assert json.loads(beats[0].key())["payload"] == {"serverName": pipeline.id}
+    stamps = [json.loads(b.value())["payload"]["ts_ms"] for b in beats]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]
+    # The action query keeps the heartbeat table (in the publication) moving.
+    assert pipeline.sql("SELECT count(*) FROM cdc.heartbeat WHERE ts > now() - interval '1 min'"
+                        ) == [(1,)]
+
+
+def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> None:
+    first, second = pipeline.table("first"), pipeline.table("second")
+    for table in (first, second):
+        pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    pipeline.write_file({first: {}})
+    assert pipeline.apply() == "created"
+    assert pipeline.apply() == "unchanged"
+
+    pipeline.write_file({first: {}, second: {"replica_identity": "full"}})
+    assert pipeline.apply() == "updated"
+    pipeline.sql(f"INSERT INTO {second} VALUES (7, 'seven')")
+    pipeline.sql(f"UPDATE {second} SET v = 'SEVEN' WHERE id = 7")
+    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)])
+    try:
+        records = wait_for_records(consumer, lambda r: len(r) >= 2)
+    finally:
+        consumer.close()
+    assert ops(records) == ["c", "u"]
+    update = payload(records[1])
+    assert update is not None
+    assert update["before"] == {"id": 7, "v": "seven"}
+    pubtables = pipeline.sql(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s "
+        "ORDER BY 1", (pipeline.id,))
+    assert pubtables == [("cdc.heartbeat",), ("cdc.signal",), (f"public.{first}",),
+                         (f"public.{second}",)]
+
+
+def test_excluded_columns_never_reach_kafka(pipeline: Pipeline) -> None:
+    users = pipeline.table("users")
+    pipeline.sql(f"CREATE TABLE {users} (id int PRIMARY KEY, email text, password_hash text)")
+    pipeline.write_file({users: {"exclude_columns": ["password_hash"]}})
+    pipeline.apply()
+    pipeline.sql(f"INSERT INTO {users} VALUES (1, 'a@example.org', 'secret-hash')")
+    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(users)])
+    try:
+        (record,) = wait_for_records(consumer, lambda r: len(r) >= 1)
+    finally:
+        consumer.close()
+    assert b"secret-hash" not in record.value()
+    p = payload(record)
+    assert p is not None
+    assert p["after"] == {"id": 1, "email": "a@example.org"}
+
+
+def test_avro_records_use_the_registry(pipeline: Pipeline) -> None:
+    items = pipeline.table("items")
+    pipeline.sql(f"CREATE TABLE {items} (id int PRIMARY KEY, price numeric(10,2))")
+    pipeline.write_file({items: {}}, encoding="avro")
+    pipeline.apply()
+    pipeline.sql(f"INSERT INTO {items} VALUES (1, 9.99)")
+    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(items)])
+    try:
+        (record,) = wait_for_records(consumer, lambda r: len(r) >= 1)
+    finally:
+        consumer.close()
+    value = record.value()
+    assert value[0] == 0  # Confluent wire format: magic byte, then a 4-byte schema id
+    schema_id = int.from_bytes(value[1:5], "big")
+    response = httpx.get(
+        f"{pipeline.stack.registry_url}/apis/ccompat/v7/schemas/ids/{schema_id}", timeout=10)
+    assert response.status_code == 200
+    schema = json.loads(response.json()["schema"])
+    assert schema["type"] == "record"
+    assert {f["name"] for f in schema["fields"]} >= {"before", "after", "source", "op"}

@@ -1,0 +1,102 @@
+"""The watched-tables file and what is derived from it, without the stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc import ConfigError, parse_watched_tables
+from cdc.tables.config import Encoding, ReplicaIdentity
+from cdc.tables.connector import DatabaseEndpoint, connector_config, heartbeat_topic
+
+GOOD = """
+connector:
+  name: shop
+  topic_prefix: shop
+  slot: shop_slot
+  publication: shop_pub
+  heartbeat_interval_ms: 2000
+tables:
+  public.users:
+    replica_identity: full
+    snapshot_reads: true
+    exclude_columns: [password_hash, totp_secret]
+  sales.orders: {}
+"""
+DB = DatabaseEndpoint(host="db", port=5432, database="app", user="cdc_debezium",
+                      password="${env:CDC_DEBEZIUM_PASSWORD}", registry_url="http://reg:8080")
+
+
+def test_parses_tables_and_defaults() -> None:
+    watched = parse_watched_tables(GOOD)
+    users = watched.tables["public.users"]
+    assert users.replica_identity is ReplicaIdentity.FULL
+    assert users.snapshot_reads is True
+    assert users.exclude_columns == ("password_hash", "totp_secret")
+    orders = watched.tables["sales.orders"]
+    assert orders.replica_identity is ReplicaIdentity.DEFAULT
+    assert orders.snapshot_reads is False
+    assert [str(t) for t in watched.table_names()] == ["public.users", "sales.orders"]
+
+
+def test_connector_config_is_derived_from_the_file() -> None:
+    config = connector_config(parse_watched_tables(GOOD), DB)
+    assert config["plugin.name"] == "pgoutput"
+    assert config["slot.name"] == "shop_slot"
+    assert config["publication.name"] == "shop_pub"
+    assert config["publication.autocreate.mode"] == "disabled"
+    assert config["topic.prefix"] == "shop"
+    assert config["table.include.list"] == r"public\.users,sales\.orders"
+    assert config["column.exclude.list"] == (
+        r"public\.users\.password_hash,public\.users\.totp_secret"
+    )
+    assert config["heartbeat.interval.ms"] == "2000"
+    assert config["heartbeat.action.query"].startswith('INSERT INTO "cdc"."heartbeat"')
+    assert config["signal.data.collection"] == "cdc.signal"
+    assert config["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
+    assert config["value.converter.schemas.enable"] == "true"
+    assert config["value.converter.replace.null.with.default"] == "false"
+
+
+def test_encodings_pick_converters() -> None:
+    base = parse_watched_tables(GOOD)
+    for encoding, converter, schemas in [
+        (Encoding.JSON_NO_SCHEMA, "org.apache.kafka.connect.json.JsonConverter", "false"),
+        (Encoding.AVRO, "io.apicurio.registry.utils.converter.AvroConverter", None),
+    ]:
+        watched = base.model_copy(
+            update={"connector": base.connector.model_copy(update={"encoding": encoding})})
+        config = connector_config(watched, DB)
+        assert config["value.converter"] == converter
+        assert config["key.converter"] == converter
+        assert config.get("value.converter.schemas.enable") == schemas
+    avro = connector_config(base.model_copy(update={"connector": base.connector.model_copy(
+        update={"encoding": Encoding.AVRO})}), DB)
+    assert avro["value.converter.apicurio.registry.url"] == "http://reg:8080/apis/registry/v2"
+    assert avro["value.converter.apicurio.registry.as-confluent"] == "true"
+    assert avro["schema.name.adjustment.mode"] == "avro"
+    assert heartbeat_topic(base) == "__debezium-heartbeat.shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("tables:\n  public.users:\n    replica_identity: sometimes\n",
+         "tables.public.users.replica_identity"),
+        ("tables:\n  public.users:\n    snapshot_read: true\n",
+         "tables.public.users.snapshot_read: Extra inputs are not permitted"),
+        ("tables:\n  users: {}\n", "must be written schema.table"),
+        ('tables:\n  public.users:\n    exclude_columns: ["x; DROP TABLE y"]\n',
+         "tables.public.users.exclude_columns.0"),
+        ('tables:\n  "public.users; drop": {}\n', "must be written schema.table"),
+        ("tables: {}\n", "at least one table"),
+        ("connector:\n  slot: Bad-Slot\ntables:\n  public.a: {}\n", "connector.slot"),
+        ("tables: [public.users\n", "not valid YAML"),
+        ("- public.users\n", "mapping with a 'tables' key"),
+        ("connector: {}\n", "tables: Field required"),
+    ],
+)
+def test_bad_files_name_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_watched_tables(text, "cdc.yaml")
+    assert "cdc.yaml" in str(info.value)
+    assert fragment in str(info.value)
