@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     add_completion=False,
     help="React to PostgreSQL changes captured by Debezium.",
 )
@@ -132,6 +133,49 @@ def connector_status(tables: WatchedOpt = None) -> None:
     )
 
 
+db_app = typer.Typer(no_args_is_help=True, help="The application database.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("init")
+def db_init(
+    schema: Annotated[
+        list[Path] | None, typer.Option(help="SQL file(s) to run as the application role.")
+    ] = None,
+) -> None:
+    """Create the application and Debezium roles and database (when a superuser password is
+    set), then run the given schema files as the application role."""
+    import psycopg
+
+    from cdc.stack.config import DatabaseRoles, bootstrap_postgres
+
+    settings = load_settings()
+    if settings.pg_superuser_password is not None:
+        with psycopg.connect(
+            host=settings.pg_host,
+            port=settings.pg_port,
+            dbname="postgres",
+            user=settings.pg_superuser,
+            password=settings.pg_superuser_password.get_secret_value(),
+            autocommit=True,
+        ) as conn:
+            roles = DatabaseRoles(
+                app_password=settings.pg_password.get_secret_value(),
+                debezium_password=settings.debezium_password.get_secret_value(),
+                database=settings.pg_database,
+                app_user=settings.pg_user,
+                debezium_user=settings.debezium_user,
+            )
+            bootstrap_postgres(conn, roles)
+        console.print("roles and database ready")
+    for path in schema or []:
+        with psycopg.connect(
+            settings.pg_conninfo(), password=settings.pg_password.get_secret_value()
+        ) as conn:
+            conn.execute(path.read_text().encode())
+        console.print(f"applied {path}")
+
+
 @app.command("run")
 def run(
     tables: WatchedOpt = None,
@@ -145,8 +189,18 @@ def run(
 
 
 def main() -> None:
+    import httpx
+    import psycopg
+
+    err = Console(stderr=True)
     try:
         app()
     except CdcError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except psycopg.Error as exc:
+        err.print(f"[bold red]error:[/] PostgreSQL: {exc}", highlight=False)
+        sys.exit(2)
+    except httpx.HTTPError as exc:
+        err.print(f"[bold red]error:[/] {exc.request.url}: {exc}", highlight=False)
         sys.exit(2)

@@ -3,6 +3,7 @@ local stack's endpoint file when one is running."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,8 +15,19 @@ STACK_ENV_FILE = "stack.env"
 
 
 def stack_dir() -> Path:
-    """The local stack's state directory (``CDC_STACK_DIR``, default ``.cdc/stack``)."""
-    return Path(os.environ.get("CDC_STACK_DIR", DEFAULT_STACK_DIR)).resolve()
+    """The local stack's state directory: ``CDC_STACK_DIR``, else ``.cdc/stack``.
+
+    As root, PostgreSQL runs as the ``postgres`` user, which must be able to traverse the
+    path; where it cannot (a checkout under a private directory), the default moves to
+    ``/var/tmp/cdc-stack-<hash of the working directory>``."""
+    if env := os.environ.get("CDC_STACK_DIR"):
+        return Path(env).resolve()
+    here = DEFAULT_STACK_DIR.resolve()
+    if os.geteuid() == 0 and any(not p.stat().st_mode & 0o001 for p in here.parents if p.exists()):
+        digest = hashlib.sha256(str(Path.cwd()).encode()).hexdigest()[:8]
+        # LocalStack refuses a state directory owned by anyone else.
+        return Path(f"/var/tmp/cdc-stack-{digest}")  # noqa: S108
+    return here
 
 
 class Settings(BaseSettings):
@@ -36,6 +48,10 @@ class Settings(BaseSettings):
     pg_database: str = "app"
     pg_user: str = "app"
     pg_password: SecretStr = SecretStr("")
+
+    # Only for `cdc db init` where no one else provisions roles (compose, first boot).
+    pg_superuser: str = "postgres"
+    pg_superuser_password: SecretStr | None = None
 
     # The least-privilege role Debezium connects with.
     debezium_user: str = "cdc_debezium"

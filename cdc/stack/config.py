@@ -3,6 +3,7 @@ the same stack."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -23,39 +24,46 @@ APP_USER = "app"
 DEBEZIUM_USER = "cdc_debezium"
 
 
-def bootstrap_postgres(
-    conn: psycopg.Connection[Any], app_password: str, debezium_password: str
-) -> None:
+@dataclass(frozen=True)
+class DatabaseRoles:
+    """The application's database and role, and Debezium's least-privilege role."""
+
+    app_password: str
+    debezium_password: str
+    database: str = APP_DATABASE
+    app_user: str = APP_USER
+    debezium_user: str = DEBEZIUM_USER
+
+
+def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> None:
     """As superuser (autocommit): the application role and database, and the Debezium role
     with REPLICATION LOGIN and nothing more; table grants come from ``connector apply``."""
-    for stmt in _role_sql(app_password, debezium_password):
-        conn.execute(stmt)
+    for user in (roles.app_user, roles.debezium_user):
+        conn.execute(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
+                "THEN CREATE ROLE {ident} LOGIN; END IF; END $$"
+            ).format(name=sql.Literal(user), ident=sql.Identifier(user))
+        )
+    conn.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(roles.app_user), sql.Literal(roles.app_password)
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
+            sql.Identifier(roles.debezium_user), sql.Literal(roles.debezium_password)
+        )
+    )
     exists = conn.execute(
-        "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
+        "SELECT 1 FROM pg_database WHERE datname = %s", (roles.database,)
     ).fetchone()
     if not exists:
         conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(APP_DATABASE), sql.Identifier(APP_USER)
+                sql.Identifier(roles.database), sql.Identifier(roles.app_user)
             )
         )
-
-
-def _role_sql(app_password: str, debezium_password: str) -> list[sql.Composed]:
-    return [
-        sql.SQL(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
-            "THEN CREATE ROLE {ident} LOGIN; END IF; END $$"
-        ).format(name=sql.Literal(user), ident=sql.Identifier(user))
-        for user in (APP_USER, DEBEZIUM_USER)
-    ] + [
-        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
-            sql.Identifier(APP_USER), sql.Literal(app_password)
-        ),
-        sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
-            sql.Identifier(DEBEZIUM_USER), sql.Literal(debezium_password)
-        ),
-    ]
 
 
 def broker_properties(

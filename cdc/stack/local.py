@@ -190,6 +190,8 @@ class LocalStack:
     # -- process handling ---------------------------------------------------------------
     def _prepare_dirs(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self.dir.stat().st_uid != os.geteuid():
+            raise StackError("stack", f"{self.dir} belongs to another user; refusing to use it")
         self.dir.chmod(0o711 if self._pg_user else 0o700)
         if self._pg_user:
             blocked = [p for p in self.dir.parents if not os.stat(p).st_mode & 0o001]
@@ -353,7 +355,7 @@ class LocalStack:
     def _bootstrap_postgres(self) -> None:
         s = self.state.secrets
         with self._pg_connect() as conn:
-            config.bootstrap_postgres(conn, s["app"], s["debezium"])
+            config.bootstrap_postgres(conn, config.DatabaseRoles(s["app"], s["debezium"]))
 
     # -- Kafka ------------------------------------------------------------------------
     def _java(self, home: Path, heap: str, main: list[str], name: str) -> list[str]:

@@ -115,7 +115,7 @@ class ContainerStack:
             dbname="postgres",
             autocommit=True,
         ) as conn:
-            config.bootstrap_postgres(conn, app, dbz)
+            config.bootstrap_postgres(conn, config.DatabaseRoles(app, dbz))
         bootstrap = f"127.0.0.1:{host_port}"
         _wait("kafka", lambda: probes.kafka_ready(bootstrap))
         _wait("registry", lambda: probes.registry_ready(url(registry, 8080)))

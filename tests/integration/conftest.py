@@ -28,8 +28,9 @@ class Pipeline:
         self.file = tmp / "cdc.yaml"
         self.settings: Settings = stack.settings(watched_tables=self.file)
         self.connect = ConnectClient(stack.connect_url)
-        self.db = psycopg.connect(self.settings.pg_conninfo(), autocommit=True,
-                                  password=stack.app_password)
+        self.db = psycopg.connect(
+            self.settings.pg_conninfo(), autocommit=True, password=stack.app_password
+        )
         self.name = self.id
 
     def table(self, short: str) -> str:
@@ -37,8 +38,13 @@ class Pipeline:
 
     def write_file(self, tables: dict[str, dict[str, Any]], **connector: Any) -> None:
         body = {
-            "connector": {"name": self.name, "topic_prefix": self.id, "slot": self.id,
-                          "publication": self.id, **connector},
+            "connector": {
+                "name": self.name,
+                "topic_prefix": self.id,
+                "slot": self.id,
+                "publication": self.id,
+                **connector,
+            },
             "tables": {f"public.{name}": opts for name, opts in tables.items()},
         }
         self.file.write_text(yaml.safe_dump(body))
@@ -58,13 +64,19 @@ class Pipeline:
 
     def close(self) -> None:
         self.connect.delete(self.name)
-        with psycopg.connect(host=self.stack.pg_host, port=self.stack.pg_port, user="postgres",
-                             password=self.stack.pg_superuser_password,
-                             dbname=self.stack.app_database, autocommit=True) as su:
+        with psycopg.connect(
+            host=self.stack.pg_host,
+            port=self.stack.pg_port,
+            user="postgres",
+            password=self.stack.pg_superuser_password,
+            dbname=self.stack.app_database,
+            autocommit=True,
+        ) as su:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                row = su.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                                 (self.id,)).fetchone()
+                row = su.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.id,)
+                ).fetchone()
                 if row is None:
                     break
                 if not row[0]:

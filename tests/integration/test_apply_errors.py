@@ -16,17 +16,25 @@ from tests.integration.conftest import Pipeline
 def assert_nothing_changed(pipeline: Pipeline, existing: str) -> None:
     assert pipeline.connect.get_config(pipeline.name) is None
     assert pipeline.sql("SELECT 1 FROM pg_publication WHERE pubname = %s", (pipeline.id,)) == []
-    assert pipeline.sql("SELECT relreplident FROM pg_class WHERE relname = %s",
-                        (existing,)) == [("d",)]
+    assert pipeline.sql("SELECT relreplident FROM pg_class WHERE relname = %s", (existing,)) == [
+        ("d",)
+    ]
     assert pipeline.sql(
         "SELECT has_table_privilege(%s, %s, 'SELECT')",
-        (pipeline.stack.debezium_user, f"public.{existing}")) == [(False,)]
+        (pipeline.stack.debezium_user, f"public.{existing}"),
+    ) == [(False,)]
 
 
 def run_cli(pipeline: Pipeline) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **pipeline.stack.env(), "CDC_WATCHED_TABLES": str(pipeline.file)}
-    return subprocess.run([sys.executable, "-m", "cdc", "connector", "apply"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cdc", "connector", "apply"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_unknown_table_fails_and_changes_nothing(pipeline: Pipeline) -> None:
@@ -48,7 +56,9 @@ def test_unknown_excluded_column_fails(pipeline: Pipeline) -> None:
     existing = pipeline.table("cols")
     pipeline.sql(f"CREATE TABLE {existing} (id int PRIMARY KEY, v text)")
     pipeline.write_file({existing: {"exclude_columns": ["nope"]}})
-    with pytest.raises(ConfigError, match=rf"exclude_columns: no column 'nope' in public\.{existing}"):
+    with pytest.raises(
+        ConfigError, match=rf"exclude_columns: no column 'nope' in public\.{existing}"
+    ):
         pipeline.apply()
     assert_nothing_changed(pipeline, existing)
 

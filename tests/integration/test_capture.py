@@ -33,10 +33,12 @@ def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
     assert pipeline.apply() == "created"
     assert pipeline.sql(
         "SELECT relname, relreplident FROM pg_class WHERE relname IN (%s, %s) ORDER BY 1",
-        (default, full)) == [(default, "d"), (full, "f")]
+        (default, full),
+    ) == [(default, "d"), (full, "f")]
 
-    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(full),
-                                                        pipeline.topic(default)])
+    consumer = consume(
+        pipeline.stack.kafka_bootstrap, [pipeline.topic(full), pipeline.topic(default)]
+    )
     try:
         snap = wait_for_records(consumer, lambda r: len(r) >= 2)
         assert sorted(ops(snap)) == ["r", "r"]
@@ -44,8 +46,13 @@ def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
             p = payload(msg)
             assert p is not None
             assert p["after"] == {"id": 1, "name": "before-connector", "n": 1}
-            assert p["source"]["snapshot"] in ("true", "first", "last", "first_in_data_collection",
-                                               "last_in_data_collection")
+            assert p["source"]["snapshot"] in (
+                "true",
+                "first",
+                "last",
+                "first_in_data_collection",
+                "last_in_data_collection",
+            )
 
         for table in (full, default):
             pipeline.sql(f"INSERT INTO {table} VALUES (2, 'new', 1)")
@@ -62,7 +69,10 @@ def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
         stream = by_topic[pipeline.topic(table)]
         assert ops(stream) == ["c", "u", "d", "tombstone"], table
         create, update, delete, tombstone = (payload(m) for m in stream)
-        assert create and update and delete and tombstone is None
+        assert create
+        assert update
+        assert delete
+        assert tombstone is None
         assert create["before"] is None
         assert create["after"] == {"id": 2, "name": "new", "n": 1}
         assert update["after"] == {"id": 2, "name": "new", "n": 2}
@@ -95,10 +105,12 @@ def test_heartbeats_arrive_while_tables_are_idle(pipeline: Pipeline) -> None:
     assert first["schema"]["name"] == "io.debezium.connector.common.Heartbeat"
     assert json.loads(beats[0].key())["payload"] == {"serverName": pipeline.id}
     stamps = [json.loads(b.value())["payload"]["ts_ms"] for b in beats]
-    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]
+    assert stamps == sorted(stamps)
+    assert stamps[-1] > stamps[0]
     # The action query keeps the heartbeat table (in the publication) moving.
-    assert pipeline.sql("SELECT count(*) FROM cdc.heartbeat WHERE ts > now() - interval '1 min'"
-                        ) == [(1,)]
+    assert pipeline.sql(
+        "SELECT count(*) FROM cdc.heartbeat WHERE ts > now() - interval '1 min'"
+    ) == [(1,)]
 
 
 def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> None:
@@ -124,9 +136,15 @@ def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> No
     assert update["before"] == {"id": 7, "v": "seven"}
     pubtables = pipeline.sql(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s "
-        "ORDER BY 1", (pipeline.id,))
-    assert pubtables == [("cdc.heartbeat",), ("cdc.signal",), (f"public.{first}",),
-                         (f"public.{second}",)]
+        "ORDER BY 1",
+        (pipeline.id,),
+    )
+    assert pubtables == [
+        ("cdc.heartbeat",),
+        ("cdc.signal",),
+        (f"public.{first}",),
+        (f"public.{second}",),
+    ]
 
 
 def test_excluded_columns_never_reach_kafka(pipeline: Pipeline) -> None:
@@ -161,7 +179,8 @@ def test_avro_records_use_the_registry(pipeline: Pipeline) -> None:
     assert value[0] == 0  # Confluent wire format: magic byte, then a 4-byte schema id
     schema_id = int.from_bytes(value[1:5], "big")
     response = httpx.get(
-        f"{pipeline.stack.registry_url}/apis/ccompat/v7/schemas/ids/{schema_id}", timeout=10)
+        f"{pipeline.stack.registry_url}/apis/ccompat/v7/schemas/ids/{schema_id}", timeout=10
+    )
     assert response.status_code == 200
     schema = json.loads(response.json()["schema"])
     assert schema["type"] == "record"

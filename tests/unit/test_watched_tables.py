@@ -22,8 +22,14 @@ tables:
     exclude_columns: [password_hash, totp_secret]
   sales.orders: {}
 """
-DB = DatabaseEndpoint(host="db", port=5432, database="app", user="cdc_debezium",
-                      password="${env:CDC_DEBEZIUM_PASSWORD}", registry_url="http://reg:8080")
+DB = DatabaseEndpoint(
+    host="db",
+    port=5432,
+    database="app",
+    user="cdc_debezium",
+    password="${env:CDC_DEBEZIUM_PASSWORD}",
+    registry_url="http://reg:8080",
+)
 
 
 def test_parses_tables_and_defaults() -> None:
@@ -64,13 +70,18 @@ def test_encodings_pick_converters() -> None:
         (Encoding.AVRO, "io.apicurio.registry.utils.converter.AvroConverter", None),
     ]:
         watched = base.model_copy(
-            update={"connector": base.connector.model_copy(update={"encoding": encoding})})
+            update={"connector": base.connector.model_copy(update={"encoding": encoding})}
+        )
         config = connector_config(watched, DB)
         assert config["value.converter"] == converter
         assert config["key.converter"] == converter
         assert config.get("value.converter.schemas.enable") == schemas
-    avro = connector_config(base.model_copy(update={"connector": base.connector.model_copy(
-        update={"encoding": Encoding.AVRO})}), DB)
+    avro = connector_config(
+        base.model_copy(
+            update={"connector": base.connector.model_copy(update={"encoding": Encoding.AVRO})}
+        ),
+        DB,
+    )
     assert avro["value.converter.apicurio.registry.url"] == "http://reg:8080/apis/registry/v2"
     assert avro["value.converter.apicurio.registry.as-confluent"] == "true"
     assert avro["schema.name.adjustment.mode"] == "avro"
@@ -80,13 +91,19 @@ def test_encodings_pick_converters() -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("tables:\n  public.users:\n    replica_identity: sometimes\n",
-         "tables.public.users.replica_identity"),
-        ("tables:\n  public.users:\n    snapshot_read: true\n",
-         "tables.public.users.snapshot_read: Extra inputs are not permitted"),
+        (
+            "tables:\n  public.users:\n    replica_identity: sometimes\n",
+            "tables.public.users.replica_identity",
+        ),
+        (
+            "tables:\n  public.users:\n    snapshot_read: true\n",
+            "tables.public.users.snapshot_read: Extra inputs are not permitted",
+        ),
         ("tables:\n  users: {}\n", "must be written schema.table"),
-        ('tables:\n  public.users:\n    exclude_columns: ["x; DROP TABLE y"]\n',
-         "tables.public.users.exclude_columns.0"),
+        (
+            'tables:\n  public.users:\n    exclude_columns: ["x; DROP TABLE y"]\n',
+            "tables.public.users.exclude_columns.0",
+        ),
         ('tables:\n  "public.users; drop": {}\n', "must be written schema.table"),
         ("tables: {}\n", "at least one table"),
         ("connector:\n  slot: Bad-Slot\ntables:\n  public.a: {}\n", "connector.slot"),

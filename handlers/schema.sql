@@ -1,0 +1,40 @@
+-- The example application's schema: users write posts, comment on them and vote on them.
+-- Idempotent: `cdc db init --schema handlers/schema.sql` runs it as the application role.
+CREATE TABLE IF NOT EXISTS users (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    handle        text NOT NULL UNIQUE,
+    email         text NOT NULL,
+    password_hash text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS posts (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    author_id  bigint NOT NULL REFERENCES users (id),
+    title      text NOT NULL,
+    body       text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS comments (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    post_id    bigint NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
+    author_id  bigint NOT NULL REFERENCES users (id),
+    body       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS votes (
+    post_id  bigint NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
+    voter_id bigint NOT NULL REFERENCES users (id),
+    value    smallint NOT NULL CHECK (value IN (-1, 1)),
+    PRIMARY KEY (post_id, voter_id)
+);
+
+-- A few rows present before the connector starts: they arrive as snapshot reads.
+INSERT INTO users (handle, email, password_hash)
+VALUES ('ada', 'ada@example.org', 'not-a-real-hash'), ('linus', 'linus@example.org', NULL)
+ON CONFLICT (handle) DO NOTHING;
+INSERT INTO posts (author_id, title, body)
+SELECT u.id, 'Hello, change data capture', 'Every row change becomes an event.'
+FROM users u WHERE u.handle = 'ada' AND NOT EXISTS (SELECT 1 FROM posts);
