@@ -336,15 +336,9 @@ class LocalStack:
             argv += ["-c", f"{key}={value}"]
         self._spawn("postgres", argv, user=self._pg_user)
 
-    def _pg_connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=HOST,
-            port=self.state.ports["postgres"],
-            user="postgres",
-            password=self.state.secrets["postgres"],
-            dbname=dbname,
-            connect_timeout=3,
-            autocommit=True,
+    def _pg_connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return probes.connect_superuser(
+            HOST, self.state.ports["postgres"], self.state.secrets["postgres"]
         )
 
     def _postgres_ready(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import psycopg
@@ -12,15 +13,23 @@ _quiet = logging.getLogger("cdc.stack.librdkafka")
 _quiet.setLevel(logging.CRITICAL)
 
 
-def postgres_ready(host: str, port: int, password: str) -> bool:
-    with psycopg.connect(
+def connect_superuser(
+    host: str, port: int, password: str, dbname: str = "postgres"
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection as the stack's ``postgres`` superuser."""
+    return psycopg.connect(
         host=host,
         port=port,
         user="postgres",
         password=password,
-        dbname="postgres",
+        dbname=dbname,
         connect_timeout=3,
-    ) as conn:
+        autocommit=True,
+    )
+
+
+def postgres_ready(host: str, port: int, password: str) -> bool:
+    with connect_superuser(host, port, password) as conn:
         return conn.execute("SELECT 1").fetchone() == (1,)
 
 

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import psycopg
-
 from cdc.errors import StackError
 from cdc.stack import config, probes
 from cdc.stack.endpoints import StackEndpoints
@@ -107,14 +105,7 @@ class ContainerStack:
 
         pg_host, pg_port = pg.get_container_host_ip(), int(pg.get_exposed_port(5432))
         _wait("postgres", lambda: probes.postgres_ready(pg_host, pg_port, su))
-        with psycopg.connect(
-            host=pg_host,
-            port=pg_port,
-            user="postgres",
-            password=su,
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
+        with probes.connect_superuser(pg_host, pg_port, su) as conn:
             config.bootstrap_postgres(conn, config.DatabaseRoles(app, dbz))
         bootstrap = f"127.0.0.1:{host_port}"
         _wait("kafka", lambda: probes.kafka_ready(bootstrap))

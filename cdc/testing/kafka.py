@@ -23,6 +23,17 @@ def consume(bootstrap: str, topics: list[str], group: str | None = None) -> Cons
     return consumer
 
 
+def read_records(
+    bootstrap: str, topics: list[str], count: int, timeout: float = 60.0
+) -> list[Message]:
+    """The first ``count`` records of ``topics`` (from the beginning), read by a fresh group."""
+    consumer = consume(bootstrap, topics)
+    try:
+        return wait_for_records(consumer, lambda r: len(r) >= count, timeout)
+    finally:
+        consumer.close()
+
+
 def wait_for_records(
     consumer: Consumer, until: Callable[[list[Message]], bool], timeout: float = 60.0
 ) -> list[Message]:

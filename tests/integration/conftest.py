@@ -16,6 +16,7 @@ import yaml
 from cdc.connect import ConnectClient, apply_connector
 from cdc.settings import Settings
 from cdc.stack.endpoints import StackEndpoints
+from cdc.stack.probes import connect_superuser
 from cdc.tables.config import WatchedTables, load_watched_tables
 
 pytestmark = pytest.mark.stack
@@ -64,13 +65,11 @@ class Pipeline:
 
     def close(self) -> None:
         self.connect.delete(self.name)
-        with psycopg.connect(
-            host=self.stack.pg_host,
-            port=self.stack.pg_port,
-            user="postgres",
-            password=self.stack.pg_superuser_password,
-            dbname=self.stack.app_database,
-            autocommit=True,
+        with connect_superuser(
+            self.stack.pg_host,
+            self.stack.pg_port,
+            self.stack.pg_superuser_password,
+            self.stack.app_database,
         ) as su:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Message
 
-from cdc.testing import consume, wait_for_records
+from cdc.testing import consume, read_records, wait_for_records
 from tests.integration.conftest import Pipeline
 
 
@@ -96,11 +96,9 @@ def test_heartbeats_arrive_while_tables_are_idle(pipeline: Pipeline) -> None:
     pipeline.sql(f"CREATE TABLE {idle} (id int PRIMARY KEY)")
     pipeline.write_file({idle: {}}, heartbeat_interval_ms=500)
     pipeline.apply()
-    consumer = consume(pipeline.stack.kafka_bootstrap, [f"__debezium-heartbeat.{pipeline.id}"])
-    try:
-        beats = wait_for_records(consumer, lambda r: len(r) >= 3, timeout=60)
-    finally:
-        consumer.close()
+    beats = read_records(
+        pipeline.stack.kafka_bootstrap, [f"__debezium-heartbeat.{pipeline.id}"], 3, timeout=60
+    )
     first = json.loads(beats[0].value())
     assert first["schema"]["name"] == "io.debezium.connector.common.Heartbeat"
     assert json.loads(beats[0].key())["payload"] == {"serverName": pipeline.id}
@@ -125,11 +123,7 @@ def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> No
     assert pipeline.apply() == "updated"
     pipeline.sql(f"INSERT INTO {second} VALUES (7, 'seven')")
     pipeline.sql(f"UPDATE {second} SET v = 'SEVEN' WHERE id = 7")
-    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)])
-    try:
-        records = wait_for_records(consumer, lambda r: len(r) >= 2)
-    finally:
-        consumer.close()
+    records = read_records(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)], 2)
     assert ops(records) == ["c", "u"]
     update = payload(records[1])
     assert update is not None
@@ -153,11 +147,7 @@ def test_excluded_columns_never_reach_kafka(pipeline: Pipeline) -> None:
     pipeline.write_file({users: {"exclude_columns": ["password_hash"]}})
     pipeline.apply()
     pipeline.sql(f"INSERT INTO {users} VALUES (1, 'a@example.org', 'secret-hash')")
-    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(users)])
-    try:
-        (record,) = wait_for_records(consumer, lambda r: len(r) >= 1)
-    finally:
-        consumer.close()
+    (record,) = read_records(pipeline.stack.kafka_bootstrap, [pipeline.topic(users)], 1)
     assert b"secret-hash" not in record.value()
     p = payload(record)
     assert p is not None
@@ -170,11 +160,7 @@ def test_avro_records_use_the_registry(pipeline: Pipeline) -> None:
     pipeline.write_file({items: {}}, encoding="avro")
     pipeline.apply()
     pipeline.sql(f"INSERT INTO {items} VALUES (1, 9.99)")
-    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(items)])
-    try:
-        (record,) = wait_for_records(consumer, lambda r: len(r) >= 1)
-    finally:
-        consumer.close()
+    (record,) = read_records(pipeline.stack.kafka_bootstrap, [pipeline.topic(items)], 1)
     value = record.value()
     assert value[0] == 0  # Confluent wire format: magic byte, then a 4-byte schema id
     schema_id = int.from_bytes(value[1:5], "big")
