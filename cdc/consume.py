@@ -28,12 +28,11 @@ def describe(msg: Message) -> dict[str, Any]:
         "offset": msg.offset(),
     }
     key, value = msg.key(), msg.value()
-    out["key"] = _json(key)
+    out["key"] = _unwrap(_json(key))
     if value is None:
         out["op"] = "tombstone"
         return out
-    body = _json(value)
-    payload = body.get("payload", body) if isinstance(body, dict) and "schema" in body else body
+    payload = _unwrap(_json(value))
     if isinstance(payload, dict):
         out |= {k: payload.get(k) for k in ("op", "before", "after")}
         source = payload.get("source") or {}
@@ -42,6 +41,13 @@ def describe(msg: Message) -> dict[str, Any]:
     else:
         out["value"] = payload
     return out
+
+
+def _unwrap(body: Any) -> Any:
+    # JsonConverter with schemas.enable=true wraps every key and value as {schema, payload}.
+    if isinstance(body, dict) and body.keys() == {"schema", "payload"}:
+        return body["payload"]
+    return body
 
 
 def _json(raw: bytes | None) -> Any:

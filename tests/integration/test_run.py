@@ -54,4 +54,5 @@ def test_cdc_run_prints_each_change(pipeline: Pipeline) -> None:
     assert printed[1]["after"] == {"id": 1, "body": "new"}
     assert {p["topic"] for p in printed} == {pipeline.topic(notes)}
     assert printed[1]["table"] == f"public.{notes}"
+    assert [p["key"] for p in printed] == [{"id": 1}] * 4
     assert [p["offset"] for p in printed] == [0, 1, 2, 3]
