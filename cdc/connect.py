@@ -95,9 +95,9 @@ class ConnectClient:
 def render_config(
     watched: WatchedTables, settings: Settings, masked: bool = False
 ) -> dict[str, str]:
-    password = settings.debezium_password_ref or settings.debezium_password.get_secret_value()
-    if masked and not settings.debezium_password_ref:
-        password = MASK
+    password = settings.debezium_password_ref
+    if settings.debezium_password_inline:
+        password = MASK if masked else settings.debezium_password.get_secret_value()
     endpoint = DatabaseEndpoint(
         host=settings.connect_pg_host or settings.pg_host,
         port=settings.connect_pg_port or settings.pg_port,
@@ -149,9 +149,10 @@ def apply_connector(
             old_pid = _slot_pid(conn, opts.slot)
             client.put_config(opts.name, desired)
             result = "created" if current is None else "updated"
-            client.wait_running(opts.name, timeout)
+            # Until the restart shows, the status may still be the old task's.
+            client.wait_running(opts.name, timeout, grace=10.0)
             if current is not None:
-                _wait_slot_reopened(conn, opts.slot, old_pid, timeout)
+                _wait_slot_reopened(conn, client, opts.name, opts.slot, old_pid, timeout)
         # Tables join the publication only once a task with the new include list streams:
         # the old task would read their changes, drop them as unwatched and move past them.
         with conn.transaction():
@@ -166,7 +167,12 @@ def _has_failed_task(status: dict[str, Any]) -> bool:
 
 
 def _wait_slot_reopened(
-    conn: psycopg.Connection[Any], slot: str, old_pid: int | None, timeout: float
+    conn: psycopg.Connection[Any],
+    client: ConnectClient,
+    name: str,
+    slot: str,
+    old_pid: int | None,
+    timeout: float,
 ) -> None:
     """The restarted task streams once a new backend holds the slot."""
     deadline = time.monotonic() + timeout
@@ -174,6 +180,7 @@ def _wait_slot_reopened(
         pid = _slot_pid(conn, slot)
         if pid is not None and pid != old_pid:
             return
+        client.wait_running(name, timeout=max(1.0, deadline - time.monotonic()))
         time.sleep(0.3)
     raise ConnectError(
         "GET",

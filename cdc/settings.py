@@ -61,9 +61,12 @@ class Settings(BaseSettings):
     connect_pg_host: str | None = None
     connect_pg_port: int | None = None
     connect_registry_url: str | None = None
-    # A Connect config-provider reference (e.g. ``${env:CDC_DEBEZIUM_PASSWORD}``) to put in
-    # the connector config instead of the password itself.
-    debezium_password_ref: str | None = None
+    # What the connector config says for the password: by default a reference the Connect
+    # worker resolves from its own environment (config.providers=env), so the password is
+    # neither stored in Connect's config topic nor returned by its REST API. Set
+    # ``debezium_password_inline`` only for a worker without that provider.
+    debezium_password_ref: str = "${env:CDC_DEBEZIUM_PASSWORD}"  # noqa: S105 - a reference
+    debezium_password_inline: bool = False
 
     def pg_conninfo(self) -> str:
         """libpq conninfo for the application role (password passed separately)."""

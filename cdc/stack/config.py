@@ -39,12 +39,8 @@ def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> N
     """As superuser (autocommit): the application role and database, and the Debezium role
     with REPLICATION LOGIN and nothing more; table grants come from ``connector apply``."""
     for user in (roles.app_user, roles.debezium_user):
-        conn.execute(
-            sql.SQL(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
-                "THEN CREATE ROLE {ident} LOGIN; END IF; END $$"
-            ).format(name=sql.Literal(user), ident=sql.Identifier(user))
-        )
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
     conn.execute(
         sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
             sql.Identifier(roles.app_user), sql.Literal(roles.app_password)
@@ -122,6 +118,8 @@ def connect_worker_properties(
         "config.providers.env.class": (
             "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
         ),
+        # Connector configs may read this one variable and no other.
+        "config.providers.env.param.allowlist.pattern": "^CDC_DEBEZIUM_PASSWORD$",
         "topic.creation.enable": "true",
     }
     if plugin_path:

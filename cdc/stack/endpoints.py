@@ -42,8 +42,6 @@ class StackEndpoints:
             "connect_pg_host": self.connect_pg_host,
             "connect_pg_port": self.connect_pg_port,
             "connect_registry_url": self.connect_registry_url,
-            # The worker resolves the password from its own environment.
-            "debezium_password_ref": "${env:CDC_DEBEZIUM_PASSWORD}",
         }
         values.update(overrides)
         return Settings.model_validate(values)

@@ -70,9 +70,9 @@ def _pid_alive(pid: int | None, marker: str) -> bool:
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     return stat[0] != "Z" and marker in cmdline
 
 
@@ -98,17 +98,15 @@ class StackState:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        _write_private(path, json.dumps(self.__dict__, indent=2))
 
 
 class LocalStack:
     """The four components under one state directory."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir.resolve()
+        # absolute(), not resolve(): a symlinked state directory is refused, not followed.
+        self.dir = state_dir.absolute()
         self.logs = self.dir / "logs"
         self._state_file = self.dir / "state.json"
         self.state = StackState.load(self._state_file)
@@ -117,9 +115,9 @@ class LocalStack:
 
     # -- public API -------------------------------------------------------------------
     def up(self, timeout: float = 240.0) -> StackEndpoints:
-        started = time.monotonic()
         self._prepare_dirs()
-        home = jvm_home()
+        home = jvm_home()  # a first fetch does not count against the start-up deadline
+        started = time.monotonic()
         self._ensure_secrets()
         deadline = started + timeout
         # The JVMs start slowly; start the independent ones together.
@@ -189,9 +187,12 @@ class LocalStack:
 
     # -- process handling ---------------------------------------------------------------
     def _prepare_dirs(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        if self.dir.stat().st_uid != os.geteuid():
+        if self.dir.is_symlink():
+            raise StackError("stack", f"{self.dir} is a symbolic link; refusing to use it")
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.dir.lstat().st_uid != os.geteuid():
             raise StackError("stack", f"{self.dir} belongs to another user; refusing to use it")
+        self.logs.mkdir(exist_ok=True)
         self.dir.chmod(0o711 if self._pg_user else 0o700)
         if self._pg_user:
             blocked = [p for p in self.dir.parents if not os.stat(p).st_mode & 0o001]
@@ -211,7 +212,10 @@ class LocalStack:
     def _port(self, name: str) -> int:
         port = self.state.ports.get(name)
         if port is None or port_open(port):
+            taken = {p for n, p in self.state.ports.items() if n != name}
             port = free_port()
+            while port in taken:
+                port = free_port()
             self.state.ports[name] = port
         return port
 
@@ -233,21 +237,35 @@ class LocalStack:
         with logfile.open("ab") as out:
             out.write(f"\n=== {time.strftime('%F %T')} starting {name}\n".encode())
             out.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-                user=user,
-                cwd=cwd or self.dir,
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, **(env or {})},
+                    cwd=cwd or self.dir,
+                    **_as_user(user),
+                )
+            except OSError as exc:
+                raise StackError(name, f"cannot run {argv[0]}: {exc.strerror}") from exc
         if user:
             with contextlib.suppress(OSError):
                 os.chown(logfile, pwd.getpwnam(user).pw_uid, -1)
         self.state.pids[name] = proc.pid
         log.info("stack.start", component=name, pid=proc.pid, log=str(logfile))
+
+    def _run(
+        self, argv: list[str], name: str, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """A short preparation step (initdb, storage format)."""
+        try:
+            return subprocess.run(
+                argv, capture_output=True, text=True, check=False, cwd=self.dir, **_as_user(user)
+            )
+        except OSError as exc:
+            raise StackError(name, f"cannot run {argv[0]}: {exc.strerror}") from exc
 
     def _wait(self, name: str, ready: Callable[[], bool], deadline: float) -> None:
         while True:
@@ -297,32 +315,30 @@ class LocalStack:
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir()
             pwfile = self.dir / "pg.pw"
-            pwfile.write_text(self.state.secrets["postgres"] + "\n")
+            _write_private(pwfile, self.state.secrets["postgres"] + "\n")
             if self._pg_user:
                 entry = pwd.getpwnam(self._pg_user)
                 os.chown(data, entry.pw_uid, entry.pw_gid)
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-            pwfile.chmod(0o600)
-            proc = subprocess.run(
-                [
-                    str(PG_BIN / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
+            try:
+                proc = self._run(
+                    [
+                        str(PG_BIN / "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        "postgres",
+                        f"--pwfile={pwfile}",
+                        "--auth-host=scram-sha-256",
+                        "--auth-local=reject",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ],
                     "postgres",
-                    f"--pwfile={pwfile}",
-                    "--auth-host=scram-sha-256",
-                    "--auth-local=reject",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",
-                ],
-                capture_output=True,
-                text=True,
-                user=self._pg_user,
-                check=False,
-                cwd=self.dir,
-            )
-            pwfile.unlink()
+                    user=self._pg_user,
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
             if proc.returncode != 0:
                 raise StackError("postgres", "initdb failed", proc.stdout + proc.stderr)
         settings = {
@@ -377,7 +393,7 @@ class LocalStack:
         cp = ["-cp", f"{home / 'lib'}/*"]
         if not (self.dir / "kafka" / "data" / "meta.properties").exists():
             self.state.cluster_id = self.state.cluster_id or _kafka_cluster_id()
-            proc = subprocess.run(
+            proc = self._run(
                 self._java(
                     home,
                     "256m",
@@ -393,9 +409,7 @@ class LocalStack:
                     ],
                     "kafka-format",
                 ),
-                capture_output=True,
-                text=True,
-                check=False,
+                "kafka",
             )
             if proc.returncode != 0:
                 raise StackError("kafka", "storage format failed", proc.stdout + proc.stderr)
@@ -442,10 +456,27 @@ class LocalStack:
         return probes.registry_ready(f"http://{HOST}:{self.state.ports['registry']}")
 
     def _write_env(self, endpoints: StackEndpoints) -> None:
-        path = self.dir / STACK_ENV_FILE
         # Single quotes: dotenv readers must not expand ${env:...} references.
-        path.write_text("".join(f"{k}='{v}'\n" for k, v in endpoints.env().items()))
-        path.chmod(0o600)
+        lines = "".join(f"{k}='{v}'\n" for k, v in endpoints.env().items())
+        _write_private(self.dir / STACK_ENV_FILE, lines)
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that drop to ``user`` with its own group and no inherited groups."""
+    if not user:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file holding secrets: created 0600, replaced atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
 
 
 def _registry_jar(folder: Path) -> Path:

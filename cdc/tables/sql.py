@@ -18,33 +18,50 @@ def _ident(t: TableName) -> sql.Identifier:
 def find_problems(
     conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, debezium_user: str
 ) -> list[str]:
-    """What in the database contradicts the file: missing tables, columns or role."""
+    """What in the database contradicts the file: missing tables or columns, tables Debezium
+    cannot stream as declared, a missing or unfit Debezium role."""
     problems: list[str] = []
     for t in watched.table_names():
         row = conn.execute(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            "SELECT c.oid, c.relkind, EXISTS (SELECT 1 FROM pg_index i "
+            "WHERE i.indrelid = c.oid AND i.indisprimary) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
             (t.schema_, t.table),
         ).fetchone()
-        if row is None:
+        if row is None or row[1] not in ("r", "p"):
             problems.append(f"tables.{t}: no such table in database {conn.info.dbname!r}")
             continue
+        oid, relkind, has_key = row
+        if relkind == "p":
+            problems.append(
+                f"tables.{t}: partitioned tables are not supported yet; watch its partitions"
+            )
+        options = watched.tables[str(t)]
+        if not has_key and options.replica_identity is ReplicaIdentity.DEFAULT:
+            # Once published, such a table rejects UPDATE and DELETE.
+            problems.append(
+                f"tables.{t}: no primary key, so replica_identity must be full "
+                "(with default, PostgreSQL would refuse its updates and deletes)"
+            )
         columns = {
             r[0]
             for r in conn.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
                 "AND NOT attisdropped",
-                (row[0],),
+                (oid,),
             )
         }
-        for col in watched.tables[str(t)].exclude_columns:
+        for col in options.exclude_columns:
             if col not in columns:
                 problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
-    if (
-        conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (debezium_user,)).fetchone()
-        is None
-    ):
+    role = conn.execute(
+        "SELECT rolcanlogin, rolreplication FROM pg_roles WHERE rolname = %s", (debezium_user,)
+    ).fetchone()
+    if role is None:
         problems.append(f"the Debezium role {debezium_user!r} does not exist")
+    elif not (role[0] and role[1]):
+        problems.append(f"the Debezium role {debezium_user!r} needs LOGIN and REPLICATION")
     return problems
 
 

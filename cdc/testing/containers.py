@@ -5,6 +5,7 @@ settings, bootstrap SQL and readiness probes are the ones the local processes us
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import uuid
@@ -12,11 +13,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import structlog
+
 from cdc.errors import StackError
 from cdc.stack import config, probes
 from cdc.stack.endpoints import StackEndpoints
+from cdc.stack.jvm import jvm_home
 from cdc.stack.local import free_port
 from cdc.stack.versions import images
+
+log = structlog.get_logger("cdc.testing.containers")
 
 
 def _env(prefix: str, props: dict[str, str]) -> dict[str, str]:
@@ -32,6 +38,20 @@ class ContainerStack:
         self._network: Any = None
 
     def __enter__(self) -> StackEndpoints:
+        try:
+            return self._start()
+        except BaseException:
+            for container in self._started:
+                with contextlib.suppress(Exception):
+                    log.error(
+                        "container.logs",
+                        image=container.image,
+                        logs=b"".join(container.get_logs()).decode(errors="replace")[-4000:],
+                    )
+            self.__exit__(None, None, None)
+            raise
+
+    def _start(self) -> StackEndpoints:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.network import Network
 
@@ -86,15 +106,23 @@ class ContainerStack:
             plugin_path=None,
         )
         worker["rest.advertised.host.name"] = "connect"
-        connect = DockerContainer(img["connect"]).with_exposed_ports(8083)
+        # The image's own Apicurio converter is 3.x; mount the pinned one the local stack uses.
+        converter = jvm_home() / "plugins" / "apicurio-converter"
+        connect = (
+            DockerContainer(img["connect"])
+            .with_exposed_ports(8083)
+            .with_volume_mapping(str(converter), "/kafka/connect/apicurio-converter", "ro")
+        )
         for key, value in {
             **_env("CONNECT_", worker),
+            # The image's entrypoint derives these from its own variables, not CONNECT_*.
             "BOOTSTRAP_SERVERS": worker["bootstrap.servers"],
             "GROUP_ID": worker["group.id"],
             "CONFIG_STORAGE_TOPIC": worker["config.storage.topic"],
             "OFFSET_STORAGE_TOPIC": worker["offset.storage.topic"],
             "STATUS_STORAGE_TOPIC": worker["status.storage.topic"],
-            "ENABLE_APICURIO_CONVERTERS": "true",
+            "OFFSET_FLUSH_INTERVAL_MS": worker["offset.flush.interval.ms"],
+            "ADVERTISED_HOST_NAME": worker["rest.advertised.host.name"],
             "CDC_DEBEZIUM_PASSWORD": dbz,
         }.items():
             connect.with_env(key, value)
@@ -135,9 +163,12 @@ class ContainerStack:
         tb: TracebackType | None,
     ) -> None:
         for container in reversed(self._started):
-            container.stop()
+            with contextlib.suppress(Exception):
+                container.stop()
+        self._started.clear()
         if self._network is not None:
             self._network.__exit__(exc_type, exc, tb)
+            self._network = None
 
 
 def _wait(name: str, ready: Callable[[], bool], timeout: float = 180.0) -> None:

@@ -74,3 +74,15 @@ def test_malformed_option_fails_and_changes_nothing(pipeline: Pipeline) -> None:
     assert "replica_identity" in result.stderr
     assert "sometimes" in result.stderr
     assert_nothing_changed(pipeline, existing)
+
+
+def test_keyless_table_needs_full_replica_identity(pipeline: Pipeline) -> None:
+    keyless = pipeline.table("keyless")
+    pipeline.sql(f"CREATE TABLE {keyless} (v text)")
+    pipeline.write_file({keyless: {}})
+    with pytest.raises(ConfigError, match=r"no primary key, so replica_identity must be full"):
+        pipeline.apply()
+    assert_nothing_changed(pipeline, keyless)
+    # Still writable: it never joined a publication.
+    pipeline.sql(f"INSERT INTO {keyless} VALUES ('x')")
+    pipeline.sql(f"UPDATE {keyless} SET v = 'y'")
