@@ -13,7 +13,14 @@ from cdc.errors import ConfigError, ConnectError
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
 from cdc.tables.connector import DatabaseEndpoint, connector_config
-from cdc.tables.sql import find_problems, prepare_tables, publication_exists, sync_publication
+from cdc.tables.sql import (
+    find_problems,
+    prepare_tables,
+    publication_exists,
+    published_tables,
+    request_incremental_snapshot,
+    sync_publication,
+)
 
 log = structlog.get_logger("cdc.connect")
 MASK = "********"
@@ -155,8 +162,17 @@ def apply_connector(
                 _wait_slot_reopened(conn, client, opts.name, opts.slot, old_pid, timeout)
         # Tables join the publication only once a task with the new include list streams:
         # the old task would read their changes, drop them as unwatched and move past them.
+        before = published_tables(conn, opts.publication)
         with conn.transaction():
             sync_publication(conn, watched)
+        added = sorted(set(watched.tables) - before)
+        if added and current is not None and opts.snapshot_mode != "no_data":
+            # Streaming only sees changes from now on; the rows already in a newly watched
+            # table come through an incremental snapshot (op r, snapshot "incremental").
+            signal = request_incremental_snapshot(conn, watched, added)
+            log.info(
+                "connector.snapshot_requested", connector=opts.name, tables=added, signal=signal
+            )
     log.info("connector.apply", connector=opts.name, result=result, tables=sorted(watched.tables))
     return result
 

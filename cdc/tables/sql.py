@@ -3,6 +3,9 @@ heartbeat and signal tables. Every name is validated by the config model and quo
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import psycopg
 from psycopg import sql
 
@@ -115,6 +118,29 @@ def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) 
         conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
         is not None
     )
+
+
+def published_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+        (name,),
+    )
+    return {str(r[0]) for r in rows}
+
+
+def request_incremental_snapshot(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, tables: list[str]
+) -> str:
+    """Ask Debezium, through its signal table, for an incremental snapshot of ``tables``."""
+    signal_id = str(uuid.uuid4())
+    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    conn.execute(
+        sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)").format(
+            _ident(watched.signal_table)
+        ),
+        (signal_id, data),
+    )
+    return signal_id
 
 
 def sync_publication(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables) -> None:

@@ -115,6 +115,7 @@ def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> No
     first, second = pipeline.table("first"), pipeline.table("second")
     for table in (first, second):
         pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    pipeline.sql(f"INSERT INTO {second} VALUES (1, 'one'), (2, 'two')")
     pipeline.write_file({first: {}})
     assert pipeline.apply() == "created"
     assert pipeline.apply() == "unchanged"
@@ -123,11 +124,30 @@ def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> No
     assert pipeline.apply() == "updated"
     pipeline.sql(f"INSERT INTO {second} VALUES (7, 'seven')")
     pipeline.sql(f"UPDATE {second} SET v = 'SEVEN' WHERE id = 7")
-    records = read_records(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)], 2)
-    assert ops(records) == ["c", "u"]
-    update = payload(records[1])
-    assert update is not None
+
+    def streamed(records: list[Message]) -> list[dict[str, Any]]:
+        return [p for m in records if (p := payload(m)) and p["op"] != "r"]
+
+    def read_ids(records: list[Message]) -> set[int]:
+        return {p["after"]["id"] for m in records if (p := payload(m)) and p["op"] == "r"}
+
+    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)])
+    try:
+        records = wait_for_records(
+            consumer, lambda r: len(streamed(r)) >= 2 and read_ids(r) >= {1, 2}
+        )
+    finally:
+        consumer.close()
+    create, update = streamed(records)
+    assert (create["op"], update["op"]) == ("c", "u")
     assert update["before"] == {"id": 7, "v": "seven"}
+    # Rows that were there before the table was watched arrive by incremental snapshot.
+    reads = [p for m in records if (p := payload(m)) and p["op"] == "r"]
+    assert {p["source"]["snapshot"] for p in reads} == {"incremental"}
+    assert {p["after"]["id"]: p["after"]["v"] for p in reads if p["after"]["id"] < 7} == {
+        1: "one",
+        2: "two",
+    }
     pubtables = pipeline.sql(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s "
         "ORDER BY 1",
