@@ -14,10 +14,13 @@ _READY = ".complete"
 
 
 def pom_dir() -> Path:
-    """The ``debezium/`` folder with the pinned poms (``CDC_POM_DIR`` overrides)."""
+    """The pinned poms: ``CDC_POM_DIR``, the checkout's ``debezium/``, or the copy installed
+    with the package."""
     if env := os.environ.get("CDC_POM_DIR"):
         return Path(env).resolve()
-    return Path(__file__).resolve().parents[2] / "debezium"
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent / "debezium"
+    return checkout if (checkout / "pom.xml").exists() else package / "jvm_poms"
 
 
 def cache_root() -> Path:

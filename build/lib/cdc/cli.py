@@ -1,0 +1,206 @@
+"""The ``cdc`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cdc.errors import CdcError
+from cdc.logs import configure_logging
+from cdc.settings import Settings, load_settings, stack_dir
+
+if TYPE_CHECKING:
+    from cdc.stack.local import LocalStack
+    from cdc.tables.config import WatchedTables
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="React to PostgreSQL changes captured by Debezium.",
+)
+stack_app = typer.Typer(no_args_is_help=True, help="The local real stack (no Docker).")
+connector_app = typer.Typer(no_args_is_help=True, help="The Debezium connector.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(connector_app, name="connector")
+console = Console()
+
+WatchedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tables", "-t", help="Watched-tables file (default: $CDC_WATCHED_TABLES or cdc.yaml)."
+    ),
+]
+
+
+@app.callback()
+def _setup(log_level: Annotated[str, typer.Option(envvar="CDC_LOG_LEVEL")] = "INFO") -> None:
+    configure_logging(log_level)
+
+
+def _local_stack() -> LocalStack:
+    from cdc.stack.local import LocalStack
+
+    return LocalStack(stack_dir())
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Fetch the pinned JVM artifacts (Kafka, Connect, Debezium, Apicurio) with Maven."""
+    from cdc.stack.jvm import jvm_home
+
+    console.print(f"JVM artifacts in {jvm_home()}")
+
+
+@stack_app.command("up")
+def stack_up(timeout: float = 300.0) -> None:
+    """Start PostgreSQL, Kafka, Kafka Connect and Apicurio; wait until each is ready."""
+    endpoints = _local_stack().up(timeout=timeout)
+    console.print(f"stack ready in {stack_dir()}")
+    for key, value in endpoints.env().items():
+        if "PASSWORD" not in key:
+            console.print(f"  {key}={value}")
+
+
+@stack_app.command("down")
+def stack_down(
+    destroy: Annotated[bool, typer.Option(help="Also delete the state directory.")] = False,
+) -> None:
+    """Stop every component of the local stack."""
+    stack = _local_stack()
+    stack.destroy() if destroy else stack.down()
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each component: pid, port, readiness, log file."""
+    status = _local_stack().status()
+    table = Table("component", "pid", "port", "ready", "log")
+    for name, s in status.items():
+        table.add_row(
+            name,
+            str(s["pid"] or "-"),
+            str(s["port"] or "-"),
+            "yes" if s["ready"] else "no",
+            str(s["log"]),
+        )
+    console.print(table)
+    if not all(s["ready"] for s in status.values()):
+        raise typer.Exit(1)
+
+
+def _watched(path: Path | None) -> tuple[Settings, WatchedTables]:
+    from cdc.tables.config import load_watched_tables
+
+    settings = load_settings()
+    return settings, load_watched_tables(path or settings.watched_tables)
+
+
+@connector_app.command("render")
+def connector_render(tables: WatchedOpt = None) -> None:
+    """Print the connector config derived from the watched-tables file (secrets masked)."""
+    from cdc.connect import render_config
+
+    settings, watched = _watched(tables)
+    console.print_json(json.dumps(render_config(watched, settings, masked=True)))
+
+
+@connector_app.command("apply")
+def connector_apply(tables: WatchedOpt = None) -> None:
+    """Apply the SQL and the connector config idempotently."""
+    from cdc.connect import apply_connector
+
+    settings, watched = _watched(tables)
+    result = apply_connector(watched, settings)
+    console.print(f"connector {watched.connector.name}: {result}")
+
+
+@connector_app.command("status")
+def connector_status(tables: WatchedOpt = None) -> None:
+    """Show the connector's and its tasks' state."""
+    from cdc.connect import ConnectClient
+
+    settings, watched = _watched(tables)
+    console.print_json(
+        json.dumps(ConnectClient(settings.connect_url).status(watched.connector.name))
+    )
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The application database.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("init")
+def db_init(
+    schema: Annotated[
+        list[Path] | None, typer.Option(help="SQL file(s) to run as the application role.")
+    ] = None,
+) -> None:
+    """Create the application and Debezium roles and database (when a superuser password is
+    set), then run the given schema files as the application role."""
+    import psycopg
+
+    from cdc.stack.config import DatabaseRoles, bootstrap_postgres
+
+    settings = load_settings()
+    if settings.pg_superuser_password is not None:
+        with psycopg.connect(
+            host=settings.pg_host,
+            port=settings.pg_port,
+            dbname="postgres",
+            user=settings.pg_superuser,
+            password=settings.pg_superuser_password.get_secret_value(),
+            autocommit=True,
+        ) as conn:
+            roles = DatabaseRoles(
+                app_password=settings.pg_password.get_secret_value(),
+                debezium_password=settings.debezium_password.get_secret_value(),
+                database=settings.pg_database,
+                app_user=settings.pg_user,
+                debezium_user=settings.debezium_user,
+            )
+            bootstrap_postgres(conn, roles)
+        console.print("roles and database ready")
+    for path in schema or []:
+        with psycopg.connect(
+            settings.pg_conninfo(), password=settings.pg_password.get_secret_value()
+        ) as conn:
+            conn.execute(path.read_text().encode())
+        console.print(f"applied {path}")
+
+
+@app.command("run")
+def run(
+    tables: WatchedOpt = None,
+    group: Annotated[str, typer.Option(help="Consumer group id.")] = "cdc",
+) -> None:
+    """Consume the watched tables' topics and print each change."""
+    from cdc.consume import print_changes
+
+    settings, watched = _watched(tables)
+    print_changes(watched, settings, group=group)
+
+
+def main() -> None:
+    import httpx
+    import psycopg
+
+    err = Console(stderr=True)
+    try:
+        app()
+    except CdcError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except psycopg.Error as exc:
+        err.print(f"[bold red]error:[/] PostgreSQL: {exc}", highlight=False)
+        sys.exit(2)
+    except httpx.HTTPError as exc:
+        err.print(f"[bold red]error:[/] {exc.request.url}: {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,206 @@
+"""Kafka Connect REST client and ``cdc connector apply``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import httpx
+import psycopg
+import structlog
+
+from cdc.errors import ConfigError, ConnectError
+from cdc.settings import Settings
+from cdc.tables.config import WatchedTables
+from cdc.tables.connector import DatabaseEndpoint, connector_config
+from cdc.tables.sql import (
+    find_problems,
+    prepare_tables,
+    publication_exists,
+    published_tables,
+    request_incremental_snapshot,
+    sync_publication,
+)
+
+log = structlog.get_logger("cdc.connect")
+MASK = "********"
+
+ApplyResult = Literal["created", "updated", "unchanged"]
+
+
+class ConnectClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def _call(
+        self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 202, 204)
+    ) -> httpx.Response:
+        response = self._http.request(method, path, json=json)
+        if response.status_code not in ok:
+            raise ConnectError(method, path, response.status_code, response.text[:2000])
+        return response
+
+    def get_config(self, name: str) -> dict[str, str] | None:
+        response = self._call("GET", f"/connectors/{name}/config", ok=(200, 404))
+        return None if response.status_code == 404 else dict(response.json())
+
+    def put_config(self, name: str, config: dict[str, str]) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/connectors/{name}/config", json=config).json())
+
+    def validate(self, name: str, connector_class: str, config: dict[str, str]) -> list[str]:
+        """Connect's own validation of a config: each error as ``key: message``."""
+        plugin = connector_class.rsplit(".", 1)[-1]
+        body = self._call(
+            "PUT", f"/connector-plugins/{plugin}/config/validate", json={"name": name, **config}
+        ).json()
+        return [
+            f"{c['value']['name']}: {err}"
+            for c in body.get("configs", [])
+            for err in c["value"].get("errors", [])
+        ]
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/connectors/{name}/status").json())
+
+    def delete(self, name: str) -> None:
+        self._call("DELETE", f"/connectors/{name}", ok=(200, 204, 404))
+
+    def restart(self, name: str) -> None:
+        self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+
+    def wait_running(self, name: str, timeout: float = 60.0, grace: float = 0.0) -> dict[str, Any]:
+        """Block until the connector and all its tasks are RUNNING; fail fast on FAILED
+        (after ``grace`` seconds, during which a restart may still show the old state)."""
+        start = time.monotonic()
+        deadline = start + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = self._call("GET", f"/connectors/{name}/status", ok=(200, 404))
+            if response.status_code == 200:
+                status = response.json()
+                tasks = status.get("tasks", [])
+                failed = [t for t in tasks if t["state"] == "FAILED"]
+                if failed and time.monotonic() - start >= grace:
+                    raise ConnectError(
+                        "GET",
+                        f"/connectors/{name}/status",
+                        200,
+                        failed[0].get("trace", "task FAILED")[:4000],
+                    )
+                if (
+                    status["connector"]["state"] == "RUNNING"
+                    and tasks
+                    and all(t["state"] == "RUNNING" for t in tasks)
+                ):
+                    return status
+            time.sleep(0.5)
+        raise ConnectError(
+            "GET", f"/connectors/{name}/status", 0, f"not RUNNING after {timeout:.0f}s: {status}"
+        )
+
+
+def render_config(
+    watched: WatchedTables, settings: Settings, masked: bool = False
+) -> dict[str, str]:
+    password = settings.debezium_password_ref
+    if settings.debezium_password_inline:
+        password = MASK if masked else settings.debezium_password.get_secret_value()
+    endpoint = DatabaseEndpoint(
+        host=settings.connect_pg_host or settings.pg_host,
+        port=settings.connect_pg_port or settings.pg_port,
+        database=settings.pg_database,
+        user=settings.debezium_user,
+        password=password,
+        registry_url=settings.connect_registry_url or settings.registry_url,
+    )
+    return connector_config(watched, endpoint)
+
+
+def _slot_pid(conn: psycopg.Connection[Any], slot: str) -> int | None:
+    row = conn.execute(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def apply_connector(
+    watched: WatchedTables, settings: Settings, timeout: float = 90.0
+) -> ApplyResult:
+    """Make the database and the connector match the file. Everything is checked before
+    anything changes; every step is idempotent."""
+    opts = watched.connector
+    client = ConnectClient(settings.connect_url)
+    desired = render_config(watched, settings)
+    with psycopg.connect(
+        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+    ) as conn:
+        problems = find_problems(conn, watched, settings.debezium_user)
+        if not problems:
+            problems = client.validate(opts.name, desired["connector.class"], desired)
+        if problems:
+            raise ConfigError(str(settings.watched_tables), problems)
+        with conn.transaction():
+            prepare_tables(conn, watched, settings.debezium_user)
+            if not publication_exists(conn, opts.publication):
+                sync_publication(conn, watched)
+        current = client.get_config(opts.name)
+        if current is not None:
+            current.pop("name", None)
+        if current == desired:
+            result: ApplyResult = "unchanged"
+            if _has_failed_task(client.status(opts.name)):
+                # The SQL above may have fixed what made it fail.
+                client.restart(opts.name)
+            client.wait_running(opts.name, timeout, grace=10.0)
+        else:
+            old_pid = _slot_pid(conn, opts.slot)
+            client.put_config(opts.name, desired)
+            result = "created" if current is None else "updated"
+            # Until the restart shows, the status may still be the old task's.
+            client.wait_running(opts.name, timeout, grace=10.0)
+            if current is not None:
+                _wait_slot_reopened(conn, client, opts.name, opts.slot, old_pid, timeout)
+        # Tables join the publication only once a task with the new include list streams:
+        # the old task would read their changes, drop them as unwatched and move past them.
+        before = published_tables(conn, opts.publication)
+        with conn.transaction():
+            sync_publication(conn, watched)
+        added = sorted(set(watched.tables) - before)
+        if added and current is not None and opts.snapshot_mode != "no_data":
+            # Streaming only sees changes from now on; the rows already in a newly watched
+            # table come through an incremental snapshot (op r, snapshot "incremental").
+            signal = request_incremental_snapshot(conn, watched, added)
+            log.info(
+                "connector.snapshot_requested", connector=opts.name, tables=added, signal=signal
+            )
+    log.info("connector.apply", connector=opts.name, result=result, tables=sorted(watched.tables))
+    return result
+
+
+def _has_failed_task(status: dict[str, Any]) -> bool:
+    states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+    return "FAILED" in states
+
+
+def _wait_slot_reopened(
+    conn: psycopg.Connection[Any],
+    client: ConnectClient,
+    name: str,
+    slot: str,
+    old_pid: int | None,
+    timeout: float,
+) -> None:
+    """The restarted task streams once a new backend holds the slot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = _slot_pid(conn, slot)
+        if pid is not None and pid != old_pid:
+            return
+        client.wait_running(name, timeout=max(1.0, deadline - time.monotonic()))
+        time.sleep(0.3)
+    raise ConnectError(
+        "GET",
+        "pg_replication_slots",
+        0,
+        f"no task reopened replication slot {slot!r} within {timeout:.0f}s",
+    )

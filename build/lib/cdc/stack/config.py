@@ -1,0 +1,134 @@
+"""Component configuration shared by the local processes and the containers, so both run
+the same stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+PG_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "wal_sender_timeout": "60s",
+    "fsync": "off",  # a throwaway cluster: durability across OS crashes is not needed
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+}
+
+APP_DATABASE = "app"
+APP_USER = "app"
+DEBEZIUM_USER = "cdc_debezium"
+
+
+@dataclass(frozen=True)
+class DatabaseRoles:
+    """The application's database and role, and Debezium's least-privilege role."""
+
+    app_password: str
+    debezium_password: str
+    database: str = APP_DATABASE
+    app_user: str = APP_USER
+    debezium_user: str = DEBEZIUM_USER
+
+
+def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> None:
+    """As superuser (autocommit): the application role and database, and the Debezium role
+    with REPLICATION LOGIN and nothing more; table grants come from ``connector apply``."""
+    for user in (roles.app_user, roles.debezium_user):
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+    conn.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(roles.app_user), sql.Literal(roles.app_password)
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
+            sql.Identifier(roles.debezium_user), sql.Literal(roles.debezium_password)
+        )
+    )
+    exists = conn.execute(
+        "SELECT 1 FROM pg_database WHERE datname = %s", (roles.database,)
+    ).fetchone()
+    if not exists:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(roles.database), sql.Identifier(roles.app_user)
+            )
+        )
+
+
+def broker_properties(
+    *,
+    port: int,
+    controller_port: int,
+    host: str = "127.0.0.1",
+    advertised_host: str = "127.0.0.1",
+    log_dir: str,
+) -> dict[str, str]:
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{advertised_host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": log_dir,
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "min.insync.replicas": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+
+
+def connect_worker_properties(
+    *, bootstrap: str, rest_host: str, rest_port: int, plugin_path: str | None
+) -> dict[str, str]:
+    props = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "cdc-connect",
+        "config.storage.topic": "_cdc_connect_configs",
+        "offset.storage.topic": "_cdc_connect_offsets",
+        "status.storage.topic": "_cdc_connect_status",
+        "config.storage.replication.factor": "1",
+        "offset.storage.replication.factor": "1",
+        "status.storage.replication.factor": "1",
+        "offset.storage.partitions": "1",
+        "status.storage.partitions": "1",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "listeners": f"http://{rest_host}:{rest_port}",
+        "rest.advertised.host.name": rest_host,
+        "rest.advertised.port": str(rest_port),
+        # Flush source offsets (the LSN Debezium confirms to PostgreSQL) every second.
+        "offset.flush.interval.ms": "1000",
+        # Secrets stay out of connector configs: ${env:NAME} is resolved by the worker.
+        "config.providers": "env",
+        "config.providers.env.class": (
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+        ),
+        # Connector configs may read this one variable and no other.
+        "config.providers.env.param.allowlist.pattern": "^CDC_DEBEZIUM_PASSWORD$",
+        "topic.creation.enable": "true",
+    }
+    if plugin_path:
+        props["plugin.path"] = plugin_path
+    return props
+
+
+def registry_properties(*, host: str, port: int) -> dict[str, str]:
+    return {
+        "quarkus.http.host": host,
+        "quarkus.http.port": str(port),
+    }

@@ -1,0 +1,54 @@
+"""Readiness checks, the same for local processes and containers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import psycopg
+from confluent_kafka.admin import AdminClient
+
+_quiet = logging.getLogger("cdc.stack.librdkafka")
+_quiet.setLevel(logging.CRITICAL)
+
+
+def connect_superuser(
+    host: str, port: int, password: str, dbname: str = "postgres"
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection as the stack's ``postgres`` superuser."""
+    return psycopg.connect(
+        host=host,
+        port=port,
+        user="postgres",
+        password=password,
+        dbname=dbname,
+        connect_timeout=3,
+        autocommit=True,
+    )
+
+
+def postgres_ready(host: str, port: int, password: str) -> bool:
+    with connect_superuser(host, port, password) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def kafka_ready(bootstrap: str) -> bool:
+    conf: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": 2000,
+        "logger": _quiet,
+    }
+    admin = AdminClient(conf)  # type: ignore[arg-type]  # librdkafka takes a Logger here
+    return len(admin.list_topics(timeout=2).brokers) >= 1
+
+
+def connect_ready(url: str) -> bool:
+    response = httpx.get(f"{url}/connector-plugins", timeout=3)
+    return response.status_code == 200 and any(
+        p["class"].endswith("PostgresConnector") for p in response.json()
+    )
+
+
+def registry_ready(url: str) -> bool:
+    return httpx.get(f"{url}/apis/ccompat/v7/subjects", timeout=3).status_code == 200

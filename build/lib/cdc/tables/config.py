@@ -1,0 +1,129 @@
+"""The watched-tables file: which tables to capture and how, declared once in the user's repo."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cdc.errors import ConfigError
+
+# Plain unquoted PostgreSQL identifiers only: names reach generated SQL (always quoted) and
+# Debezium regex lists, and a strict shape keeps both exact.
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
+Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
+
+
+class ReplicaIdentity(StrEnum):
+    DEFAULT = "default"
+    FULL = "full"
+
+
+class Encoding(StrEnum):
+    JSON = "json"  # JsonConverter with schemas.enable=true
+    JSON_NO_SCHEMA = "json-noschema"
+    AVRO = "avro"  # Confluent wire format through the registry
+
+
+class TableOptions(BaseModel):
+    """Per-table options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replica_identity: ReplicaIdentity = ReplicaIdentity.DEFAULT
+    snapshot_reads: bool = False
+    exclude_columns: tuple[Identifier, ...] = ()
+
+
+class ConnectorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "cdc"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")] = "cdc"
+    slot: Identifier = "cdc"
+    publication: Identifier = "cdc"
+    internal_schema: Identifier = "cdc"
+    encoding: Encoding = Encoding.JSON
+    snapshot_mode: Literal["initial", "no_data", "when_needed", "always", "initial_only"] = (
+        "initial"
+    )
+    heartbeat_interval_ms: Annotated[int, Field(ge=0)] = 10_000
+    transaction_metadata: bool = False
+    topic_partitions: Annotated[int, Field(ge=-1)] = -1
+    topic_replication_factor: Annotated[int, Field(ge=-1)] = -1
+
+
+class TableName(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_: Identifier = Field(alias="schema")
+    table: Identifier
+
+    def __str__(self) -> str:
+        return f"{self.schema_}.{self.table}"
+
+
+class WatchedTables(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connector: ConnectorOptions = ConnectorOptions()
+    tables: dict[str, TableOptions]
+
+    @field_validator("tables")
+    @classmethod
+    def _names(cls, tables: dict[str, TableOptions]) -> dict[str, TableOptions]:
+        if not tables:
+            raise ValueError("at least one table must be watched")
+        for name in tables:
+            parts = name.split(".")
+            if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+                raise ValueError(
+                    f"table {name!r} must be written schema.table with lowercase "
+                    "unquoted identifiers"
+                )
+        return tables
+
+    def table_names(self) -> list[TableName]:
+        return [TableName(schema=s, table=t) for s, t in (name.split(".") for name in self.tables)]
+
+    @property
+    def heartbeat_table(self) -> TableName:
+        return TableName(schema=self.connector.internal_schema, table="heartbeat")
+
+    @property
+    def signal_table(self) -> TableName:
+        return TableName(schema=self.connector.internal_schema, table="signal")
+
+
+def parse_watched_tables(text: str, source: str = "<watched tables>") -> WatchedTables:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a mapping with a 'tables' key"])
+    try:
+        return WatchedTables.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f" (got {err['input']!r})"
+            if err["type"] != "missing"
+            else f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(source, problems) from exc
+
+
+def load_watched_tables(path: Path) -> WatchedTables:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from exc
+    return parse_watched_tables(text, str(path))

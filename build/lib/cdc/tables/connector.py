@@ -1,0 +1,120 @@
+"""Debezium PostgreSQL connector config derived from the watched-tables file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cdc.tables.config import Encoding, TableName, WatchedTables
+
+CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """How Kafka Connect reaches PostgreSQL and the registry."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    # The password itself or a Connect config-provider reference such as
+    # ``${env:CDC_DEBEZIUM_PASSWORD}``.
+    password: str
+    registry_url: str = ""
+
+
+def _regex(*parts: str) -> str:
+    # Debezium include/exclude lists are regular expressions matched against the whole name.
+    return r"\.".join(re.escape(p) for p in parts)
+
+
+def heartbeat_action_query(table: TableName) -> str:
+    return (
+        f'INSERT INTO "{table.schema_}"."{table.table}" (id, ts) VALUES (1, now()) '
+        "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
+    )
+
+
+def _converters(watched: WatchedTables, registry_url: str) -> dict[str, str]:
+    encoding = watched.connector.encoding
+    if encoding is Encoding.AVRO:
+        out: dict[str, str] = {}
+        for side in ("key", "value"):
+            out |= {
+                f"{side}.converter": AVRO_CONVERTER,
+                f"{side}.converter.apicurio.registry.url": f"{registry_url}/apis/registry/v2",
+                f"{side}.converter.apicurio.registry.auto-register": "true",
+                f"{side}.converter.apicurio.registry.find-latest": "true",
+                # Confluent wire format: magic byte + 4-byte content id, no headers.
+                f"{side}.converter.apicurio.registry.as-confluent": "true",
+                f"{side}.converter.apicurio.registry.use-id": "contentId",
+                f"{side}.converter.apicurio.registry.headers.enabled": "false",
+            }
+        return out
+    schemas = "true" if encoding is Encoding.JSON else "false"
+    return {
+        "key.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": schemas,
+        "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": schemas,
+        # Otherwise a NULL in a column with a default is rendered as the default.
+        "value.converter.replace.null.with.default": "false",
+    }
+
+
+def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, str]:
+    """The connector config map for ``PUT /connectors/<name>/config``."""
+    opts = watched.connector
+    tables = watched.table_names()
+    excluded = [
+        _regex(str(t.schema_), t.table, col)
+        for t in tables
+        for col in watched.tables[str(t)].exclude_columns
+    ]
+    config = {
+        "connector.class": CONNECTOR_CLASS,
+        "tasks.max": "1",
+        "database.hostname": db.host,
+        "database.port": str(db.port),
+        "database.dbname": db.database,
+        "database.user": db.user,
+        "database.password": db.password,
+        "topic.prefix": opts.topic_prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": opts.slot,
+        "publication.name": opts.publication,
+        # We create and maintain the publication ourselves, so the Debezium role needs
+        # neither superuser nor table ownership.
+        "publication.autocreate.mode": "disabled",
+        "table.include.list": ",".join(_regex(t.schema_, t.table) for t in tables),
+        "snapshot.mode": opts.snapshot_mode,
+        "heartbeat.interval.ms": str(opts.heartbeat_interval_ms),
+        "heartbeat.action.query": heartbeat_action_query(watched.heartbeat_table),
+        "signal.enabled.channels": "source",
+        "signal.data.collection": str(watched.signal_table),
+        "provide.transaction.metadata": str(opts.transaction_metadata).lower(),
+        "tombstones.on.delete": "true",
+        "skipped.operations": "none",
+        "decimal.handling.mode": "precise",
+        "time.precision.mode": "adaptive",
+        "topic.creation.default.partitions": str(opts.topic_partitions),
+        "topic.creation.default.replication.factor": str(opts.topic_replication_factor),
+    }
+    if excluded:
+        config["column.exclude.list"] = ",".join(excluded)
+    if opts.encoding is Encoding.AVRO:
+        config["schema.name.adjustment.mode"] = "avro"
+        config["field.name.adjustment.mode"] = "avro"
+    config |= _converters(watched, db.registry_url)
+    return config
+
+
+def data_topic(watched: WatchedTables, table: TableName) -> str:
+    return f"{watched.connector.topic_prefix}.{table.schema_}.{table.table}"
+
+
+def heartbeat_topic(watched: WatchedTables) -> str:
+    return f"__debezium-heartbeat.{watched.connector.topic_prefix}"

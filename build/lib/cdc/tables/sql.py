@@ -1,0 +1,155 @@
+"""The SQL the watched-tables file implies: publication, replica identity, grants, and the
+heartbeat and signal tables. Every name is validated by the config model and quoted here."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
+
+_RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
+
+
+def _ident(t: TableName) -> sql.Identifier:
+    return sql.Identifier(t.schema_, t.table)
+
+
+def find_problems(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, debezium_user: str
+) -> list[str]:
+    """What in the database contradicts the file: missing tables or columns, tables Debezium
+    cannot stream as declared, a missing or unfit Debezium role."""
+    problems: list[str] = []
+    for t in watched.table_names():
+        row = conn.execute(
+            "SELECT c.oid, c.relkind, EXISTS (SELECT 1 FROM pg_index i "
+            "WHERE i.indrelid = c.oid AND i.indisprimary) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (t.schema_, t.table),
+        ).fetchone()
+        if row is None or row[1] not in ("r", "p"):
+            problems.append(f"tables.{t}: no such table in database {conn.info.dbname!r}")
+            continue
+        oid, relkind, has_key = row
+        if relkind == "p":
+            problems.append(
+                f"tables.{t}: partitioned tables are not supported yet; watch its partitions"
+            )
+        options = watched.tables[str(t)]
+        if not has_key and options.replica_identity is ReplicaIdentity.DEFAULT:
+            # Once published, such a table rejects UPDATE and DELETE.
+            problems.append(
+                f"tables.{t}: no primary key, so replica_identity must be full "
+                "(with default, PostgreSQL would refuse its updates and deletes)"
+            )
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped",
+                (oid,),
+            )
+        }
+        for col in options.exclude_columns:
+            if col not in columns:
+                problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
+    role = conn.execute(
+        "SELECT rolcanlogin, rolreplication FROM pg_roles WHERE rolname = %s", (debezium_user,)
+    ).fetchone()
+    if role is None:
+        problems.append(f"the Debezium role {debezium_user!r} does not exist")
+    elif not (role[0] and role[1]):
+        problems.append(f"the Debezium role {debezium_user!r} needs LOGIN and REPLICATION")
+    return problems
+
+
+def prepare_tables(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, debezium_user: str
+) -> None:
+    """Internal tables, grants and replica identity; idempotent, in the caller's transaction."""
+    role = sql.Identifier(debezium_user)
+    internal = sql.Identifier(watched.connector.internal_schema)
+    hb, sig = _ident(watched.heartbeat_table), _ident(watched.signal_table)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(internal))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY, ts timestamptz NOT NULL)"
+        ).format(hb)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id varchar(42) PRIMARY KEY, "
+            "type varchar(32) NOT NULL, data varchar(2048))"
+        ).format(sig)
+    )
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(internal, role))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(hb, role))
+    # Incremental snapshots write their watermarks into the signal table.
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON {} TO {}").format(sig, role))
+    for t in watched.table_names():
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema_), role)
+        )
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(_ident(t), role))
+        wanted = watched.tables[str(t)].replica_identity
+        current = conn.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = %s::regclass",
+            (f'"{t.schema_}"."{t.table}"',),
+        ).fetchone()
+        if current is None or current[0] != _RELREPLIDENT[wanted]:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
+                    _ident(t), sql.SQL(wanted.name)
+                )
+            )
+
+
+def publication_tables(watched: WatchedTables) -> list[TableName]:
+    return [*watched.table_names(), watched.heartbeat_table, watched.signal_table]
+
+
+def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+        is not None
+    )
+
+
+def published_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+        (name,),
+    )
+    return {str(r[0]) for r in rows}
+
+
+def request_incremental_snapshot(
+    conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, tables: list[str]
+) -> str:
+    """Ask Debezium, through its signal table, for an incremental snapshot of ``tables``."""
+    signal_id = str(uuid.uuid4())
+    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    conn.execute(
+        sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)").format(
+            _ident(watched.signal_table)
+        ),
+        (signal_id, data),
+    )
+    return signal_id
+
+
+def sync_publication(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables) -> None:
+    """Create the publication or set its table list to exactly the watched tables."""
+    name = sql.Identifier(watched.connector.publication)
+    tables = sql.SQL(", ").join(_ident(t) for t in publication_tables(watched))
+    verb = (
+        "ALTER PUBLICATION {} SET TABLE {}"
+        if publication_exists(conn, watched.connector.publication)
+        else "CREATE PUBLICATION {} FOR TABLE {}"
+    )
+    conn.execute(sql.SQL(verb).format(name, tables))
