@@ -3,6 +3,7 @@ per component. ``up`` is idempotent and waits for readiness; ``down`` leaves not
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -392,7 +393,7 @@ class LocalStack:
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         cp = ["-cp", f"{home / 'lib'}/*"]
         if not (self.dir / "kafka" / "data" / "meta.properties").exists():
-            self.state.cluster_id = self.state.cluster_id or _kafka_cluster_id()
+            self.state.cluster_id = self.state.cluster_id or kafka_cluster_id()
             proc = self._run(
                 self._java(
                     home,
@@ -401,8 +402,7 @@ class LocalStack:
                         *cp,
                         "kafka.tools.StorageTool",
                         "format",
-                        "-t",
-                        self.state.cluster_id,
+                        f"--cluster-id={self.state.cluster_id}",
                         "-c",
                         str(path),
                         "--standalone",
@@ -487,7 +487,10 @@ def _registry_jar(folder: Path) -> Path:
     raise StackError("registry", f"no runnable jar in {folder}")
 
 
-def _kafka_cluster_id() -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def kafka_cluster_id() -> str:
+    """16 random bytes, base64url, as ``kafka-storage random-uuid`` makes them: never with a
+    leading '-', which the storage tool would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
