@@ -46,7 +46,9 @@ class Pipeline:
                 "publication": self.id,
                 **connector,
             },
-            "tables": {f"public.{name}": opts for name, opts in tables.items()},
+            "tables": {
+                name if "." in name else f"public.{name}": opts for name, opts in tables.items()
+            },
         }
         self.file.write_text(yaml.safe_dump(body))
 

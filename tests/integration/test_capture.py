@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Message
 
-from cdc.testing import consume, read_records, wait_for_records
+from cdc.testing import RecordReader, read_records
 from tests.integration.conftest import Pipeline
 
 
@@ -44,14 +44,10 @@ def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
     def streamed(records: list[Message], topic: str) -> list[Message]:
         return [m for m in records if m.topic() == topic and m not in snapshot_reads([m])]
 
-    consumer = consume(pipeline.stack.kafka_bootstrap, sorted(topics))
-    try:
-        # Delivery is at least once: a task restarted before its first offset flush snapshots
-        # again, so a snapshot read may come twice. Each table's row must come at least once.
-        snap = wait_for_records(
-            consumer, lambda r: {m.topic() for m in snapshot_reads(r)} == topics
-        )
-        for msg in snapshot_reads(snap):
+    with RecordReader(pipeline.stack.kafka_bootstrap, sorted(topics)) as reader:
+        snap = reader.wait(lambda r: {m.topic() for m in snapshot_reads(r)} == topics)
+        assert sorted(m.topic() for m in snap) == sorted(topics)  # one read per table
+        for msg in snap:
             p = payload(msg)
             assert p is not None
             assert p["after"] == {"id": 1, "name": "before-connector", "n": 1}
@@ -67,11 +63,8 @@ def test_snapshot_then_inserts_updates_deletes(pipeline: Pipeline) -> None:
             pipeline.sql(f"INSERT INTO {table} VALUES (2, 'new', 1)")
             pipeline.sql(f"UPDATE {table} SET n = 2 WHERE id = 2")
             pipeline.sql(f"DELETE FROM {table} WHERE id = 2")
-        records = snap + wait_for_records(
-            consumer, lambda r: all(len(streamed(snap + r, t)) >= 4 for t in topics)
-        )
-    finally:
-        consumer.close()
+        reader.wait(lambda r: all(len(streamed(r, t)) >= 4 for t in topics))
+        records = reader.records
 
     for table in (full, default):
         stream = streamed(records, pipeline.topic(table))
@@ -139,13 +132,8 @@ def test_adding_a_table_and_applying_again_captures_it(pipeline: Pipeline) -> No
     def read_ids(records: list[Message]) -> set[int]:
         return {p["after"]["id"] for m in records if (p := payload(m)) and p["op"] == "r"}
 
-    consumer = consume(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)])
-    try:
-        records = wait_for_records(
-            consumer, lambda r: len(streamed(r)) >= 2 and read_ids(r) >= {1, 2}
-        )
-    finally:
-        consumer.close()
+    with RecordReader(pipeline.stack.kafka_bootstrap, [pipeline.topic(second)]) as reader:
+        records = reader.wait(lambda r: len(streamed(r)) >= 2 and read_ids(r) >= {1, 2})
     create, update = streamed(records)
     assert (create["op"], update["op"]) == ("c", "u")
     assert update["before"] == {"id": 7, "v": "seven"}

@@ -49,7 +49,7 @@ def test_cdc_run_prints_each_change(pipeline: Pipeline) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
-    # At least once: the snapshot read may come twice if the new task restarted early.
+    # At least once: a rebalance of the printing consumer's group may print a record again.
     reads = [p for p in printed if p["op"] == "r"]
     changes = [p for p in printed if p["op"] != "r"]
     assert reads
