@@ -148,16 +148,15 @@ def db_init(
     import psycopg
 
     from cdc.stack.config import DatabaseRoles, bootstrap_postgres
+    from cdc.stack.probes import connect_superuser
 
     settings = load_settings()
     if settings.pg_superuser_password is not None:
-        with psycopg.connect(
-            host=settings.pg_host,
-            port=settings.pg_port,
-            dbname="postgres",
+        with connect_superuser(
+            settings.pg_host,
+            settings.pg_port,
+            settings.pg_superuser_password.get_secret_value(),
             user=settings.pg_superuser,
-            password=settings.pg_superuser_password.get_secret_value(),
-            autocommit=True,
         ) as conn:
             roles = DatabaseRoles(
                 app_password=settings.pg_password.get_secret_value(),

@@ -1,6 +1,5 @@
-"""A first consumer: subscribe to the watched tables' topics and print each change.
-
-The decoding and routing runtime replaces this; it stays as ``cdc run --print``-style tooling."""
+"""A first consumer: subscribe to the watched tables' topics and print each change, until
+the decoding and routing runtime takes over ``cdc run``."""
 
 from __future__ import annotations
 

@@ -14,13 +14,13 @@ _quiet.setLevel(logging.CRITICAL)
 
 
 def connect_superuser(
-    host: str, port: int, password: str, dbname: str = "postgres"
+    host: str, port: int, password: str, dbname: str = "postgres", user: str = "postgres"
 ) -> psycopg.Connection[tuple[Any, ...]]:
-    """An autocommit connection as the stack's ``postgres`` superuser."""
+    """An autocommit connection as a superuser (the stack's ``postgres`` by default)."""
     return psycopg.connect(
         host=host,
         port=port,
-        user="postgres",
+        user=user,
         password=password,
         dbname=dbname,
         connect_timeout=3,

@@ -37,9 +37,9 @@ def start_stack() -> Iterator[StackEndpoints]:
     Native: a running stack in ``$CDC_STACK_DIR`` is reused and left running; otherwise a
     private one is started in a temporary directory and removed afterwards."""
     if stack_mode() == "containers":
-        from cdc.testing.containers import ContainerStack
+        from cdc.testing.containers import container_stack
 
-        with ContainerStack() as endpoints:
+        with container_stack() as endpoints:
             yield endpoints
         return
     if env_dir := os.environ.get("CDC_STACK_DIR"):
