@@ -100,6 +100,9 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         "skipped.operations": "none",
         "decimal.handling.mode": "precise",
         "time.precision.mode": "adaptive",
+        # The numeric mode folds months into 30.4375-day averages; the ISO string keeps
+        # years, months and days apart, so nothing is lost on the way to Python.
+        "interval.handling.mode": "string",
         "topic.creation.default.partitions": str(opts.topic_partitions),
         "topic.creation.default.replication.factor": str(opts.topic_replication_factor),
     }

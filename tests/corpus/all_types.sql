@@ -51,3 +51,6 @@ INSERT INTO corpus.all_types (id, c_numeric, c_date, c_timestamp_ms, c_timestamp
                               c_text, c_bytea, c_int_array, c_text_array, c_jsonb, c_interval)
 VALUES (3, -0.001, 'infinity', '-infinity', 'infinity', '-infinity', '', ''::bytea, '{}', '{}',
         '[]', '-3 days -00:00:01');
+-- The opposite infinities, so every sentinel Debezium uses is in the corpus.
+INSERT INTO corpus.all_types (id, c_date, c_timestamp_ms, c_timestamp_us, c_timestamptz)
+VALUES (5, '-infinity', 'infinity', '-infinity', 'infinity');
