@@ -39,3 +39,28 @@ class ConnectError(CdcError):
         self.status = status
         self.body = body
         super().__init__(f"Kafka Connect {method} {path} -> {status}: {body}")
+
+
+class DecodeError(CdcError):
+    """A Kafka record that cannot be read as a Debezium event. It is the record's fault:
+    retrying will not help, so it belongs in the dead-letter topic."""
+
+    def __init__(
+        self, reason: str, *, topic: str, partition: int, offset: int, part: str = "value"
+    ) -> None:
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.part = part
+        super().__init__(f"{topic}[{partition}]@{offset} {part}: {reason}")
+
+
+class RegistryError(CdcError):
+    """The schema registry could not be reached or answered with an error. Unlike a
+    `DecodeError` this is not the record's fault: try again later."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"schema registry {url}: {reason}")

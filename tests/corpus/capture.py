@@ -106,7 +106,8 @@ def read_row(conn: psycopg.Connection[Any], row_id: int) -> dict[str, Any] | Non
         return None
     names = [d.name for d in cur.description or []]
     out = dict(zip(names, row, strict=True))
-    out["c_json"] = json.loads(out.pop("c_json_text")) if out["c_json_text"] else None
+    text = out.pop("c_json_text")
+    out["c_json"] = json.loads(text) if text else None
     return {k: tag(v) for k, v in out.items()}
 
 

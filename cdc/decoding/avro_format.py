@@ -1,0 +1,175 @@
+"""Debezium records in the Confluent Avro wire format: magic byte 0, a 4-byte big-endian
+schema id, then Avro binary. Read with fastavro; schemas come from a `SchemaSource`."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+
+from cdc.decoding.base import Decoder
+from cdc.decoding.connect_schema import Convert, Mismatch
+from cdc.decoding.registry import SchemaSource, UnknownSchema
+from cdc.events.values import UNAVAILABLE, is_placeholder, logical_converter
+
+_PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
+
+class AvroDecoder(Decoder):
+    def __init__(self, schemas: SchemaSource) -> None:
+        self._schemas = schemas
+        self._readers: dict[int, tuple[Any, Convert, str | None]] = {}
+
+    def read(self, raw: bytes) -> tuple[Any, str | None]:
+        if len(raw) < 5:
+            raise Mismatch("", f"{len(raw)} bytes: too short for the Avro wire format")
+        if raw[0] != 0:
+            raise Mismatch("", f"wrong magic byte 0x{raw[0]:02x}: not the Avro wire format")
+        schema_id = int.from_bytes(raw[1:5], "big")
+        reader = self._readers.get(schema_id) or self._reader(schema_id)
+        parsed, convert, name = reader
+        buffer = io.BytesIO(raw)
+        buffer.seek(5)
+        try:
+            data = fastavro.schemaless_reader(buffer, parsed, None)
+        except (EOFError, StopIteration):
+            raise Mismatch("", f"truncated Avro data (schema {schema_id})") from None
+        if buffer.tell() != len(raw):
+            raise Mismatch("", f"{len(raw) - buffer.tell()} bytes left after the Avro record")
+        return convert(data), name
+
+    def _reader(self, schema_id: int) -> tuple[Any, Convert, str | None]:
+        try:
+            schema = self._schemas.schema(schema_id)
+        except UnknownSchema as exc:
+            raise Mismatch("", f"unknown schema id {schema_id}: {exc}") from None
+        parsed = fastavro.parse_schema(schema)
+        name = None
+        if isinstance(schema, dict):
+            name = schema.get("connect.name") or _fullname(schema, "")
+        reader = (parsed, compile_avro(schema), name)
+        self._readers[schema_id] = reader
+        return reader
+
+
+def _fullname(schema: dict[str, Any], namespace: str) -> str:
+    name = str(schema.get("name", ""))
+    space = schema.get("namespace", namespace)
+    return name if "." in name or not space else f"{space}.{name}"
+
+
+def compile_avro(schema: Any) -> Convert:
+    """A converter of what fastavro returns for `schema`: Connect logical types (named in
+    `connect.name`) become Python values; TOAST placeholders become UNAVAILABLE."""
+    return _compile(schema, {}, "") or (lambda value: value)
+
+
+def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> Convert | None:
+    """None when values need no conversion (the common case, kept cheap)."""
+    if isinstance(schema, str):
+        if schema in _PRIMITIVE:
+            return _placeholder_check(None) if schema in ("string", "bytes") else None
+        full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+        return named.get(full, named.get(schema))
+    if isinstance(schema, list):
+        return _union(schema, named, namespace)
+    kind = schema.get("type")
+    if kind == "record":
+        full = _fullname(schema, namespace)
+        inner_space = full.rpartition(".")[0]
+        fields = [(f["name"], _compile(f["type"], named, inner_space)) for f in schema["fields"]]
+        convert = _record(fields)
+        logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
+        if logical is not None:
+            record, logical_guarded = convert, _guarded(logical)
+
+            def convert(value: Any) -> Any:
+                return logical_guarded(record(value))
+
+        named[full] = convert
+        return convert
+    if kind == "array":
+        return _array(_compile(schema["items"], named, namespace))
+    if kind == "map":
+        return _map(_compile(schema["values"], named, namespace))
+    if kind in ("enum", "fixed"):
+        named[_fullname(schema, namespace)] = None
+        return None
+    base = _compile(kind, named, namespace) if isinstance(kind, str) else None
+    logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
+    if logical is None:
+        return base
+    if kind in ("string", "bytes"):
+        return _placeholder_check(logical)
+    return _guarded(logical)
+
+
+def _guarded(convert: Convert) -> Convert:
+    def guarded(value: Any) -> Any:
+        try:
+            return convert(value)
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise Mismatch("", f"{type(exc).__name__}: {exc}") from None
+
+    return guarded
+
+
+def _placeholder_check(logical: Convert | None) -> Convert:
+    inner = None if logical is None else _guarded(logical)
+
+    def convert(value: Any) -> Any:
+        if is_placeholder(value):
+            return UNAVAILABLE
+        return value if inner is None else inner(value)
+
+    return convert
+
+
+def _union(branches: list[Any], named: dict[str, Convert | None], namespace: str) -> Convert | None:
+    others = [b for b in branches if b != "null"]
+    if len(others) != 1:
+        return None  # Debezium writes only optional unions: [null, T] or [T, null]
+    inner = _compile(others[0], named, namespace)
+    if inner is None:
+        return None
+
+    def convert(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return convert
+
+
+def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
+    converting = [(name, convert) for name, convert in fields if convert is not None]
+
+    def convert(value: Any) -> Any:
+        name = ""
+        try:
+            for name, field_convert in converting:
+                value[name] = field_convert(value[name])
+        except Mismatch as exc:
+            raise exc.under(name) from None
+        return value
+
+    return convert
+
+
+def _array(item: Convert | None) -> Convert:
+    def convert(value: Any) -> Any:
+        if is_placeholder(value):
+            return UNAVAILABLE
+        return value if item is None else [None if v is None else item(v) for v in value]
+
+    return convert
+
+
+def _map(item: Convert | None) -> Convert:
+    def convert(value: Any) -> Any:
+        if is_placeholder(value):
+            return UNAVAILABLE
+        if item is None:
+            return value
+        return {k: None if v is None else item(v) for k, v in value.items()}
+
+    return convert

@@ -1,0 +1,63 @@
+"""What every decoder does around its encoding: key then value, tombstones, and one error
+type carrying the record's coordinates whatever went wrong."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from confluent_kafka import Message
+
+from cdc.decoding.connect_schema import Mismatch
+from cdc.decoding.envelope import build_event
+from cdc.errors import DecodeError, RegistryError
+from cdc.events.change import Event, KafkaCoordinates
+
+
+def coordinates(msg: Message) -> KafkaCoordinates:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    timestamp_type, timestamp = msg.timestamp()
+    return KafkaCoordinates.model_construct(
+        topic=topic or "",
+        partition=partition if partition is not None else -1,
+        offset=offset if offset is not None else -1,
+        timestamp_ms=timestamp if timestamp_type else None,
+        headers=tuple(msg.headers() or ()),
+    )
+
+
+class Decoder(ABC):
+    """Kafka bytes -> `Event`. Raises `DecodeError` for a bad record, `RegistryError` when
+    the schema registry is unreachable, and nothing else."""
+
+    def decode(self, key: bytes | None, value: bytes | None, kafka: KafkaCoordinates) -> Event:
+        part = "key"
+        try:
+            key_data = None if key is None else self.read(key)[0]
+            part = "value"
+            if value is None:
+                return build_event(None, None, key_data, kafka)
+            value_data, schema_name = self.read(value)
+            return build_event(value_data, schema_name, key_data, kafka)
+        except (DecodeError, RegistryError):
+            raise
+        except Mismatch as exc:
+            reason = f"does not match its schema at {exc}" if exc.path else exc.reason
+            raise self._error(reason, kafka, part) from None
+        except RecursionError:
+            raise self._error("nested too deeply", kafka, part) from None
+        except Exception as exc:  # any other failure is still this record's fault
+            raise self._error(f"{type(exc).__name__}: {exc}", kafka, part) from exc
+
+    def decode_message(self, msg: Message) -> Event:
+        return self.decode(msg.key(), msg.value(), coordinates(msg))
+
+    @abstractmethod
+    def read(self, raw: bytes) -> tuple[Any, str | None]:
+        """The data in `raw`, checked and converted, and its schema's name if it has one."""
+
+    @staticmethod
+    def _error(reason: str, kafka: KafkaCoordinates, part: str) -> DecodeError:
+        return DecodeError(
+            reason, topic=kafka.topic, partition=kafka.partition, offset=kafka.offset, part=part
+        )

@@ -1,0 +1,133 @@
+"""Turn a decoded key and value into the event they are: a change, a tombstone, a heartbeat
+or a transaction boundary. Shared by every encoding."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from cdc.decoding.connect_schema import Mismatch
+from cdc.events.change import (
+    Change,
+    Event,
+    Heartbeat,
+    KafkaCoordinates,
+    LogicalMessage,
+    Op,
+    Source,
+    Tombstone,
+    TransactionBlock,
+    TransactionEvent,
+)
+from cdc.events.values import UNAVAILABLE, as_bytes, is_placeholder
+
+HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
+TRANSACTION_SCHEMA = "io.debezium.connector.common.TransactionMetadataValue"
+HEARTBEAT_TOPIC_PREFIX = "__debezium-heartbeat"
+_OPS = {op.value: op for op in Op}
+
+
+def table_of_topic(topic: str) -> str:
+    """`<prefix>.<schema>.<table>` -> `schema.table` (identifiers we watch hold no dots)."""
+    return ".".join(topic.rsplit(".", 2)[-2:])
+
+
+def build_event(value: Any, value_schema: str | None, key: Any, kafka: KafkaCoordinates) -> Event:
+    """The event for a value already checked against its schema (or raw, without one)."""
+    if value is None:
+        return Tombstone.model_construct(
+            table=table_of_topic(kafka.topic), key=_key(key), kafka=kafka
+        )
+    if not isinstance(value, dict):
+        raise Mismatch("", f"expected an object, got {type(value).__name__}")
+    if value_schema == HEARTBEAT_SCHEMA or (
+        value_schema is None and kafka.topic.startswith(HEARTBEAT_TOPIC_PREFIX)
+    ):
+        return _validated(Heartbeat, dict(value, kafka=kafka, server_name=_server(key)))
+    if "op" not in value and (
+        value_schema == TRANSACTION_SCHEMA or (value_schema is None and "status" in value)
+    ):
+        return _validated(TransactionEvent, dict(value, kafka=kafka))
+    return _change(value, key, kafka)
+
+
+def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates) -> Change:
+    raw_op = value.get("op")
+    op = _OPS.get(raw_op) if isinstance(raw_op, str) else None
+    if op is None:
+        if raw_op is None:
+            raise Mismatch("op", "missing: not a Debezium change event")
+        raise Mismatch("op", f"unknown operation {raw_op!r}")
+    source = _validated(Source, value.get("source"), "source")
+    transaction = value.get("transaction")
+    message = value.get("message")
+    if op is Op.MESSAGE:
+        if not isinstance(message, dict):
+            raise Mismatch("message", "a message event without its message")
+        content = message.get("content")
+        message = _validated(
+            LogicalMessage,
+            {
+                "prefix": message.get("prefix"),
+                "content": as_bytes(content) if isinstance(content, str) else content,
+            },
+            "message",
+        )
+    return Change.model_construct(
+        op=op,
+        before=_row(value.get("before"), "before"),
+        after=_row(value.get("after"), "after"),
+        source=source,
+        ts_ms=_int_or_none(value, "ts_ms"),
+        ts_us=_int_or_none(value, "ts_us"),
+        ts_ns=_int_or_none(value, "ts_ns"),
+        transaction=None
+        if transaction is None
+        else _validated(TransactionBlock, transaction, "transaction"),
+        message=message,
+        key=_key(key),
+        kafka=kafka,
+    )
+
+
+def _row(row: Any, path: str) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    if not isinstance(row, dict):
+        raise Mismatch(path, f"expected an object, got {type(row).__name__}")
+    # Schemas already turned placeholders into UNAVAILABLE; raw JSON still has the strings.
+    for name, column in row.items():
+        if is_placeholder(column):
+            row[name] = UNAVAILABLE
+    return row
+
+
+def _key(key: Any) -> dict[str, Any] | None:
+    if key is None or isinstance(key, dict):
+        return key
+    raise Mismatch("key", f"expected an object, got {type(key).__name__}")
+
+
+def _server(key: Any) -> str | None:
+    name = key.get("serverName") if isinstance(key, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _int_or_none(value: dict[str, Any], name: str) -> int | None:
+    item = value.get(name)
+    if item is None or (isinstance(item, int) and not isinstance(item, bool)):
+        return item
+    raise Mismatch(name, f"expected an integer, got {type(item).__name__}")
+
+
+_M = TypeVar("_M", Heartbeat, TransactionEvent, Source, TransactionBlock, LogicalMessage)
+
+
+def _validated(model: type[_M], data: Any, path: str = "") -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first: Any = exc.errors()[0]
+        where = ".".join(str(part) for part in (path, *first["loc"]) if part != "")
+        raise Mismatch(where, f"{first['msg']} ({exc.error_count()} error(s))") from None

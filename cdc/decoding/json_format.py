@@ -1,0 +1,72 @@
+"""Debezium records written by Kafka's JsonConverter, with or without the Connect schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cdc.decoding.base import Decoder
+from cdc.decoding.connect_schema import Convert, Mismatch, compile_schema
+
+_HEAD = b'{"schema":'
+_SPLIT = b',"payload":'
+
+
+class JsonDecoder(Decoder):
+    """`schemas=True` for `schemas.enable=true`: every value is checked against the schema
+    that travels with it and logical types become Python values. Without schemas the values
+    stay raw (a row model converts them) and only the envelope is checked."""
+
+    def __init__(self, *, schemas: bool = True, cache_size: int = 512) -> None:
+        self.schemas = schemas
+        self._cache: dict[bytes, tuple[Convert, str | None]] = {}
+        self._cache_size = cache_size
+
+    def read(self, raw: bytes) -> tuple[Any, str | None]:
+        if not self.schemas:
+            return _loads(raw), None
+        # JsonConverter writes the schema first. Once a schema's exact bytes have been seen
+        # and checked, only the payload needs parsing: the schema is most of the record.
+        split = raw.find(_SPLIT)
+        if split > 0 and raw.startswith(_HEAD) and raw.endswith(b"}"):
+            head = raw[:split]
+            cached = self._cache.get(head)
+            if cached is not None:
+                convert, name = cached
+                payload = _loads(raw[split + len(_SPLIT) : -1])
+                return (None if payload is None else convert(payload)), name
+        whole = _loads(raw)
+        if not isinstance(whole, dict) or set(whole) != {"schema", "payload"}:
+            raise Mismatch(
+                "",
+                "expected a {schema, payload} envelope: is the converter writing "
+                "schemas.enable=false?",
+            )
+        schema, payload = whole["schema"], whole["payload"]
+        if schema is None:
+            return payload, None
+        convert = compile_schema(schema)
+        name = schema.get("name")
+        if split > 0 and _head_is(raw[len(_HEAD) : split], schema):
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[raw[:split]] = (convert, name)
+        return (None if payload is None else convert(payload)), name
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise Mismatch("", f"invalid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        avro = raw[:1] == b"\0"
+        hint = " (an Avro record? it starts with the wire-format magic byte)" if avro else ""
+        raise Mismatch("", f"malformed JSON: {exc}{hint}") from None
+
+
+def _head_is(head: bytes, schema: Any) -> bool:
+    try:
+        return bool(json.loads(head) == schema)
+    except ValueError:
+        return False

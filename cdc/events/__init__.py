@@ -1,0 +1,48 @@
+"""The Debezium records a handler sees, and the Python values their columns hold."""
+
+from __future__ import annotations
+
+from cdc.events.change import (
+    Change,
+    DataCollectionCount,
+    Event,
+    Heartbeat,
+    KafkaCoordinates,
+    Kind,
+    LogicalMessage,
+    Op,
+    Snapshot,
+    Source,
+    Tombstone,
+    TransactionBlock,
+    TransactionEvent,
+)
+from cdc.events.delivery import Delivery, DeliveryGate
+from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
+from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable
+
+__all__ = [
+    "MICROS",
+    "MILLIS",
+    "PLACEHOLDER",
+    "UNAVAILABLE",
+    "Change",
+    "DataCollectionCount",
+    "Delivery",
+    "DeliveryGate",
+    "Event",
+    "Heartbeat",
+    "KafkaCoordinates",
+    "Kind",
+    "LogicalMessage",
+    "Op",
+    "Row",
+    "Scale",
+    "Snapshot",
+    "Source",
+    "TimeUnit",
+    "Tombstone",
+    "TransactionBlock",
+    "TransactionEvent",
+    "Unavailable",
+]

@@ -1,0 +1,273 @@
+"""The records a Debezium PostgreSQL connector writes, as typed models.
+
+Decoders build these with `model_construct` from values they have already checked against
+the record's schema, so reading a record does not pay for a second validation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cdc.events.values import UNAVAILABLE
+
+
+class Op(StrEnum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"
+    TRUNCATE = "t"
+    MESSAGE = "m"
+
+
+class Kind(StrEnum):
+    """What a record is, decided before routing."""
+
+    CHANGE = "change"  # c, u, d while streaming
+    SNAPSHOT_READ = "snapshot_read"  # r, from an initial or incremental snapshot
+    TRUNCATE = "truncate"
+    MESSAGE = "message"  # pg_logical_emit_message
+    TOMBSTONE = "tombstone"  # the null value after a delete, for log compaction
+    HEARTBEAT = "heartbeat"
+    TRANSACTION = "transaction"  # BEGIN / END metadata
+
+
+class Snapshot(StrEnum):
+    TRUE = "true"
+    FIRST = "first"
+    FIRST_IN_DATA_COLLECTION = "first_in_data_collection"
+    LAST_IN_DATA_COLLECTION = "last_in_data_collection"
+    LAST = "last"
+    INCREMENTAL = "incremental"
+    FALSE = "false"
+
+
+_FROZEN = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class KafkaCoordinates(BaseModel):
+    """Where a record was read from."""
+
+    model_config = _FROZEN
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of a header, or None."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def _utc_from(ts_us: int | None, ts_ms: int | None) -> dt.datetime | None:
+    if ts_us is not None:
+        return dt.datetime.fromtimestamp(ts_us / 1_000_000, dt.UTC)
+    if ts_ms is not None:
+        return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+    return None
+
+
+class Source(BaseModel):
+    """Where in PostgreSQL a change happened. Incremental snapshot rows have no txId or LSN."""
+
+    model_config = _FROZEN
+
+    version: str
+    connector: str
+    name: str
+    db: str
+    schema_: str = Field(alias="schema")
+    table: str
+    ts_ms: int
+    ts_us: int | None = None
+    ts_ns: int | None = None
+    snapshot: Snapshot | None = None
+    sequence: str | None = None
+    tx_id: int | None = Field(default=None, alias="txId")
+    lsn: int | None = None
+    xmin: int | None = None
+
+    @property
+    def is_snapshot(self) -> bool:
+        """Debezium sends null or "false" while streaming."""
+        return self.snapshot is not None and self.snapshot is not Snapshot.FALSE
+
+    @property
+    def commit_time(self) -> dt.datetime:
+        """When the transaction committed (for snapshot rows: when the row was read)."""
+        time = _utc_from(self.ts_us, self.ts_ms)
+        assert time is not None  # ts_ms is required
+        return time
+
+
+class TransactionBlock(BaseModel):
+    """The position of a change in its transaction (`provide.transaction.metadata`)."""
+
+    model_config = _FROZEN
+
+    id: str
+    total_order: int
+    data_collection_order: int
+
+
+class LogicalMessage(BaseModel):
+    model_config = _FROZEN
+
+    prefix: str
+    content: bytes
+
+
+Row = dict[str, Any]
+
+
+class Change(BaseModel):
+    """One Debezium change event: a row created, updated, deleted or read, a truncate, or a
+    logical decoding message."""
+
+    model_config = _FROZEN
+
+    op: Op
+    before: Row | None = None
+    after: Row | None = None
+    source: Source
+    ts_ms: int | None = None
+    ts_us: int | None = None
+    ts_ns: int | None = None
+    transaction: TransactionBlock | None = None
+    message: LogicalMessage | None = None
+    key: Row | None = None
+    kafka: KafkaCoordinates
+
+    @property
+    def kind(self) -> Kind:
+        if self.op is Op.READ:
+            return Kind.SNAPSHOT_READ
+        if self.op is Op.TRUNCATE:
+            return Kind.TRUNCATE
+        if self.op is Op.MESSAGE:
+            return Kind.MESSAGE
+        return Kind.CHANGE
+
+    @property
+    def table(self) -> str:
+        """`schema.table`; empty for logical decoding messages."""
+        if not self.source.table:
+            return ""
+        return f"{self.source.schema_}.{self.source.table}"
+
+    @property
+    def row(self) -> Row | None:
+        """The row as it is now: `after`, or `before` for a delete."""
+        return self.before if self.op is Op.DELETE else self.after
+
+    @property
+    def event_time(self) -> dt.datetime | None:
+        """When Debezium processed the change."""
+        return _utc_from(self.ts_us, self.ts_ms)
+
+    def changed_columns(self) -> frozenset[str] | None:
+        """Columns whose value differs between `before` and `after`.
+
+        Every column for a create or a delete; None for an update whose `before` PostgreSQL
+        did not send (REPLICA IDENTITY DEFAULT keeps only the key, if anything). Unchanged
+        TOASTed columns never count as changed.
+        """
+        before, after = self.before, self.after
+        if self.op in (Op.CREATE, Op.READ):
+            return frozenset(after or ())
+        if self.op is Op.DELETE:
+            return frozenset(before or ())
+        if self.op is not Op.UPDATE or before is None or after is None:
+            return None
+        if not set(after) <= set(before):
+            return None
+        return frozenset(
+            name
+            for name, value in after.items()
+            if value is not UNAVAILABLE
+            and before[name] is not UNAVAILABLE
+            and before[name] != value
+        )
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every delivery of this change, including Debezium's own re-sends
+        after a connector restart (new Kafka offsets, same LSN)."""
+        src = self.source
+        where = f"{src.lsn}/{src.tx_id}" if src.lsn is not None else f"snapshot@{src.ts_ms}"
+        key = json.dumps(self.key, sort_keys=True, default=str, separators=(",", ":"))
+        return f"{src.db}/{self.table or '-'}/{where}/{self.op.value}/{key}"
+
+
+class Tombstone(BaseModel):
+    """The null-valued record Debezium writes after a delete, so compaction can drop the key."""
+
+    model_config = _FROZEN
+
+    table: str
+    key: Row | None
+    kafka: KafkaCoordinates
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.TOMBSTONE
+
+
+class Heartbeat(BaseModel):
+    model_config = _FROZEN
+
+    ts_ms: int
+    server_name: str | None = None
+    kafka: KafkaCoordinates
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.HEARTBEAT
+
+    @property
+    def table(self) -> str:
+        return ""
+
+
+class DataCollectionCount(BaseModel):
+    model_config = _FROZEN
+
+    data_collection: str
+    event_count: int
+
+
+class TransactionEvent(BaseModel):
+    """A BEGIN or END record on `<prefix>.transaction`."""
+
+    model_config = _FROZEN
+
+    status: Literal["BEGIN", "END"]
+    id: str
+    ts_ms: int
+    event_count: int | None = None
+    data_collections: tuple[DataCollectionCount, ...] | None = None
+    kafka: KafkaCoordinates
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.TRANSACTION
+
+    @property
+    def table(self) -> str:
+        return ""
+
+
+Event = Change | Tombstone | Heartbeat | TransactionEvent

@@ -1,0 +1,154 @@
+"""Typed rows: a handler's pydantic model of a table's `before` / `after`.
+
+With a schema (JSON with schemas, Avro) the decoder already produced Python values and the
+model just checks them. Without one (`json-noschema`) the values are Debezium's raw encodings
+and the model's field types say what they mean. Where the raw form is ambiguous, the field says
+how to read it: `Annotated[datetime, MICROS]` for a `timestamp` column (`MILLIS` for
+`timestamp(0..3)`), `Annotated[time, MICROS]` likewise, `Annotated[Decimal, Scale(2)]` for
+`numeric(p, 2)`. An unchanged TOASTed column is `UNAVAILABLE`; only fields declared
+`T | Unavailable` accept it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from cdc.events import values
+from cdc.events.values import UNAVAILABLE, is_placeholder
+
+
+@dataclass(frozen=True)
+class TimeUnit:
+    """How a raw integer time or timestamp counts: `MILLIS` or `MICROS`."""
+
+    name: str
+
+
+MILLIS = TimeUnit("milliseconds")
+MICROS = TimeUnit("microseconds")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The scale of a `numeric(p, s)` column, needed to read its raw bytes."""
+
+    digits: int
+
+
+_Convert = Callable[[Any], Any]
+
+
+def _walk(annotation: Any, accepts: set[Any], metadata: list[Any]) -> None:
+    """Collect the plain types a field accepts and its Annotated metadata, looking through
+    Optional, unions and Annotated."""
+    if hasattr(annotation, "__metadata__"):  # Annotated[T, ...]
+        metadata.extend(annotation.__metadata__)
+        _walk(annotation.__origin__, accepts, metadata)
+        return
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            _walk(arg, accepts, metadata)
+        return
+    accepts.add(origin or annotation)
+
+
+def _needs(field: str, what: str) -> _Convert:
+    def fail(value: Any) -> Any:
+        raise ValueError(f"{field}: the raw value {value!r} needs {what}")
+
+    return fail
+
+
+def _by_raw_type(by_type: dict[type, _Convert]) -> _Convert:
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        for raw_type, raw_convert in by_type.items():
+            if isinstance(value, raw_type):
+                return raw_convert(value)
+        return value
+
+    return convert
+
+
+def _plan(name: str, annotation: Any, metadata: list[Any]) -> _Convert | None:
+    """How to read a raw value of this field, or None when pydantic reads it right."""
+    accepts: set[Any] = set()
+    metadata = list(metadata)
+    _walk(annotation, accepts, metadata)
+    unit = next((m for m in metadata if isinstance(m, TimeUnit)), None)
+    scale = next((m for m in metadata if isinstance(m, Scale)), None)
+    unit_hint = f"its unit: Annotated[..., MICROS] or Annotated[..., MILLIS] on {name}"
+    if dt.datetime in accepts:
+        timestamp = {MILLIS: values.to_timestamp_ms, MICROS: values.to_timestamp_us}
+        return _by_raw_type(
+            {
+                int: timestamp[unit] if unit else _needs(name, unit_hint),
+                str: values.to_zoned_timestamp,
+            }
+        )
+    if dt.date in accepts:
+        return _by_raw_type({int: values.to_date})
+    if dt.time in accepts:
+        time = {MILLIS: values.to_time_ms, MICROS: values.to_time_us}
+        return _by_raw_type(
+            {int: time[unit] if unit else _needs(name, unit_hint), str: values.to_zoned_time}
+        )
+    if dt.timedelta in accepts:
+        return _by_raw_type({int: values.to_duration_us, str: values.to_interval})
+    if Decimal in accepts:
+        scaled = (
+            (lambda v: values.to_decimal(v, scale.digits))
+            if scale
+            else _needs(name, f"its scale: Annotated[Decimal, Scale(n)] on {name}")
+        )
+        return _by_raw_type({dict: values.to_variable_decimal, str: scaled})
+    if bytes in accepts:
+        return _by_raw_type({str: values.as_bytes})
+    if (dict in accepts or list in accepts) and str not in accepts:
+        return _by_raw_type({str: json.loads})
+    return None
+
+
+class Row(BaseModel):
+    """Base class of row models. Subclass it and declare the columns a handler reads."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
+    __cdc_plan__: ClassVar[dict[str, _Convert]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        plan = {}
+        for name, field in cls.model_fields.items():
+            convert = _plan(name, field.annotation, field.metadata)
+            if convert is not None:
+                plan[field.alias or name] = convert
+        cls.__cdc_plan__ = plan
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_debezium(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        plan = cls.__cdc_plan__
+        out = {}
+        for name, value in data.items():
+            if value is None or value is UNAVAILABLE:
+                out[name] = value
+            elif is_placeholder(value):
+                out[name] = UNAVAILABLE
+            else:
+                convert = plan.get(name)
+                out[name] = value if convert is None else convert(value)
+        return out
