@@ -1,5 +1,5 @@
-"""A first consumer: subscribe to the watched tables' topics and print each change, until
-the decoding and routing runtime takes over ``cdc run``."""
+"""A first consumer: subscribe to the watched tables' topics, decode each record and print
+it, until the routing runtime takes over ``cdc run``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import signal
 import sys
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError
 
+from cdc.decoding import decoder_for
+from cdc.errors import DecodeError
+from cdc.events import Change, Event, Tombstone
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
 from cdc.tables.connector import data_topic
@@ -19,43 +22,27 @@ def topics(watched: WatchedTables) -> list[str]:
     return [data_topic(watched, t) for t in watched.table_names()]
 
 
-def describe(msg: Message) -> dict[str, Any]:
+def describe(event: Event) -> dict[str, Any]:
     """One line per record: where it came from and what it says."""
+    kafka = event.kafka
     out: dict[str, Any] = {
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
+        "topic": kafka.topic,
+        "partition": kafka.partition,
+        "offset": kafka.offset,
+        "kind": event.kind.value,
+        "table": event.table,
     }
-    key, value = msg.key(), msg.value()
-    out["key"] = _unwrap(_json(key))
-    if value is None:
-        out["op"] = "tombstone"
-        return out
-    payload = _unwrap(_json(value))
-    if isinstance(payload, dict):
-        out |= {k: payload.get(k) for k in ("op", "before", "after")}
-        source = payload.get("source") or {}
-        out["table"] = f"{source.get('schema')}.{source.get('table')}"
-        out["lsn"] = source.get("lsn")
-    else:
-        out["value"] = payload
-    return out
-
-
-def _unwrap(body: Any) -> Any:
-    # JsonConverter with schemas.enable=true wraps every key and value as {schema, payload}.
-    if isinstance(body, dict) and body.keys() == {"schema", "payload"}:
-        return body["payload"]
-    return body
-
-
-def _json(raw: bytes | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {"undecoded_bytes": len(raw)}
+    if isinstance(event, Tombstone):
+        return out | {"op": "tombstone", "key": event.key}
+    if isinstance(event, Change):
+        return out | {
+            "op": event.op.value,
+            "key": event.key,
+            "before": event.before,
+            "after": event.after,
+            "lsn": event.source.lsn,
+        }
+    return out | event.model_dump(exclude={"kafka"})
 
 
 def print_changes(watched: WatchedTables, settings: Settings, group: str = "cdc") -> None:
@@ -70,6 +57,7 @@ def print_changes(watched: WatchedTables, settings: Settings, group: str = "cdc"
         }
     )
     consumer.subscribe(topics(watched))
+    decoder = decoder_for(watched.connector.encoding, settings.registry_url)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -88,6 +76,11 @@ def print_changes(watched: WatchedTables, settings: Settings, group: str = "cdc"
                 if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     print(json.dumps({"error": str(err)}), file=sys.stderr, flush=True)
                 continue
-            print(json.dumps(describe(msg), default=str), flush=True)
+            try:
+                event = decoder.decode_message(msg)
+            except DecodeError as exc:
+                print(json.dumps({"error": str(exc)}), file=sys.stderr, flush=True)
+                continue
+            print(json.dumps(describe(event), default=str), flush=True)
     finally:
         consumer.close()

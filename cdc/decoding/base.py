@@ -42,7 +42,7 @@ class Decoder(ABC):
         except (DecodeError, RegistryError):
             raise
         except Mismatch as exc:
-            reason = f"does not match its schema at {exc}" if exc.path else exc.reason
+            reason = str(exc) if exc.path else exc.reason
             raise self._error(reason, kafka, part) from None
         except RecursionError:
             raise self._error("nested too deeply", kafka, part) from None

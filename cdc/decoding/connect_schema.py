@@ -148,6 +148,8 @@ def _struct(schema: dict[str, Any]) -> Convert:
                 item = value.get(name)
                 if item is None and optional:
                     out[name] = None
+                elif item is None and name not in value:
+                    raise Mismatch("", "missing")
                 else:
                     out[name] = field_convert(item)
         except Mismatch as exc:

@@ -57,12 +57,16 @@ class JsonDecoder(Decoder):
 def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise Mismatch("", f"invalid UTF-8 at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        avro = raw[:1] == b"\0"
-        hint = " (an Avro record? it starts with the wire-format magic byte)" if avro else ""
-        raise Mismatch("", f"malformed JSON: {exc}{hint}") from None
+    except ValueError as exc:
+        # Both UnicodeDecodeError and JSONDecodeError are ValueErrors.
+        what = (
+            f"invalid UTF-8 at byte {exc.start}"
+            if isinstance(exc, UnicodeDecodeError)
+            else f"malformed JSON: {exc}"
+        )
+        if raw[:1] == b"\0":
+            what += " (an Avro record? it starts with the wire-format magic byte)"
+        raise Mismatch("", what) from None
 
 
 def _head_is(head: bytes, schema: Any) -> bool:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from confluent_kafka import Message
 
+from cdc import Change, DecodeError, Encoding, decoder_for
+from cdc.decoding import coordinates
 from cdc.testing import RecordReader, read_records
 from tests.integration.conftest import Pipeline
 
@@ -187,3 +191,14 @@ def test_avro_records_use_the_registry(pipeline: Pipeline) -> None:
     schema = json.loads(response.json()["schema"])
     assert schema["type"] == "record"
     assert {f["name"] for f in schema["fields"]} >= {"before", "after", "source", "op"}
+
+    # The decoder fetches the same schemas from the live registry and reads the record.
+    decoder = decoder_for(Encoding.AVRO, pipeline.stack.registry_url)
+    event = decoder.decode_message(record)
+    assert isinstance(event, Change)
+    assert event.after == {"id": 1, "price": Decimal("9.99")}
+    assert event.key == {"id": 1}
+    unknown = b"\0" + (2**31 - 1).to_bytes(4, "big") + value[5:]
+    with pytest.raises(DecodeError, match="unknown schema id") as caught:
+        decoder.decode(record.key(), unknown, coordinates(record))
+    assert caught.value.offset == record.offset()

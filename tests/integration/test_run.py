@@ -1,4 +1,4 @@
-"""`cdc run`, the main job for now, prints each change it receives."""
+"""`cdc run`, the main job for now, decodes and prints each change it receives."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def test_cdc_run_prints_each_change(pipeline: Pipeline) -> None:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     assert [p["op"] for p in printed] == ["r", "u", "d", "tombstone"]
+    assert [p["kind"] for p in printed] == ["snapshot_read", "change", "change", "tombstone"]
     read, update = printed[0], printed[1]
     assert read["after"] == {"id": 1, "body": "old"}
     assert update["before"] == {"id": 1, "body": "old"}
