@@ -61,7 +61,8 @@ def _fullname(schema: dict[str, Any], namespace: str) -> str:
 
 def compile_avro(schema: Any) -> Convert:
     """A converter of what fastavro returns for `schema`: Connect logical types (named in
-    `connect.name`) become Python values; TOAST placeholders become UNAVAILABLE."""
+    `connect.name`) become Python values; TOAST placeholders become UNAVAILABLE. Every
+    converter passes None through, so optional unions need no wrapper of their own."""
     return _compile(schema, {}, "") or (lambda value: value)
 
 
@@ -107,6 +108,8 @@ def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> C
 
 def _guarded(convert: Convert) -> Convert:
     def guarded(value: Any) -> Any:
+        if value is None:
+            return None
         try:
             return convert(value)
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
@@ -119,9 +122,9 @@ def _placeholder_check(logical: Convert | None) -> Convert:
     inner = None if logical is None else _guarded(logical)
 
     def convert(value: Any) -> Any:
-        if is_placeholder(value):
-            return UNAVAILABLE
-        return value if inner is None else inner(value)
+        if value is None or inner is None:
+            return UNAVAILABLE if is_placeholder(value) else value
+        return UNAVAILABLE if is_placeholder(value) else inner(value)
 
     return convert
 
@@ -130,20 +133,15 @@ def _union(branches: list[Any], named: dict[str, Convert | None], namespace: str
     others = [b for b in branches if b != "null"]
     if len(others) != 1:
         return None  # Debezium writes only optional unions: [null, T] or [T, null]
-    inner = _compile(others[0], named, namespace)
-    if inner is None:
-        return None
-
-    def convert(value: Any) -> Any:
-        return None if value is None else inner(value)
-
-    return convert
+    return _compile(others[0], named, namespace)  # every converter here passes None through
 
 
 def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
     converting = [(name, convert) for name, convert in fields if convert is not None]
 
     def convert(value: Any) -> Any:
+        if value is None:
+            return None
         name = ""
         try:
             for name, field_convert in converting:
@@ -157,19 +155,17 @@ def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
 
 def _array(item: Convert | None) -> Convert:
     def convert(value: Any) -> Any:
-        if is_placeholder(value):
-            return UNAVAILABLE
-        return value if item is None else [None if v is None else item(v) for v in value]
+        if value is None or item is None or is_placeholder(value):
+            return UNAVAILABLE if is_placeholder(value) else value
+        return [item(v) for v in value]
 
     return convert
 
 
 def _map(item: Convert | None) -> Convert:
     def convert(value: Any) -> Any:
-        if is_placeholder(value):
-            return UNAVAILABLE
-        if item is None:
-            return value
-        return {k: None if v is None else item(v) for k, v in value.items()}
+        if value is None or item is None or is_placeholder(value):
+            return UNAVAILABLE if is_placeholder(value) else value
+        return {k: item(v) for k, v in value.items()}
 
     return convert

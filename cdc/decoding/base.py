@@ -11,18 +11,21 @@ from confluent_kafka import Message
 from cdc.decoding.connect_schema import Mismatch
 from cdc.decoding.envelope import build_event
 from cdc.errors import DecodeError, RegistryError
-from cdc.events.change import Event, KafkaCoordinates
+from cdc.events.change import Event, KafkaCoordinates, trusted
 
 
 def coordinates(msg: Message) -> KafkaCoordinates:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     timestamp_type, timestamp = msg.timestamp()
-    return KafkaCoordinates.model_construct(
-        topic=topic or "",
-        partition=partition if partition is not None else -1,
-        offset=offset if offset is not None else -1,
-        timestamp_ms=timestamp if timestamp_type else None,
-        headers=tuple(msg.headers() or ()),
+    return trusted(
+        KafkaCoordinates,
+        {
+            "topic": topic or "",
+            "partition": partition if partition is not None else -1,
+            "offset": offset if offset is not None else -1,
+            "timestamp_ms": timestamp if timestamp_type else None,
+            "headers": tuple(msg.headers() or ()),
+        },
     )
 
 
@@ -30,15 +33,17 @@ class Decoder(ABC):
     """Kafka bytes -> `Event`. Raises `DecodeError` for a bad record, `RegistryError` when
     the schema registry is unreachable, and nothing else."""
 
+    raw = False  # True when values arrive without a schema, as Debezium encoded them
+
     def decode(self, key: bytes | None, value: bytes | None, kafka: KafkaCoordinates) -> Event:
         part = "key"
         try:
             key_data = None if key is None else self.read(key)[0]
             part = "value"
             if value is None:
-                return build_event(None, None, key_data, kafka)
+                return build_event(None, None, key_data, kafka, raw=self.raw)
             value_data, schema_name = self.read(value)
-            return build_event(value_data, schema_name, key_data, kafka)
+            return build_event(value_data, schema_name, key_data, kafka, raw=self.raw)
         except (DecodeError, RegistryError):
             raise
         except Mismatch as exc:

@@ -19,6 +19,7 @@ from cdc.events.change import (
     Tombstone,
     TransactionBlock,
     TransactionEvent,
+    trusted,
 )
 from cdc.events.values import UNAVAILABLE, as_bytes, is_placeholder
 
@@ -33,11 +34,14 @@ def table_of_topic(topic: str) -> str:
     return ".".join(topic.rsplit(".", 2)[-2:])
 
 
-def build_event(value: Any, value_schema: str | None, key: Any, kafka: KafkaCoordinates) -> Event:
-    """The event for a value already checked against its schema (or raw, without one)."""
+def build_event(
+    value: Any, value_schema: str | None, key: Any, kafka: KafkaCoordinates, *, raw: bool
+) -> Event:
+    """The event for a value already checked against its schema. `raw`: values came without
+    one and may hold TOAST placeholder text still to replace."""
     if value is None:
-        return Tombstone.model_construct(
-            table=table_of_topic(kafka.topic), key=_key(key), kafka=kafka
+        return trusted(
+            Tombstone, {"table": table_of_topic(kafka.topic), "key": _key(key), "kafka": kafka}
         )
     if not isinstance(value, dict):
         raise Mismatch("", f"expected an object, got {type(value).__name__}")
@@ -49,10 +53,10 @@ def build_event(value: Any, value_schema: str | None, key: Any, kafka: KafkaCoor
         value_schema == TRANSACTION_SCHEMA or (value_schema is None and "status" in value)
     ):
         return _validated(TransactionEvent, dict(value, kafka=kafka))
-    return _change(value, key, kafka)
+    return _change(value, key, kafka, raw)
 
 
-def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates) -> Change:
+def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool) -> Change:
     raw_op = value.get("op")
     op = _OPS.get(raw_op) if isinstance(raw_op, str) else None
     if op is None:
@@ -74,32 +78,35 @@ def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates) -> Change:
             },
             "message",
         )
-    return Change.model_construct(
-        op=op,
-        before=_row(value.get("before"), "before"),
-        after=_row(value.get("after"), "after"),
-        source=source,
-        ts_ms=_int_or_none(value, "ts_ms"),
-        ts_us=_int_or_none(value, "ts_us"),
-        ts_ns=_int_or_none(value, "ts_ns"),
-        transaction=None
-        if transaction is None
-        else _validated(TransactionBlock, transaction, "transaction"),
-        message=message,
-        key=_key(key),
-        kafka=kafka,
+    return trusted(
+        Change,
+        {
+            "op": op,
+            "before": _row(value.get("before"), "before", raw),
+            "after": _row(value.get("after"), "after", raw),
+            "source": source,
+            "ts_ms": _int_or_none(value, "ts_ms"),
+            "ts_us": _int_or_none(value, "ts_us"),
+            "ts_ns": _int_or_none(value, "ts_ns"),
+            "transaction": None
+            if transaction is None
+            else _validated(TransactionBlock, transaction, "transaction"),
+            "message": message,
+            "key": _key(key),
+            "kafka": kafka,
+        },
     )
 
 
-def _row(row: Any, path: str) -> dict[str, Any] | None:
+def _row(row: Any, path: str, raw: bool) -> dict[str, Any] | None:
     if row is None:
         return None
     if not isinstance(row, dict):
         raise Mismatch(path, f"expected an object, got {type(row).__name__}")
-    # Schemas already turned placeholders into UNAVAILABLE; raw JSON still has the strings.
-    for name, column in row.items():
-        if is_placeholder(column):
-            row[name] = UNAVAILABLE
+    if raw:  # with a schema the decoder already turned placeholders into UNAVAILABLE
+        for name, column in row.items():
+            if is_placeholder(column):
+                row[name] = UNAVAILABLE
     return row
 
 

@@ -19,6 +19,7 @@ class JsonDecoder(Decoder):
 
     def __init__(self, *, schemas: bool = True, cache_size: int = 512) -> None:
         self.schemas = schemas
+        self.raw = not schemas
         self._cache: dict[bytes, tuple[Convert, str | None]] = {}
         self._cache_size = cache_size
 

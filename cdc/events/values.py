@@ -76,11 +76,17 @@ _PLACEHOLDER_FORMS: Final[list[Any]] = [
 ]
 
 
+_PLACEHOLDER_B64: Final = _PLACEHOLDER_FORMS[2]
+
+
 def is_placeholder(value: Any) -> bool:
     """True when a raw column value is Debezium's stand-in for an unchanged TOAST value."""
-    if isinstance(value, str | bytes):
-        return value in (PLACEHOLDER, _PLACEHOLDER_BYTES, _PLACEHOLDER_FORMS[2])
-    if isinstance(value, list | dict):
+    kind = type(value)  # exact types: this runs for every column of every raw row
+    if kind is str:
+        return value in (PLACEHOLDER, _PLACEHOLDER_B64)
+    if kind is bytes:
+        return value == _PLACEHOLDER_BYTES
+    if kind is list or kind is dict:
         return value in _PLACEHOLDER_FORMS
     return False
 

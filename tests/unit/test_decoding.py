@@ -250,3 +250,15 @@ def test_a_raw_timestamp_without_its_unit_is_refused() -> None:
 
     with pytest.raises(ValueError, match="MICROS"):
         Vague.model_validate({"at": 946684799999999})
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_trusted_equals_model_construct(encoding: str) -> None:
+    """Decoders skip pydantic's bookkeeping; what they build must not differ from it."""
+    for event in decoded(encoding):
+        values = {name: getattr(event, name) for name in type(event).model_fields}
+        built = type(event).model_construct(**values)
+        assert built == event
+        assert built.model_dump() == event.model_dump()
+        assert built.model_fields_set == event.model_fields_set
+        assert hash(built.kafka) == hash(event.kafka)
