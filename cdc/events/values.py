@@ -85,7 +85,7 @@ def is_placeholder(value: Any) -> bool:
     if kind is str:
         return value in (PLACEHOLDER, _PLACEHOLDER_B64)
     if kind is bytes:
-        return value == _PLACEHOLDER_BYTES
+        return bool(value == _PLACEHOLDER_BYTES)
     if kind is list or kind is dict:
         return value in _PLACEHOLDER_FORMS
     return False
