@@ -4,6 +4,8 @@ rows: the corpus round trip."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
@@ -25,6 +27,7 @@ from cdc import (
     TransactionEvent,
     Unavailable,
 )
+from cdc.decoding import JsonDecoder
 from cdc.events import Event
 from tests.corpus.load import (
     DATA,
@@ -262,3 +265,54 @@ def test_trusted_equals_model_construct(encoding: str) -> None:
         assert built.model_dump() == event.model_dump()
         assert built.model_fields_set == event.model_fields_set
         assert hash(built.kafka) == hash(event.kafka)
+
+
+def test_schema_cache_is_only_used_when_the_split_is_exact() -> None:
+    """A schema that itself contains `,"payload":` is never cached by a wrong prefix."""
+    schema = {
+        "type": "struct",
+        "name": "odd.Value",
+        "fields": [
+            {"type": "string", "optional": False, "field": "op"},
+            {
+                "type": "string",
+                "optional": True,
+                "field": "note",
+                "parameters": {"a": "1", "payload": "x"},
+            },
+        ],
+    }
+    dec = JsonDecoder()
+    for op in ("c", "u"):
+        raw = json.dumps(
+            {"schema": schema, "payload": {"op": op, "note": "n"}}, separators=(",", ":")
+        ).encode()
+        assert raw.find(b',"payload":') < raw.rfind(b',"payload":')
+        data, name = dec.read(raw)
+        assert (data, name) == ({"op": op, "note": "n"}, "odd.Value")
+
+
+def _java_name_uuid(name: bytes) -> str:
+    """`java.util.UUID.nameUUIDFromBytes`, step by step as the JDK does it."""
+    md5 = bytearray(hashlib.md5(name).digest())  # noqa: S324
+    md5[6] = (md5[6] & 0x0F) | 0x30  # version 3
+    md5[8] = (md5[8] & 0x3F) | 0x80  # IETF variant
+    return str(UUID(bytes=bytes(md5)))
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "__debezium_unavailable_value",  # text, varchar, json
+        "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==",  # bytea, base64 in JSON
+        ["__debezium_unavailable_value"],  # text[]
+        list(b"__debezium_unavailable_value"),  # int[] and bigint[]
+        {"__debezium_unavailable_value": "__debezium_unavailable_value"},  # hstore
+        [_java_name_uuid(b"__debezium_unavailable_value")],  # uuid[]
+    ],
+)
+def test_every_form_of_the_toast_placeholder(placeholder: Any) -> None:
+    class Wide(Row):
+        col: Any
+
+    assert Wide.model_validate({"col": placeholder}).col is UNAVAILABLE
