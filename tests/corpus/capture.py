@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -127,6 +129,8 @@ def record(msg: Message) -> dict[str, Any]:
 
 
 def main() -> None:
+    # A terminated capture still stops the private stack it started (the `with` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with start_stack() as stack, tempfile.TemporaryDirectory() as tmp:
         with psycopg.connect(
             stack.settings().pg_conninfo(), password=stack.app_password, autocommit=True
