@@ -9,9 +9,9 @@ from typing import Any
 import fastavro
 
 from cdc.decoding.base import Decoder
-from cdc.decoding.connect_schema import Convert, Mismatch
+from cdc.decoding.connect_schema import Convert, Mismatch, guarded, toast_aware
 from cdc.decoding.registry import SchemaSource, UnknownSchema
-from cdc.events.values import UNAVAILABLE, is_placeholder, logical_converter
+from cdc.events.values import logical_converter
 
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -70,7 +70,7 @@ def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> C
     """None when values need no conversion (the common case, kept cheap)."""
     if isinstance(schema, str):
         if schema in _PRIMITIVE:
-            return _placeholder_check(None) if schema in ("string", "bytes") else None
+            return toast_aware(None) if schema in ("string", "bytes") else None
         full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
         return named.get(full, named.get(schema))
     if isinstance(schema, list):
@@ -83,11 +83,8 @@ def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> C
         convert = _record(fields)
         logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
         if logical is not None:
-            record, logical_guarded = convert, _guarded(logical)
-
-            def convert(value: Any) -> Any:
-                return logical_guarded(record(value))
-
+            record, to_python = convert, logical
+            convert = guarded(lambda value: to_python(record(value)))
         named[full] = convert
         return convert
     if kind == "array":
@@ -102,31 +99,8 @@ def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> C
     if logical is None:
         return base
     if kind in ("string", "bytes"):
-        return _placeholder_check(logical)
-    return _guarded(logical)
-
-
-def _guarded(convert: Convert) -> Convert:
-    def guarded(value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return convert(value)
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
-            raise Mismatch("", f"{type(exc).__name__}: {exc}") from None
-
-    return guarded
-
-
-def _placeholder_check(logical: Convert | None) -> Convert:
-    inner = None if logical is None else _guarded(logical)
-
-    def convert(value: Any) -> Any:
-        if value is None or inner is None:
-            return UNAVAILABLE if is_placeholder(value) else value
-        return UNAVAILABLE if is_placeholder(value) else inner(value)
-
-    return convert
+        return toast_aware(guarded(logical))
+    return guarded(logical)
 
 
 def _union(branches: list[Any], named: dict[str, Convert | None], namespace: str) -> Convert | None:
@@ -154,18 +128,10 @@ def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
 
 
 def _array(item: Convert | None) -> Convert:
-    def convert(value: Any) -> Any:
-        if value is None or item is None or is_placeholder(value):
-            return UNAVAILABLE if is_placeholder(value) else value
-        return [item(v) for v in value]
-
-    return convert
+    return toast_aware(None if item is None else (lambda value: [item(v) for v in value]))
 
 
 def _map(item: Convert | None) -> Convert:
-    def convert(value: Any) -> Any:
-        if value is None or item is None or is_placeholder(value):
-            return UNAVAILABLE if is_placeholder(value) else value
-        return {k: item(v) for k, v in value.items()}
-
-    return convert
+    return toast_aware(
+        None if item is None else (lambda value: {k: item(v) for k, v in value.items()})
+    )

@@ -87,27 +87,38 @@ def compile_schema(schema: Any) -> Convert:
     else:
         raise Mismatch("", f"unknown Connect type {kind!r}")
     logical = logical_converter(schema.get("name"), schema.get("parameters"))
+    convert = base if logical is None else guarded(lambda value: logical(base(value)))
     if kind in ("string", "bytes", "array", "map"):
         # Debezium's TOAST stand-in is typed like the column; spot it before conversion.
-        inner = base if logical is None else _then(base, logical)
-
-        def convert(value: Any) -> Any:
-            return UNAVAILABLE if is_placeholder(value) else inner(value)
-
-        return convert
-    return base if logical is None else _then(base, logical)
+        return toast_aware(convert)
+    return convert
 
 
-def _then(first: Convert, second: Convert) -> Convert:
-    def convert(value: Any) -> Any:
+def guarded(convert: Convert) -> Convert:
+    """`convert` with None passed through and its failures reported as a `Mismatch`."""
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
         try:
-            return second(first(value))
+            return convert(value)
         except Mismatch:
             raise
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
             raise Mismatch("", f"{type(exc).__name__}: {exc}") from None
 
-    return convert
+    return run
+
+
+def toast_aware(convert: Convert | None) -> Convert:
+    """UNAVAILABLE for Debezium's TOAST placeholder, else `convert` (or the value as is)."""
+
+    def run(value: Any) -> Any:
+        if is_placeholder(value):
+            return UNAVAILABLE
+        return value if convert is None or value is None else convert(value)
+
+    return run
 
 
 def _nullable(schema: dict[str, Any]) -> Convert:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -220,10 +220,7 @@ class Tombstone(BaseModel):
     table: str
     key: Row | None
     kafka: KafkaCoordinates
-
-    @property
-    def kind(self) -> Kind:
-        return Kind.TOMBSTONE
+    kind: ClassVar[Kind] = Kind.TOMBSTONE
 
 
 class Heartbeat(BaseModel):
@@ -232,14 +229,8 @@ class Heartbeat(BaseModel):
     ts_ms: int
     server_name: str | None = None
     kafka: KafkaCoordinates
-
-    @property
-    def kind(self) -> Kind:
-        return Kind.HEARTBEAT
-
-    @property
-    def table(self) -> str:
-        return ""
+    kind: ClassVar[Kind] = Kind.HEARTBEAT
+    table: ClassVar[str] = ""  # belongs to no table
 
 
 class DataCollectionCount(BaseModel):
@@ -260,14 +251,8 @@ class TransactionEvent(BaseModel):
     event_count: int | None = None
     data_collections: tuple[DataCollectionCount, ...] | None = None
     kafka: KafkaCoordinates
-
-    @property
-    def kind(self) -> Kind:
-        return Kind.TRANSACTION
-
-    @property
-    def table(self) -> str:
-        return ""
+    kind: ClassVar[Kind] = Kind.TRANSACTION
+    table: ClassVar[str] = ""  # belongs to no table
 
 
 Event = Change | Tombstone | Heartbeat | TransactionEvent

@@ -50,15 +50,17 @@ class DeliveryGate:
         kind = event.kind
         if kind is Kind.CHANGE:
             return True
-        if kind in self._tableless:
-            admitted = self._tableless[kind]
-        else:
+        admitted = self._tableless.get(kind)
+        if admitted is None:
             policy = self.tables.get(event.table, self.default)
-            admitted = {
-                Kind.SNAPSHOT_READ: policy.snapshot_reads,
-                Kind.TRUNCATE: policy.truncates,
-                Kind.TOMBSTONE: policy.tombstones,
-            }[kind]
+            admitted = getattr(policy, _POLICY_FIELD[kind])
         if not admitted:
             self.held_back[kind, event.table] += 1
-        return admitted
+        return bool(admitted)
+
+
+_POLICY_FIELD = {
+    Kind.SNAPSHOT_READ: "snapshot_reads",
+    Kind.TRUNCATE: "truncates",
+    Kind.TOMBSTONE: "tombstones",
+}
