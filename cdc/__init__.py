@@ -13,6 +13,7 @@ from cdc.errors import (
     ConfigError,
     ConnectError,
     DecodeError,
+    HandlerError,
     RegistryError,
     StackError,
 )
@@ -37,6 +38,8 @@ from cdc.events import (
     TransactionEvent,
     Unavailable,
 )
+from cdc.routing import DeadLetter, Retry, on_change
+from cdc.runtime import Context, Outcome
 from cdc.settings import Settings, load_settings
 from cdc.tables.config import (
     Encoding,
@@ -56,20 +59,25 @@ __all__ = [
     "Change",
     "ConfigError",
     "ConnectError",
+    "Context",
+    "DeadLetter",
     "DecodeError",
     "Decoder",
     "Delivery",
     "DeliveryGate",
     "Encoding",
     "Event",
+    "HandlerError",
     "Heartbeat",
     "JsonDecoder",
     "KafkaCoordinates",
     "Kind",
     "Op",
+    "Outcome",
     "RegistryError",
     "RegistrySchemas",
     "ReplicaIdentity",
+    "Retry",
     "Row",
     "Scale",
     "Settings",
@@ -86,5 +94,6 @@ __all__ = [
     "decoder_for",
     "load_settings",
     "load_watched_tables",
+    "on_change",
     "parse_watched_tables",
 ]

@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdc.errors import CdcError
+from cdc.errors import CdcError, ConfigError
 from cdc.logs import configure_logging
 from cdc.settings import Settings, load_settings, stack_dir
 
 if TYPE_CHECKING:
+    from cdc.check import Report
+    from cdc.routing import TableHandler
     from cdc.stack.local import LocalStack
     from cdc.tables.config import WatchedTables
 
@@ -175,16 +177,84 @@ def db_init(
         console.print(f"applied {path}")
 
 
+HandlersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--handlers",
+        help="Handler module(s) or package(s), comma-separated (default: $CDC_HANDLERS).",
+    ),
+]
+
+
+def _consumer_setup(
+    tables: Path | None, handlers: str | None, **overrides: object
+) -> tuple[Settings, WatchedTables, list[TableHandler]]:
+    from cdc.routing import discover
+
+    settings, watched = _watched(tables)
+    updates = {k: v for k, v in {"handlers": handlers, **overrides}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+    found = discover(settings.handler_modules())
+    if not found:
+        raise ConfigError(f"handlers {settings.handlers!r}", ["no @on_change handler found"])
+    return settings, watched, found
+
+
+def _report(report: Report, out: Console) -> None:
+    for line in report.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    summary = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    out.print(
+        summary if report.findings else "no drift: handlers, file, connector and database agree"
+    )
+
+
+@app.command("check")
+def check(
+    tables: WatchedOpt = None,
+    handlers: HandlersOpt = None,
+    strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
+) -> None:
+    """Compare the handlers, the watched-tables file, the live connector, the publication and
+    each table's replica identity; print every mismatch with its fix."""
+    from cdc.check import run_check
+
+    settings, watched, found = _consumer_setup(tables, handlers)
+    report = run_check(found, watched, settings)
+    _report(report, console)
+    if report.errors or (strict and report.warnings):
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run(
     tables: WatchedOpt = None,
-    group: Annotated[str, typer.Option(help="Consumer group id.")] = "cdc",
+    handlers: HandlersOpt = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group id ($CDC_GROUP_ID).")] = None,
+    check: Annotated[
+        bool, typer.Option(help="Run `cdc check` first and refuse to start on an error.")
+    ] = True,
 ) -> None:
-    """Consume the watched tables' topics and print each change."""
-    from cdc.consume import print_changes
+    """Consume the watched tables' topics and run the handlers on each change."""
+    import signal
 
-    settings, watched = _watched(tables)
-    print_changes(watched, settings, group=group)
+    from cdc.routing import Router
+    from cdc.runtime import Runtime
+
+    settings, watched, found = _consumer_setup(tables, handlers, group_id=group)
+    if check and settings.check_at_start:
+        from cdc.check import run_check
+
+        report = run_check(found, watched, settings)
+        err = Console(stderr=True)
+        _report(report, err)
+        if report.errors:
+            err.print("refusing to start: fix the errors above (or run with --no-check)")
+            raise typer.Exit(2)
+    runtime = Runtime(settings, watched, Router(found, watched.tables))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runtime.stop())
+    runtime.run()
 
 
 def main() -> None:

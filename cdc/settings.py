@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STACK_DIR = Path(".cdc/stack")
@@ -67,6 +68,20 @@ class Settings(BaseSettings):
     # ``debezium_password_inline`` only for a worker without that provider.
     debezium_password_ref: str = "${env:CDC_DEBEZIUM_PASSWORD}"  # noqa: S105 - a reference
     debezium_password_inline: bool = False
+
+    # The consumer.
+    handlers: str = "handlers"  # module(s) or package(s) to import, comma-separated
+    group_id: str = "cdc"
+    dead_letter_topic: str | None = None  # default: <topic_prefix>.dlq
+    unrouted: Literal["skip", "dead-letter"] = "skip"  # a record for a table with no handler
+    retry_attempts: Annotated[int, Field(ge=1)] = 5
+    retry_backoff_s: Annotated[float, Field(gt=0)] = 0.5
+    retry_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    pg_pool_size: Annotated[int, Field(ge=1)] = 4
+    check_at_start: bool = True
+
+    def handler_modules(self) -> list[str]:
+        return [m.strip() for m in self.handlers.split(",") if m.strip()]
 
     def pg_conninfo(self) -> str:
         """libpq conninfo for the application role (password passed separately)."""

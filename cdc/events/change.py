@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from cdc.events.values import UNAVAILABLE
 
@@ -131,17 +132,19 @@ class LogicalMessage(BaseModel):
 
 
 Row = dict[str, Any]
+# A handler's row model types `before` / `after` as `Change[Model]`; plain `Change` has dicts.
+RowT = DefaultTypeVar("RowT", default=dict[str, Any])
 
 
-class Change(BaseModel):
+class Change(BaseModel, Generic[RowT]):
     """One Debezium change event: a row created, updated, deleted or read, a truncate, or a
     logical decoding message."""
 
     model_config = _FROZEN
 
     op: Op
-    before: Row | None = None
-    after: Row | None = None
+    before: RowT | None = None
+    after: RowT | None = None
     source: Source
     ts_ms: int | None = None
     ts_us: int | None = None
@@ -169,7 +172,7 @@ class Change(BaseModel):
         return f"{self.source.schema_}.{self.source.table}"
 
     @property
-    def row(self) -> Row | None:
+    def row(self) -> RowT | None:
         """The row as it is now: `after`, or `before` for a delete."""
         return self.before if self.op is Op.DELETE else self.after
 
@@ -185,7 +188,7 @@ class Change(BaseModel):
         did not send (REPLICA IDENTITY DEFAULT keeps only the key, if anything). Unchanged
         TOASTed columns never count as changed.
         """
-        before, after = self.before, self.after
+        before, after = _columns(self.before), _columns(self.after)
         if self.op in (Op.CREATE, Op.READ):
             return frozenset(after or ())
         if self.op is Op.DELETE:
@@ -210,6 +213,13 @@ class Change(BaseModel):
         where = f"{src.lsn}/{src.tx_id}" if src.lsn is not None else f"snapshot@{src.ts_ms}"
         key = json.dumps(self.key, sort_keys=True, default=str, separators=(",", ":"))
         return f"{src.db}/{self.table or '-'}/{where}/{self.op.value}/{key}"
+
+
+def _columns(row: Any) -> Row | None:
+    """A row as a dict; a row model gives its declared columns."""
+    if row is None or isinstance(row, dict):
+        return row
+    return dict(row)
 
 
 class Tombstone(BaseModel):

@@ -1,6 +1,21 @@
-"""Test kit: the real stack for a test suite, and helpers to read what Debezium wrote."""
+"""Test kit: change factories, a handler runner, the real stack and consumers on it."""
 
+from cdc.testing.consumer import RunningConsumer
+from cdc.testing.factories import ChangeFactory
 from cdc.testing.kafka import RecordReader, read_records
+from cdc.testing.pipeline import Pipelines, isolated, remove_connector
+from cdc.testing.run import HandlerRunner, run_handler
 from cdc.testing.stack import start_stack
 
-__all__ = ["RecordReader", "read_records", "start_stack"]
+__all__ = [
+    "ChangeFactory",
+    "HandlerRunner",
+    "Pipelines",
+    "RecordReader",
+    "RunningConsumer",
+    "isolated",
+    "read_records",
+    "remove_connector",
+    "run_handler",
+    "start_stack",
+]

@@ -1,4 +1,11 @@
-"""pytest plugin (installed with the package): the ``cdc_stack`` fixture."""
+"""pytest plugin (installed with the package): the real stack and consumers on it.
+
+- ``cdc_stack``: PostgreSQL, Kafka, Kafka Connect with Debezium and Apicurio, for the session.
+- ``cdc_settings``: ``Settings`` pointing at it.
+- ``cdc_pipelines``: start the consumer with your handlers and your watched-tables file
+  (``cdc_pipelines.start(Path("cdc.yaml"), ["myapp.handlers"], schema=[Path("schema.sql")])``)
+  and ``wait_for`` the changes it handled; everything is removed after the test.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from cdc.settings import Settings
 from cdc.stack.endpoints import StackEndpoints
+from cdc.testing.pipeline import Pipelines
 from cdc.testing.stack import start_stack
 
 
@@ -15,3 +24,17 @@ def cdc_stack() -> Iterator[StackEndpoints]:
     """The real stack: PostgreSQL, Kafka, Kafka Connect with Debezium, Apicurio Registry."""
     with start_stack() as endpoints:
         yield endpoints
+
+
+@pytest.fixture(scope="session")
+def cdc_settings(cdc_stack: StackEndpoints) -> Settings:
+    return cdc_stack.settings()
+
+
+@pytest.fixture
+def cdc_pipelines(cdc_stack: StackEndpoints) -> Iterator[Pipelines]:
+    pipelines = Pipelines(cdc_stack)
+    try:
+        yield pipelines
+    finally:
+        pipelines.close()

@@ -3,7 +3,6 @@ topic prefix, torn down afterwards."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ import yaml
 from cdc.connect import ConnectClient, apply_connector
 from cdc.settings import Settings
 from cdc.stack.endpoints import StackEndpoints
-from cdc.stack.probes import connect_superuser
-from cdc.tables.config import WatchedTables, load_watched_tables
+from cdc.tables.config import ConnectorOptions, WatchedTables, load_watched_tables
+from cdc.testing.pipeline import remove_connector
 
 pytestmark = pytest.mark.stack
 
@@ -66,25 +65,12 @@ class Pipeline:
         return cur.fetchall() if cur.description else []
 
     def close(self) -> None:
-        self.connect.delete(self.name)
-        with connect_superuser(
-            self.stack.pg_host,
-            self.stack.pg_port,
-            self.stack.pg_superuser_password,
-            self.stack.app_database,
-        ) as su:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                row = su.execute(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.id,)
-                ).fetchone()
-                if row is None:
-                    break
-                if not row[0]:
-                    su.execute("SELECT pg_drop_replication_slot(%s)", (self.id,))
-                    break
-                time.sleep(0.3)
-            su.execute(f'DROP PUBLICATION IF EXISTS "{self.id}"')
+        remove_connector(
+            self.stack,
+            ConnectorOptions(
+                name=self.name, topic_prefix=self.id, slot=self.id, publication=self.id
+            ),
+        )
         self.db.close()
 
 

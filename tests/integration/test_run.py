@@ -1,61 +1,134 @@
-"""`cdc run`, the main job for now, decodes and prints each change it receives."""
+"""`cdc run` as users run it: a subprocess that finds the handlers by module name, checks for
+drift before it starts, runs the handlers, dead-letters what keeps failing and goes on, and
+stops on SIGTERM with its offsets committed."""
 
 from __future__ import annotations
 
-import json
 import os
-import queue
+import signal
 import subprocess
 import sys
-import threading
+import textwrap
 import time
-from typing import IO, Any
+from pathlib import Path
 
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from cdc.testing import RecordReader
 from tests.integration.conftest import Pipeline
 
+pytestmark = pytest.mark.stack
 
-def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
-    for line in stream:
-        out.put(line)
+HANDLERS = """
+from cdc import Change, Context, on_change
 
 
-def test_cdc_run_prints_each_change(pipeline: Pipeline) -> None:
-    notes = pipeline.table("notes")
+@on_change("public.{notes}")
+def record(change: Change, ctx: Context) -> None:
+    row = change.row
+    if row["body"] == "poison":
+        raise ValueError("cannot digest poison")
+    with ctx.connection() as conn:
+        conn.execute(
+            "INSERT INTO {effects} (change_key, note_id, op) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (change.idempotency_key, row["id"], change.op.value),
+        )
+"""
+
+UNCAPTURED = """
+from cdc import on_change
+
+
+@on_change("public.{other}")
+def nobody_captures_this(change, ctx):
+    pass
+"""
+
+
+def cdc_run(pipeline: Pipeline, tmp: Path, module: str, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        **pipeline.stack.env(),
+        "CDC_WATCHED_TABLES": str(pipeline.file),
+        "CDC_HANDLERS": module,
+        "CDC_GROUP_ID": pipeline.id,
+        "CDC_RETRY_ATTEMPTS": "2",
+        "CDC_RETRY_BACKOFF_S": "0.05",
+        "PYTHONPATH": str(tmp),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdc", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_cdc_run(pipeline: Pipeline, tmp_path: Path) -> None:
+    notes, effects = pipeline.table("notes"), pipeline.table("effects")
     pipeline.sql(f"CREATE TABLE {notes} (id int PRIMARY KEY, body text)")
+    pipeline.sql(f"CREATE TABLE {effects} (change_key text PRIMARY KEY, note_id int, op text)")
     pipeline.sql(f"INSERT INTO {notes} VALUES (1, 'old')")
     pipeline.write_file({notes: {"replica_identity": "full"}})
     pipeline.apply()
-    env = {**os.environ, **pipeline.stack.env(), "CDC_WATCHED_TABLES": str(pipeline.file)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cdc", "run", "--group", pipeline.id],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    module = f"handlers_{pipeline.id}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(HANDLERS.format(notes=notes, effects=effects))
     )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    printed: list[dict[str, Any]] = []
+    (tmp_path / f"{module}_bad.py").write_text(
+        textwrap.dedent(UNCAPTURED.format(other=pipeline.table("other")))
+    )
+
+    # Drift: a handler for a table nobody captures. The consumer refuses to start.
+    refused = cdc_run(pipeline, tmp_path, f"{module},{module}_bad")
+    output, _ = refused.communicate(timeout=120)
+    assert refused.returncode == 2, output
+    assert f"public.{pipeline.table('other')}" in output
+    assert "Debezium does not capture it" in output
+    assert "refusing to start" in output
+
+    proc = cdc_run(pipeline, tmp_path, module)
     try:
         pipeline.sql(f"UPDATE {notes} SET body = 'new' WHERE id = 1")
+        pipeline.sql(f"INSERT INTO {notes} VALUES (2, 'poison')")
+        pipeline.sql(f"INSERT INTO {notes} VALUES (3, 'fine')")
         pipeline.sql(f"DELETE FROM {notes} WHERE id = 1")
-        deadline = time.monotonic() + 60
-        while len(printed) < 4 and time.monotonic() < deadline:
-            try:
-                printed.append(json.loads(lines.get(timeout=1)))
-            except queue.Empty:
-                continue
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            done = pipeline.sql(f"SELECT note_id, op FROM {effects} ORDER BY note_id, op")
+            if len(done) >= 3:
+                break
+            time.sleep(0.5)
+        # No snapshot read (nobody asked), the poisoned insert parked, the rest handled.
+        assert done == [(1, "d"), (1, "u"), (3, "c")]
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0
-    assert [p["op"] for p in printed] == ["r", "u", "d", "tombstone"]
-    assert [p["kind"] for p in printed] == ["snapshot_read", "change", "change", "tombstone"]
-    read, update = printed[0], printed[1]
-    assert read["after"] == {"id": 1, "body": "old"}
-    assert update["before"] == {"id": 1, "body": "old"}
-    assert update["after"] == {"id": 1, "body": "new"}
-    assert update["table"] == f"public.{notes}"
-    assert {p["topic"] for p in printed} == {pipeline.topic(notes)}
-    assert [p["key"] for p in printed] == [{"id": 1}] * 4
-    assert [p["offset"] for p in printed] == [0, 1, 2, 3]
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "handler.retry" in output
+    assert "record.dead_lettered" in output
+
+    topic = pipeline.topic(notes)
+    with RecordReader(pipeline.stack.kafka_bootstrap, [f"{pipeline.id}.dlq"]) as reader:
+        (parked,) = reader.wait(lambda rs: len(rs) >= 1, timeout=30)
+    headers = {k: v.decode() for k, v in parked.headers() or [] if v is not None}
+    assert headers["cdc.dlq.topic"] == topic
+    assert (headers["cdc.dlq.partition"], headers["cdc.dlq.offset"]) == ("0", "2")
+    assert headers["cdc.dlq.handler"] == f"{module}.record"
+    assert headers["cdc.dlq.error"] == "ValueError"
+    assert headers["cdc.dlq.attempts"] == "2"
+    assert headers["cdc.dlq.reason"] == "gave up after 2 attempts: ValueError: cannot digest poison"
+    assert b'"poison"' in (parked.value() or b"")
+    assert parked.key() is not None
+    assert b'"id":2' in parked.key()
+
+    # Every record, the tombstone included, is behind the committed offset.
+    group = Consumer({"bootstrap.servers": pipeline.stack.kafka_bootstrap, "group.id": pipeline.id})
+    try:
+        (committed,) = group.committed([TopicPartition(topic, 0)], timeout=10)
+        assert committed.offset == 6  # r, u, c (parked), c, d, tombstone
+    finally:
+        group.close()

@@ -1,0 +1,208 @@
+"""Table handlers: the decorator that declares one, and finding them by importing modules.
+
+A handler is a function of a change and a context, sync or async:
+
+    @on_change("public.users", ops="cu", columns=["email"], model=User)
+    def email_changed(change: Change[User], ctx: Context) -> None: ...
+
+Declaring it is all the registering there is: `discover("handlers")` imports the module or
+package (every submodule) and collects what the decorator marked.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from cdc.errors import ConfigError
+from cdc.events import Change, Op
+from cdc.events.change import trusted
+from cdc.tables.config import IDENTIFIER
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__cdc_handlers__"
+_STREAMING = frozenset({Op.CREATE, Op.UPDATE, Op.DELETE})
+_ALLOWED = _STREAMING | {Op.TRUNCATE}
+
+
+@dataclass(frozen=True, eq=False)
+class TableHandler:
+    """One handler's declaration: what it reacts to and how it wants rows typed."""
+
+    func: Callable[..., Any]
+    table: str  # schema.table
+    ops: frozenset[Op]
+    columns: frozenset[str] | None
+    snapshot_reads: bool | None  # None: the table's `snapshot_reads` in the watched-tables file
+    model: type[BaseModel] | None
+    reads_before: bool
+    is_async: bool
+    name: str
+
+    def wants(self, change: Change, snapshot_reads: bool) -> bool:
+        """Whether this change is for this handler (table already matched)."""
+        op = change.op
+        if op is Op.READ:
+            return snapshot_reads
+        if op not in self.ops:
+            return False
+        if self.columns is not None and op is Op.UPDATE:
+            changed = change.changed_columns()
+            # Without the old row nothing says what changed: run rather than miss a change.
+            return changed is None or not changed.isdisjoint(self.columns)
+        return True
+
+    def typed(self, change: Change) -> Change[Any]:
+        """The change with `before` / `after` as the handler's row model.
+
+        Raises pydantic's ValidationError when a row does not fit the model."""
+        model = self.model
+        if model is None or (change.before is None and change.after is None):
+            return change
+        values = dict(change.__dict__)
+        for side in ("before", "after"):
+            if values[side] is not None:
+                values[side] = model.model_validate(values[side])
+        return trusted(Change[model], values)  # type: ignore[valid-type]
+
+
+def on_change(
+    table: str,
+    *,
+    ops: Iterable[Op | str] | str = "cud",
+    columns: Iterable[str] | None = None,
+    snapshot_reads: bool | None = None,
+    model: type[BaseModel] | None = None,
+    reads_before: bool | None = None,
+) -> Callable[[F], F]:
+    """Declare a handler for ``table`` (``schema.table``, or ``table`` in ``public``).
+
+    ``ops``: which of ``c`` (insert), ``u`` (update), ``d`` (delete), ``t`` (truncate).
+    ``columns``: run on an update only when one of these changed.
+    ``snapshot_reads``: also get the rows a snapshot reads (``op r``); default: the table's
+    option in the watched-tables file.
+    ``model``: a pydantic model (best a ``cdc.Row``) that types ``before`` / ``after``.
+    ``reads_before``: whether the handler needs the old row; found from the code when not
+    given, so ``cdc check`` can demand REPLICA IDENTITY FULL.
+    """
+
+    def mark(func: F) -> F:
+        handler = _declare(func, table, ops, columns, snapshot_reads, model, reads_before)
+        setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
+        return func
+
+    return mark
+
+
+def _declare(
+    func: Callable[..., Any],
+    table: str,
+    ops: Iterable[Op | str] | str,
+    columns: Iterable[str] | None,
+    snapshot_reads: bool | None,
+    model: type[BaseModel] | None,
+    reads_before: bool | None,
+) -> TableHandler:
+    name = f"{func.__module__}.{func.__qualname__}"
+    problems: list[str] = []
+    full = table if "." in table else f"public.{table}"
+    parts = full.split(".")
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+        problems.append(f"table {table!r} must be schema.table with lowercase unquoted names")
+    wanted: set[Op] = set()
+    for op in ops:
+        try:
+            wanted.add(Op(op))
+        except ValueError:
+            problems.append(f"unknown operation {op!r}: use c, u, d or t")
+    if Op.READ in wanted:
+        problems.append("snapshot reads are asked for with snapshot_reads=True, not op 'r'")
+    elif wanted - _ALLOWED:
+        problems.append(f"ops may only be c, u, d and t, not {sorted(wanted - _ALLOWED)}")
+    if not wanted:
+        problems.append("ops is empty: the handler would never run")
+    cols = None if columns is None else frozenset(columns)
+    if cols is not None and not cols:
+        problems.append("columns is empty: the handler would never run on an update")
+    if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        problems.append(f"model must be a pydantic model class, not {model!r}")
+    try:
+        inspect.signature(func).bind(None, None)
+    except (TypeError, ValueError):
+        problems.append("a handler takes two positional arguments: (change, ctx)")
+    if problems:
+        raise ConfigError(f"handler {name}", problems)
+    needs_before = reads_before
+    if needs_before is None:
+        needs_before = (cols is not None and Op.UPDATE in wanted) or _reads_before(func)
+    return TableHandler(
+        func=func,
+        table=full,
+        ops=frozenset(wanted),
+        columns=cols,
+        snapshot_reads=snapshot_reads,
+        model=model,
+        reads_before=needs_before,
+        is_async=inspect.iscoroutinefunction(func),
+        name=name,
+    )
+
+
+def _reads_before(func: Callable[..., Any]) -> bool:
+    """Whether the function body touches ``<change>.before`` or ``<change>.changed_columns``.
+
+    A static look at the source: it sees what the handler reads directly, not through
+    helpers it calls (declare ``reads_before=True`` for those)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    node = tree.body[0]
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.args.args:
+        return False
+    param = node.args.args[0].arg
+    return any(
+        isinstance(n, ast.Attribute)
+        and n.attr in ("before", "changed_columns")
+        and isinstance(n.value, ast.Name)
+        and n.value.id == param
+        for n in ast.walk(node)
+    )
+
+
+def handlers_of(obj: Any) -> tuple[TableHandler, ...]:
+    """The declarations the decorator attached to a function."""
+    found = getattr(obj, _MARK, ())
+    return found if isinstance(found, tuple) else ()
+
+
+def discover(modules: Iterable[str]) -> list[TableHandler]:
+    """Import each module (a package with all its submodules) and collect its handlers."""
+    found: dict[int, TableHandler] = {}
+    for name in modules:
+        for module in _import_tree(name):
+            for obj in vars(module).values():
+                for handler in handlers_of(obj):
+                    found.setdefault(id(handler), handler)
+    return list(found.values())
+
+
+def _import_tree(name: str) -> list[ModuleType]:
+    try:
+        root = importlib.import_module(name)
+        modules = [root]
+        for info in pkgutil.walk_packages(getattr(root, "__path__", []), f"{name}."):
+            modules.append(importlib.import_module(info.name))
+    except ImportError as exc:
+        raise ConfigError(f"handlers {name!r}", [f"cannot import: {exc}"]) from exc
+    return modules

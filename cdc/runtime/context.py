@@ -1,0 +1,184 @@
+"""What a handler gets besides the change: database connections, a logger bound to the
+record, and a way to publish follow-up events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+from confluent_kafka import KafkaException, Producer
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from pydantic import BaseModel
+
+from cdc.events import Change
+from cdc.settings import Settings
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A follow-up record a handler published."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _encode(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, BaseModel):
+        return value.model_dump_json().encode()
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+
+class Resources:
+    """Connections shared by every handler run, opened on first use and closed once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Connection] | None = None
+        self._async_pool: AsyncConnectionPool[AsyncConnection] | None = None
+        self._producer: Producer | None = None
+
+    def _pool_args(self) -> dict[str, Any]:
+        return {
+            "conninfo": self.settings.pg_conninfo(),
+            "kwargs": {"password": self.settings.pg_password.get_secret_value()},
+            "min_size": 1,
+            "max_size": self.settings.pg_pool_size,
+            "open": False,
+            "name": "cdc-handlers",
+        }
+
+    def pool(self) -> ConnectionPool[Connection]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(**self._pool_args())
+                self._pool.open(wait=True, timeout=30)
+            return self._pool
+
+    async def async_pool(self) -> AsyncConnectionPool[AsyncConnection]:
+        # Async handlers all run on the dispatcher's one event loop: no lock needed.
+        if self._async_pool is None:
+            self._async_pool = AsyncConnectionPool(**self._pool_args())
+            await self._async_pool.open(wait=True, timeout=30)
+        return self._async_pool
+
+    def producer(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self.settings.kafka_bootstrap,
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "linger.ms": 5,
+                    }
+                )
+            return self._producer
+
+    def send(self, records: list[Outgoing], timeout: float = 30.0) -> None:
+        """Produce and wait until the broker has every record; raise if one failed."""
+        if not records:
+            return
+        producer = self.producer()
+        failures: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failures.append(f"{msg.topic()}: {err}")
+
+        for r in records:
+            producer.produce(
+                r.topic, r.value, r.key, headers=list(r.headers), on_delivery=delivered
+            )
+        remaining = producer.flush(timeout)
+        if failures or remaining:
+            raise KafkaException(
+                f"{len(failures) + remaining} of {len(records)} record(s) not delivered: "
+                + "; ".join(failures or ["flush timed out"])
+            )
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+
+
+@dataclass
+class Context:
+    """Given to a handler with each change."""
+
+    change: Change
+    handler: str
+    attempt: int
+    log: Any  # structlog BoundLogger, bound to topic, partition, offset, table, op, handler
+    resources: Resources
+    published: list[Outgoing] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection in a transaction: committed when the block ends, rolled back
+        if it raises."""
+        with self.resources.pool().connection() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def aconnection(self) -> AsyncIterator[AsyncConnection]:
+        """The same for async handlers."""
+        pool = await self.resources.async_pool()
+        async with pool.connection() as conn:
+            yield conn
+
+    def publish(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: Any = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Publish a follow-up record once the handler succeeds (never for a failed attempt).
+
+        ``value`` and ``key``: bytes, str, a pydantic model or anything JSON can encode. The
+        record carries ``cdc.cause`` (the idempotency key of this change) so consumers
+        downstream can drop the duplicates a redelivery produces."""
+        extra = [(k, v if isinstance(v, bytes) else v.encode()) for k, v in (headers or {}).items()]
+        cause = [
+            ("cdc.cause", self.change.idempotency_key.encode()),
+            ("cdc.handler", self.handler.encode()),
+        ]
+        self.published.append(Outgoing(topic, _encode(value), _encode(key), tuple(cause + extra)))
+
+
+def bound_logger(change: Change, handler: str) -> Any:
+    k = change.kafka
+    return structlog.get_logger("cdc.handler").bind(
+        topic=k.topic,
+        partition=k.partition,
+        offset=k.offset,
+        table=change.table,
+        op=change.op.value,
+        handler=handler,
+    )

@@ -1,0 +1,168 @@
+"""Run a change through its handlers: one attempt, the meaning of what the handler returned
+or raised, and retries with backoff until done or dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from cdc.events import Change
+from cdc.routing import DeadLetter, Retry, Route
+from cdc.runtime.context import Context, Outgoing, Resources, bound_logger
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    RETRY = "retry"  # this attempt failed; another may succeed
+    DEAD_LETTER = "dead_letter"  # no attempt will succeed
+    SKIPPED = "skipped"  # the handler's filters do not want the change (test kit only)
+
+
+@dataclass
+class HandlerRun:
+    """How one handler fared with one change (over all its attempts)."""
+
+    handler: str
+    outcome: Outcome
+    attempts: int = 1
+    reason: str = ""
+    error: BaseException | None = None
+    retry_after: float | None = None
+    published: list[Outgoing] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter, and how many attempts in all."""
+
+    attempts: int = 5
+    first: float = 0.5
+    most: float = 30.0
+
+    def delay(self, failed_attempts: int) -> float:
+        ceiling = min(self.most, self.first * 2 ** (failed_attempts - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+
+
+class Stopping(Exception):
+    """The consumer is stopping while a change waits for its next attempt."""
+
+
+class Dispatcher:
+    """Calls handlers. Async handlers run on one event loop the dispatcher owns, so their
+    pools and clients live across changes."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        backoff: Backoff | None = None,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.resources = resources
+        self.backoff = backoff or Backoff()
+        # wait(seconds) sleeps and returns True when the consumer is stopping meanwhile.
+        self._wait = wait or _sleep
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attempt(
+        self, route: Route, change: Change, attempt: int = 1, *, publish: bool = True
+    ) -> HandlerRun:
+        """One call of the handler, and what its result means. With ``publish=False`` the
+        records the handler published are returned, not sent."""
+        handler = route.handler
+        name = handler.name
+        started = time.perf_counter()
+        try:
+            typed = handler.typed(change)
+        except ValidationError as exc:
+            model = handler.model.__name__ if handler.model else "?"
+            return HandlerRun(
+                name, Outcome.DEAD_LETTER, attempt, f"row does not fit {model}: {exc}", exc
+            )
+        ctx = Context(typed, name, attempt, bound_logger(change, name), self.resources)
+        try:
+            result = handler.func(typed, ctx)
+            if inspect.isawaitable(result):
+                result = self._run_async(result)
+        except Exception as exc:  # every failure has a defined meaning
+            result = exc
+        run = _meaning(name, result, attempt)
+        if run.outcome is Outcome.DONE and ctx.published:
+            try:
+                if publish:
+                    self.resources.send(ctx.published)
+            except Exception as exc:
+                run = HandlerRun(name, Outcome.RETRY, attempt, f"publishing failed: {exc}", exc)
+            else:
+                run.published = ctx.published
+        run.seconds = time.perf_counter() - started
+        return run
+
+    def run(self, route: Route, change: Change) -> HandlerRun:
+        """Attempts until done, dead-lettered or out of attempts (then dead-lettered)."""
+        log = bound_logger(change, route.name)
+        attempt = 1
+        while True:
+            run = self.attempt(route, change, attempt)
+            if run.outcome is Outcome.DONE:
+                log.info("handler.done", attempt=attempt, ms=round(run.seconds * 1000, 2))
+                return run
+            if run.outcome is Outcome.DEAD_LETTER:
+                log.error("handler.dead_letter", attempt=attempt, reason=run.reason)
+                return run
+            if attempt >= self.backoff.attempts:
+                log.error("handler.gave_up", attempt=attempt, reason=run.reason)
+                run.outcome = Outcome.DEAD_LETTER
+                run.reason = f"gave up after {attempt} attempts: {run.reason}"
+                return run
+            delay = run.retry_after if run.retry_after is not None else self.backoff.delay(attempt)
+            log.warning(
+                "handler.retry", attempt=attempt, reason=run.reason, delay_s=round(delay, 3)
+            )
+            if self._wait(delay):
+                raise Stopping
+            attempt += 1
+
+    def _run_async(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self.resources.aclose())
+            self._loop.close()
+            self._loop = None
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
+    if result is None:
+        return HandlerRun(name, Outcome.DONE, attempt)
+    if isinstance(result, Retry):
+        return HandlerRun(name, Outcome.RETRY, attempt, result.reason, result, result.after)
+    if isinstance(result, DeadLetter):
+        return HandlerRun(name, Outcome.DEAD_LETTER, attempt, result.reason, result)
+    if isinstance(result, Exception):
+        return HandlerRun(
+            name, Outcome.RETRY, attempt, f"{type(result).__name__}: {result}", result
+        )
+    return HandlerRun(
+        name,
+        Outcome.DEAD_LETTER,
+        attempt,
+        f"returned {type(result).__name__}; a handler returns None, Retry or DeadLetter",
+    )

@@ -1,0 +1,185 @@
+"""What a handler's return value or exception means, retries with backoff, async handlers,
+and publishing only after success; on a real corpus change."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cdc import (
+    Change,
+    ConfigError,
+    Context,
+    DeadLetter,
+    Op,
+    Outcome,
+    Retry,
+    Row,
+    Settings,
+    on_change,
+)
+from cdc.routing import Route, handlers_of
+from cdc.runtime import Backoff, Dispatcher, Resources
+from cdc.runtime.dispatch import Stopping
+from cdc.testing import run_handler
+from tests.corpus.load import decoder, records
+
+TABLE = "corpus.all_types"
+
+
+def corpus_insert() -> Change:
+    dec = decoder("json")
+    for r in records("json"):
+        event = dec.decode(r.key, r.value, r.kafka)
+        if isinstance(event, Change) and event.op is Op.CREATE:
+            return event
+    raise AssertionError("the corpus has an insert")
+
+
+CHANGE = corpus_insert()
+
+
+def route(func: Any, **options: Any) -> Route:
+    return Route(handlers_of(on_change(TABLE, **options)(func))[-1], snapshot_reads=False)
+
+
+class Waits:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.delays: list[float] = []
+        self.stop_after = stop_after
+
+    def __call__(self, seconds: float) -> bool:
+        self.delays.append(seconds)
+        return self.stop_after is not None and len(self.delays) >= self.stop_after
+
+
+def dispatcher(waits: Waits | None = None, attempts: int = 4) -> Dispatcher:
+    return Dispatcher(Resources(Settings()), Backoff(attempts, 0.1, 0.3), wait=waits or Waits())
+
+
+def returning(value: Any) -> Any:
+    def handler(change: Change, ctx: Context) -> Any:
+        if isinstance(value, Exception) and not isinstance(value, Retry | DeadLetter):
+            raise value
+        return value
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome", "reason"),
+    [
+        (None, Outcome.DONE, ""),
+        (Retry("busy", after=2.5), Outcome.RETRY, "busy"),
+        (DeadLetter("customer gone"), Outcome.DEAD_LETTER, "customer gone"),
+        (ValueError("boom"), Outcome.RETRY, "ValueError: boom"),
+        (42, Outcome.DEAD_LETTER, "returned int; a handler returns None, Retry or DeadLetter"),
+    ],
+)
+def test_return_values(result: Any, outcome: Outcome, reason: str) -> None:
+    run = dispatcher().attempt(route(returning(result)), CHANGE)
+    assert (run.outcome, run.reason) == (outcome, reason)
+    if isinstance(result, Retry):
+        assert run.retry_after == 2.5
+
+
+def test_raised_instructions_mean_the_same() -> None:
+    def raises_retry(change: Change, ctx: Context) -> None:
+        raise Retry("later", after=1)
+
+    def raises_dead_letter(change: Change, ctx: Context) -> None:
+        raise DeadLetter("never")
+
+    assert dispatcher().attempt(route(raises_retry), CHANGE).outcome is Outcome.RETRY
+    assert dispatcher().attempt(route(raises_dead_letter), CHANGE).outcome is Outcome.DEAD_LETTER
+
+
+class Wrong(Row):
+    id: int
+    c_missing_column: str
+
+
+def test_a_row_that_does_not_fit_the_model_is_dead_lettered_without_a_call() -> None:
+    calls: list[Change] = []
+    run = dispatcher().attempt(route(lambda c, ctx: calls.append(c), model=Wrong), CHANGE)
+    assert run.outcome is Outcome.DEAD_LETTER
+    assert run.reason.startswith("row does not fit Wrong")
+    assert "c_missing_column" in run.reason
+    assert calls == []
+
+
+def test_fails_twice_then_succeeds() -> None:
+    attempts: list[int] = []
+
+    def flaky(change: Change, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        if len(attempts) < 3:
+            raise ConnectionError("database restarting")
+
+    waits = Waits()
+    run = dispatcher(waits).run(route(flaky), CHANGE)
+    assert (run.outcome, run.attempts) == (Outcome.DONE, 3)
+    assert attempts == [1, 2, 3]
+    # Exponential with jitter: attempt n waits between half and all of first * 2**(n-1).
+    assert 0.05 <= waits.delays[0] <= 0.1
+    assert 0.1 <= waits.delays[1] <= 0.2
+
+
+def test_always_failing_is_dead_lettered_after_the_last_attempt() -> None:
+    waits = Waits()
+    run = dispatcher(waits, attempts=4).run(route(returning(OSError("down"))), CHANGE)
+    assert (run.outcome, run.attempts) == (Outcome.DEAD_LETTER, 4)
+    assert run.reason == "gave up after 4 attempts: OSError: down"
+    assert len(waits.delays) == 3
+    assert max(waits.delays) <= 0.3  # capped
+
+
+def test_retry_after_is_honoured_and_stopping_abandons() -> None:
+    waits = Waits(stop_after=1)
+    with pytest.raises(Stopping):
+        dispatcher(waits).run(route(returning(Retry("later", after=7))), CHANGE)
+    assert waits.delays == [7]
+
+
+def test_async_handlers_share_one_loop() -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def handler(change: Change, ctx: Context) -> None:
+        await asyncio.sleep(0)
+        loops.append(asyncio.get_running_loop())
+        if len(loops) == 1:
+            raise Retry("once more")
+
+    d = dispatcher()
+    assert d.run(route(handler), CHANGE).outcome is Outcome.DONE
+    assert len(loops) == 2
+    assert loops[0] is loops[1]
+    d.close()
+
+
+def test_published_records_leave_only_on_success() -> None:
+    def publishes(change: Change, ctx: Context) -> None:
+        ctx.publish("follow-ups", {"id": change.key["id"] if change.key else None}, key="k")
+        if ctx.attempt == 1:
+            raise Retry("first attempt fails after publishing")
+
+    r = route(publishes)
+    first = dispatcher().attempt(r, CHANGE, 1, publish=False)
+    assert first.outcome is Outcome.RETRY
+    assert first.published == []
+    second = dispatcher().attempt(r, CHANGE, 2, publish=False)
+    assert second.outcome is Outcome.DONE
+    (record,) = second.published
+    assert (record.topic, record.value, record.key) == ("follow-ups", b'{"id":4}', b"k")
+    assert dict(record.headers)["cdc.cause"] == CHANGE.idempotency_key.encode()
+
+
+def test_run_handler_applies_the_filters() -> None:
+    @on_change(TABLE, ops="u")
+    def on_update(change: Change, ctx: Context) -> None: ...
+
+    assert run_handler(on_update, CHANGE).outcome is Outcome.SKIPPED
+    with pytest.raises(ConfigError, match="handles"):
+        run_handler(on_change("public.other")(returning(None)), CHANGE)
