@@ -1,4 +1,5 @@
-# `make run`: set everything up and run the main job on the local real stack.
+# `make run`: set everything up and run the main job on the local real stack: the consumer
+# with the example handlers, and a few writes (handlers/demo.py) to show them react.
 # `make test`: lint, type-check and run every test against the real stack.
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -27,12 +28,12 @@ stack-status:
 run: stack-up
 	$(CDC) db init --schema handlers/schema.sql
 	$(CDC) connector apply
-	$(CDC) run
+	$(BIN)/python -m handlers.demo & trap 'kill $$! 2>/dev/null' EXIT; $(CDC) run --handlers handlers
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cdc
+	$(BIN)/mypy cdc handlers
 
 test: setup lint
 	$(BIN)/pytest

@@ -38,3 +38,44 @@ ON CONFLICT (handle) DO NOTHING;
 INSERT INTO posts (author_id, title, body)
 SELECT u.id, 'Hello, change data capture', 'Every row change becomes an event.'
 FROM users u WHERE u.handle = 'ada' AND NOT EXISTS (SELECT 1 FROM posts);
+INSERT INTO votes (post_id, voter_id, value)
+SELECT p.id, u.id, 1 FROM posts p, users u
+WHERE u.handle = 'linus' AND NOT EXISTS (SELECT 1 FROM votes)
+ORDER BY p.id LIMIT 1;
+
+-- What the handlers derive from the changes. Not watched, and no foreign keys: a handler may
+-- run after the row it reacts to is gone.
+CREATE TABLE IF NOT EXISTS user_stats (
+    user_id    bigint PRIMARY KEY,
+    posts      integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS post_stats (
+    post_id    bigint PRIMARY KEY,
+    score      integer NOT NULL,
+    votes      integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS notifications (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    change_key text NOT NULL,  -- the change's idempotency key: one notification per change
+    user_id    bigint NOT NULL,
+    kind       text NOT NULL,
+    message    text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (change_key, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    change_key   text PRIMARY KEY,
+    table_name   text NOT NULL,
+    op           char(1) NOT NULL,
+    row_key      jsonb,
+    changed      text[],
+    before       jsonb,
+    after        jsonb,
+    committed_at timestamptz NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,169 @@
+"""End to end: SQL in PostgreSQL, through Debezium, Kafka and the consumer, to the example
+handlers' effects in PostgreSQL; every operation, snapshot reads, and redelivery."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from cdc.runtime import Handled
+from cdc.testing import RecordReader
+from handlers.comments import TOPIC
+from tests.example.conftest import App
+
+pytestmark = pytest.mark.stack
+
+
+def test_snapshot_reads_only_where_asked(app: App) -> None:
+    """Rows that existed before capture arrive as snapshot reads: the votes table takes them
+    (cdc.yaml) and so does the post counter (its decorator); the audit trail and the welcome
+    notification do not."""
+    consumer = app.consumer
+    consumer.wait_for("votes", "r")
+    read = consumer.wait_for("posts", "r")
+    assert [r.handler for r in read.runs] == ["handlers.posts.count_posts"]
+    post_id, author_id = app.one("SELECT id, author_id FROM posts ORDER BY id LIMIT 1")
+    assert app.one("SELECT score, votes FROM post_stats WHERE post_id = %s", (post_id,)) == (1, 1)
+    assert app.one("SELECT posts FROM user_stats WHERE user_id = %s", (author_id,)) == 1
+    users = consumer.wait_for("users", "r")
+    assert users.runs == ()  # held back: no handler of users asked for snapshot reads
+    assert app.sql("SELECT 1 FROM audit_log WHERE op = 'r'") == []
+    assert app.sql("SELECT 1 FROM notifications WHERE kind = 'welcome'") == []
+
+
+def user(app: App, handle: str) -> int:
+    uid: int = app.one(
+        "INSERT INTO users (handle, email, password_hash) VALUES (%s, %s, 'x') RETURNING id",
+        (handle, f"{handle}@example.org"),
+    )
+    return uid
+
+
+def audit(app: App, op: str, table: str, key: dict[str, Any]) -> tuple[Any, ...]:
+    row: tuple[Any, ...] = app.one(
+        "SELECT changed, before, after FROM audit_log WHERE op = %s AND table_name = %s "
+        "AND row_key = %s::jsonb",
+        (op, table, json.dumps(key)),
+    )
+    return row
+
+
+def test_each_operation_has_its_effect(app: App) -> None:
+    c = app.consumer
+    handle = f"grace_{uuid.uuid4().hex[:6]}"
+    grace = user(app, handle)
+
+    # Insert: a welcome notification and an audit row without the excluded column.
+    c.wait_for("users", "c", lambda ch: ch.key == {"id": grace})
+    assert app.one(
+        "SELECT message FROM notifications WHERE user_id = %s AND kind = 'welcome'", (grace,)
+    ) == (f"Welcome, {handle}!")
+    _, before, after = audit(app, "c", "public.users", {"id": grace})
+    assert before is None
+    assert after["handle"] == handle
+    assert "password_hash" not in after
+
+    # Update of the email: the handler reads the old row (REPLICA IDENTITY FULL).
+    app.sql("UPDATE users SET email = 'grace@navy.mil' WHERE id = %s", (grace,))
+    c.wait_for("users", "u", lambda ch: bool(ch.after and ch.after["email"] == "grace@navy.mil"))
+    assert app.one(
+        "SELECT message FROM notifications WHERE user_id = %s AND kind = 'email_changed'",
+        (grace,),
+    ) == (f"Your email address changed from {handle}@example.org to grace@navy.mil.")
+    changed, before, after = audit(app, "u", "public.users", {"id": grace})
+    assert changed == ["email"]
+    assert (before["email"], after["email"]) == (f"{handle}@example.org", "grace@navy.mil")
+
+    # An update that leaves the email alone does not wake the email handler.
+    app.sql("UPDATE users SET handle = %s WHERE id = %s", (handle + "_h", grace))
+    update = c.wait_for(
+        "users", "u", lambda ch: bool(ch.after and ch.after["handle"].endswith("_h"))
+    )
+    assert [r.handler for r in update.runs] == ["handlers.audit.audit"]
+
+    # Posts: the author's count follows inserts and deletes.
+    post = app.one(
+        "INSERT INTO posts (author_id, title) VALUES (%s, 'Compilers') RETURNING id", (grace,)
+    )
+    c.wait_for("posts", "c", lambda ch: ch.key == {"id": post})
+    assert app.one("SELECT posts FROM user_stats WHERE user_id = %s", (grace,)) == 1
+
+    # A comment (async handler, DEFAULT identity table) notifies the post's author and
+    # publishes the notification.
+    ada = app.one("SELECT id FROM users WHERE handle = 'ada'")
+    with RecordReader(app.consumer.settings.kafka_bootstrap, [TOPIC]) as reader:
+        comment = app.one(
+            "INSERT INTO comments (post_id, author_id, body) VALUES (%s, %s, 'Nice') RETURNING id",
+            (post, ada),
+        )
+        handled = c.wait_for("comments", "c", lambda ch: ch.key == {"id": comment})
+        (run,) = handled.runs
+        assert run.outcome.value == "done"
+        assert app.one(
+            "SELECT message FROM notifications WHERE user_id = %s AND kind = 'comment'", (grace,)
+        ) == ("ada commented on 'Compilers'.")
+        (record,) = reader.wait(
+            lambda rs: any(r.key() == str(grace).encode() for r in rs), timeout=30
+        )
+        headers = dict(record.headers() or [])
+        assert headers["cdc.cause"] == handled.event.idempotency_key.encode()  # type: ignore[union-attr]
+
+    # Votes: insert, update and delete move the score.
+    app.sql("INSERT INTO votes (post_id, voter_id, value) VALUES (%s, %s, 1)", (post, ada))
+    c.wait_for("votes", "c", lambda ch: bool(ch.after and ch.after["post_id"] == post))
+    assert app.one("SELECT score, votes FROM post_stats WHERE post_id = %s", (post,)) == (1, 1)
+    app.sql("UPDATE votes SET value = -1 WHERE post_id = %s AND voter_id = %s", (post, ada))
+    c.wait_for("votes", "u", lambda ch: bool(ch.after and ch.after["post_id"] == post))
+    assert app.one("SELECT score, votes FROM post_stats WHERE post_id = %s", (post,)) == (-1, 1)
+    app.sql("DELETE FROM votes WHERE post_id = %s AND voter_id = %s", (post, ada))
+    c.wait_for("votes", "d", lambda ch: bool(ch.before and ch.before["post_id"] == post))
+    assert app.one("SELECT score, votes FROM post_stats WHERE post_id = %s", (post,)) == (0, 0)
+
+    # Delete: the count drops, the audit keeps the old row, the post's stats go.
+    app.sql("DELETE FROM posts WHERE id = %s", (post,))
+    c.wait_for("posts", "d", lambda ch: ch.key == {"id": post})
+    assert app.one("SELECT posts FROM user_stats WHERE user_id = %s", (grace,)) == 0
+    _, before, after = audit(app, "d", "public.posts", {"id": post})
+    assert (before["title"], after) == ("Compilers", None)
+    assert app.sql("SELECT 1 FROM post_stats WHERE post_id = %s", (post,)) == []
+
+
+EFFECTS = {
+    "notifications": "SELECT change_key, user_id, kind, message FROM notifications",
+    "audit_log": "SELECT change_key, table_name, op, row_key, changed, before, after, "
+    "committed_at FROM audit_log",
+    "post_stats": "SELECT post_id, score, votes FROM post_stats",
+    "user_stats": "SELECT user_id, posts FROM user_stats",
+}
+
+
+def effects(app: App) -> dict[str, list[tuple[Any, ...]]]:
+    return {name: sorted(app.sql(q), key=repr) for name, q in EFFECTS.items()}
+
+
+def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
+    """A second consumer group reads every topic again from the start: each change reaches
+    the handlers a second time, and the effects stay exactly as they were."""
+    first = app.consumer
+    marker = user(app, f"twice_{uuid.uuid4().hex[:6]}")
+    first.wait_for("users", "c", lambda ch: ch.key == {"id": marker})
+    before = effects(app)
+    assert before["notifications"]
+    assert before["audit_log"]
+    handled_by_first = {(h.topic, h.partition, h.offset) for h in first.handled}
+    assert handled_by_first
+
+    again = app.pipelines.start(first.watched, ["handlers"], isolate=False, apply=False)
+
+    def coordinates(handled: list[Handled]) -> set[tuple[str, int, int]]:
+        return {(h.topic, h.partition, h.offset) for h in handled}
+
+    again.wait_until(
+        lambda _: coordinates(again.handled) >= handled_by_first,
+        "every record the first consumer handled",
+    )
+    assert sum(len(h.runs) for h in again.handled) > 10  # handlers really ran again
+    assert effects(app) == before
