@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -191,6 +192,9 @@ def _consumer_setup(
 ) -> tuple[Settings, WatchedTables, list[TableHandler]]:
     from cdc.routing import discover
 
+    # Like `python -m`: the handlers live in the project the command runs in.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     settings, watched = _watched(tables)
     updates = {k: v for k, v in {"handlers": handlers, **overrides}.items() if v is not None}
     settings = settings.model_copy(update=updates)

@@ -27,8 +27,8 @@ class StackEndpoints:
     connect_pg_port: int | None = None
     connect_registry_url: str | None = None
 
-    def settings(self, **overrides: object) -> Settings:
-        values: dict[str, object] = {
+    def _values(self) -> dict[str, object]:
+        return {
             "kafka_bootstrap": self.kafka_bootstrap,
             "connect_url": self.connect_url,
             "registry_url": self.registry_url,
@@ -43,15 +43,15 @@ class StackEndpoints:
             "connect_pg_port": self.connect_pg_port,
             "connect_registry_url": self.connect_registry_url,
         }
-        values.update(overrides)
-        return Settings.model_validate(values)
+
+    def settings(self, **overrides: object) -> Settings:
+        return Settings.model_validate(self._values() | overrides)
 
     def env(self) -> dict[str, str]:
-        """``CDC_*`` variables that point ``cdc`` commands at this stack."""
-        s = self.settings()
+        """``CDC_*`` variables that point ``cdc`` commands at this stack (and nothing else)."""
         out: dict[str, str] = {}
-        for name, value in s.model_dump().items():
-            if value is None or name == "watched_tables":
+        for name, value in self._values().items():
+            if value is None:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
