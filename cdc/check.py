@@ -113,7 +113,11 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
     """Ask Kafka Connect and PostgreSQL; an unreachable one is recorded, not raised."""
     rendered = render_config(watched, settings)
     try:
-        live = ConnectClient(settings.connect_url, timeout=10.0).get_config(watched.connector.name)
+        client = ConnectClient(settings.connect_url, timeout=10.0)
+        try:
+            live = client.get_config(watched.connector.name)
+        finally:
+            client.close()
         connector = ConnectorState(settings.connect_url, rendered, live)
     except (httpx.HTTPError, ConnectError) as exc:
         connector = ConnectorState(
@@ -208,8 +212,7 @@ def _connector(watched: WatchedTables, state: ConnectorState) -> list[Finding]:
                 f"{APPLY} to create it",
             )
         ]
-    live = {k: v for k, v in state.live.items() if k != "name"}  # Connect adds the name
-    diff = _config_diff(live, state.rendered)
+    diff = _config_diff(state.live, state.rendered)
     if not diff:
         return []
     return [

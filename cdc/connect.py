@@ -41,8 +41,16 @@ class ConnectClient:
         return response
 
     def get_config(self, name: str) -> dict[str, str] | None:
+        """The connector's config as it was put (without the ``name`` Connect adds), or None."""
         response = self._call("GET", f"/connectors/{name}/config", ok=(200, 404))
-        return None if response.status_code == 404 else dict(response.json())
+        if response.status_code == 404:
+            return None
+        config = dict(response.json())
+        config.pop("name", None)
+        return config
+
+    def close(self) -> None:
+        self._http.close()
 
     def put_config(self, name: str, config: dict[str, str]) -> dict[str, Any]:
         return dict(self._call("PUT", f"/connectors/{name}/config", json=config).json())
@@ -144,8 +152,6 @@ def apply_connector(
             if not publication_exists(conn, opts.publication):
                 sync_publication(conn, watched)
         current = client.get_config(opts.name)
-        if current is not None:
-            current.pop("name", None)
         if current == desired:
             result: ApplyResult = "unchanged"
             if _has_failed_task(client.status(opts.name)):

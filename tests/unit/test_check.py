@@ -66,7 +66,7 @@ HANDLERS = [
 def live(**changes: Any) -> LiveState:
     """The state `cdc connector apply` leaves behind, with ``changes``."""
     clean = LiveState(
-        connector=ConnectorState("http://connect:8083", RENDERED, {"name": "shop", **RENDERED}),
+        connector=ConnectorState("http://connect:8083", RENDERED, dict(RENDERED)),
         publication=frozenset(str(t) for t in publication_tables(WATCHED)),
         tables={"public.users": USERS, "public.posts": POSTS},
     )
