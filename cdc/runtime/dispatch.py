@@ -74,7 +74,13 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attempt(
-        self, route: Route, change: Change, attempt: int = 1, *, publish: bool = True
+        self,
+        route: Route,
+        change: Change,
+        attempt: int = 1,
+        *,
+        publish: bool = True,
+        log: Any = None,
     ) -> HandlerRun:
         """One call of the handler, and what its result means. With ``publish=False`` the
         records the handler published are returned, not sent."""
@@ -88,7 +94,7 @@ class Dispatcher:
             return HandlerRun(
                 name, Outcome.DEAD_LETTER, attempt, f"row does not fit {model}: {exc}", exc
             )
-        ctx = Context(typed, name, attempt, bound_logger(change, name), self.resources)
+        ctx = Context(typed, name, attempt, log or bound_logger(change, name), self.resources)
         try:
             result = handler.func(typed, ctx)
             if inspect.isawaitable(result):
@@ -112,7 +118,7 @@ class Dispatcher:
         log = bound_logger(change, route.name)
         attempt = 1
         while True:
-            run = self.attempt(route, change, attempt)
+            run = self.attempt(route, change, attempt, log=log)
             if run.outcome is Outcome.DONE:
                 log.info("handler.done", attempt=attempt, ms=round(run.seconds * 1000, 2))
                 return run

@@ -1,0 +1,103 @@
+"""What routing and running handlers add to decoding, per record, on the captured corpus
+(JSON with schemas, the data topic's records): decode only; decode, gate, route and run one
+no-op handler (sync, with a row model, async); with the per-run log line on and filtered out.
+
+    python -m bench.dispatch                  # 100k records per measure
+    python -m bench.dispatch --records 20000
+
+No Kafka: this is the consumer's per-record CPU cost between `poll()` and `store_offsets()`.
+Prints one JSON object; the README's benchmark section records a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+from typing import Any
+
+import structlog
+
+from bench.decode import rate
+from cdc import Change, Context, Row, Settings, on_change
+from cdc.routing import Router, handlers_of
+from cdc.runtime import Dispatcher, Resources
+from tests.corpus.load import DATA, Record, decoder, records
+
+TABLE = "corpus.all_types"
+
+
+class Slim(Row):
+    id: int
+    c_int: int | None = None
+    c_text: str | None = None
+
+
+def noop(change: Change, ctx: Context) -> None:
+    return None
+
+
+async def async_noop(change: Change, ctx: Context) -> None:
+    return None
+
+
+def pipeline(func: Any, **options: Any) -> Any:
+    dec = decoder("json")
+    router = Router(handlers_of(on_change(TABLE, snapshot_reads=True, **options)(func)))
+    dispatcher = Dispatcher(Resources(Settings()))
+
+    def handle(r: Record) -> None:
+        event = dec.decode(r.key, r.value, r.kafka)
+        if router.gate.admit(event):
+            for route in router.routes_for(event) or ():
+                assert isinstance(event, Change)
+                dispatcher.run(route, event)
+
+    return handle
+
+
+def logs(level: int) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")),  # noqa: SIM115
+        cache_logger_on_first_use=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    count = parser.parse_args().records
+    sample = [r for r in records("json") if r.kafka.topic == DATA and r.value is not None]
+    dec = decoder("json")
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "records_per_measure": count,
+        "decode_only_per_s": round(
+            rate(lambda r: dec.decode(r.key, r.value, r.kafka), sample, count)
+        ),
+    }
+    for level_name, level in (("logged", logging.INFO), ("quiet", logging.WARNING)):
+        logs(level)
+        for name, handle in (
+            ("noop", pipeline(noop)),
+            ("noop_model", pipeline(noop, model=Slim)),
+            ("async_noop", pipeline(async_noop)),
+        ):
+            per_s = rate(handle, sample, count)
+            results[f"{name}/{level_name}"] = {
+                "per_s": round(per_s),
+                "us_per_record": round(1e6 / per_s, 1),
+                "ratio_to_decode": round(per_s / results["decode_only_per_s"], 2),
+            }
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
