@@ -13,7 +13,6 @@ from cdc.errors import (
     ConfigError,
     ConnectError,
     DecodeError,
-    HandlerError,
     RegistryError,
     StackError,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "DeliveryGate",
     "Encoding",
     "Event",
-    "HandlerError",
     "Heartbeat",
     "JsonDecoder",
     "KafkaCoordinates",

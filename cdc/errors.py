@@ -64,31 +64,3 @@ class RegistryError(CdcError):
         self.url = url
         self.reason = reason
         super().__init__(f"schema registry {url}: {reason}")
-
-
-class HandlerError(CdcError):
-    """A handler gave up on a change: it asked for the dead-letter topic, its row model did not
-    fit, or its retries ran out. Carries where the record came from and which handler."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        handler: str,
-        table: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        attempts: int,
-    ) -> None:
-        self.reason = reason
-        self.handler = handler
-        self.table = table
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.attempts = attempts
-        super().__init__(
-            f"{topic}[{partition}]@{offset} {table} handler {handler} "
-            f"(after {attempts} attempt(s)): {reason}"
-        )

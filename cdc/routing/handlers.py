@@ -46,7 +46,6 @@ class TableHandler:
     snapshot_reads: bool | None  # None: the table's `snapshot_reads` in the watched-tables file
     model: type[BaseModel] | None
     reads_before: bool
-    is_async: bool
     name: str
 
     def wants(self, change: Change, snapshot_reads: bool) -> bool:
@@ -153,7 +152,6 @@ def _declare(
         snapshot_reads=snapshot_reads,
         model=model,
         reads_before=needs_before,
-        is_async=inspect.iscoroutinefunction(func),
         name=name,
     )
 

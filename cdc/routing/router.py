@@ -18,6 +18,14 @@ class Route:
     handler: TableHandler
     snapshot_reads: bool
 
+    @classmethod
+    def of(cls, handler: TableHandler, tables: Mapping[str, TableOptions]) -> Route:
+        """The handler's own snapshot choice, else its table's option in the file."""
+        chosen = handler.snapshot_reads
+        if chosen is None:
+            chosen = tables.get(handler.table, TableOptions()).snapshot_reads
+        return cls(handler, chosen)
+
     @property
     def name(self) -> str:
         return self.handler.name
@@ -36,11 +44,7 @@ class Router:
         tables = tables or {}
         self.routes: dict[str, list[Route]] = {}
         for handler in handlers:
-            options = tables.get(handler.table, TableOptions())
-            snapshot_reads = (
-                options.snapshot_reads if handler.snapshot_reads is None else handler.snapshot_reads
-            )
-            self.routes.setdefault(handler.table, []).append(Route(handler, snapshot_reads))
+            self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
         self.gate = DeliveryGate(
             {
                 table: Delivery(

@@ -167,7 +167,7 @@ class Runtime:
             runs.append(run)
             self.counts[run.outcome.value, table] += 1
             if run.outcome is Outcome.DEAD_LETTER:
-                error = type(run.error).__name__ if run.error is not None else "HandlerError"
+                error = type(run.error).__name__ if run.error is not None else "InvalidResult"
                 self._park(
                     msg, run.reason, error, handler=route.name, table=table, attempts=run.attempts
                 )

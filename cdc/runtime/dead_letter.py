@@ -22,7 +22,7 @@ class Rejected:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     reason: str
-    error: str  # the error's type: DecodeError, HandlerError, UnroutedTable, ...
+    error: str  # the error's type: DecodeError, DeadLetter, UnroutedTable, ...
     handler: str = ""
     table: str = ""
     attempts: int = 0

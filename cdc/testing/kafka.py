@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -61,12 +60,7 @@ class RecordReader:
     def __enter__(self) -> RecordReader:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

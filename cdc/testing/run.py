@@ -33,14 +33,9 @@ class HandlerRunner:
                 f"handler {getattr(func, '__qualname__', func)!r}",
                 [f"handles {tables}, not {change.table!r}"],
             )
-        handler = declared[0]
-        snapshot_reads = handler.snapshot_reads
-        if snapshot_reads is None:
-            options = self.watched.tables.get(handler.table) if self.watched else None
-            snapshot_reads = bool(options and options.snapshot_reads)
-        route = Route(handler, snapshot_reads)
+        route = Route.of(declared[0], self.watched.tables if self.watched else {})
         if not route.wants(change):
-            return HandlerRun(handler.name, Outcome.SKIPPED, attempts=0)
+            return HandlerRun(route.name, Outcome.SKIPPED, attempts=0)
         return self.dispatcher.attempt(route, change, attempt, publish=False)
 
     def close(self) -> None:

@@ -41,7 +41,6 @@ def test_declaration_defaults() -> None:
     assert h.ops == {Op.CREATE, Op.UPDATE, Op.DELETE}
     assert h.columns is None
     assert h.snapshot_reads is None
-    assert not h.is_async
 
 
 @pytest.mark.parametrize(
