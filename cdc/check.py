@@ -20,11 +20,11 @@ import httpx
 import psycopg
 from pydantic import BaseModel
 
-from cdc.connect import MASK, ConnectClient, render_config
+from cdc.connect import ConnectClient, render_config
 from cdc.errors import ConnectError
 from cdc.events import Op
 from cdc.routing.handlers import TableHandler
-from cdc.settings import Settings
+from cdc.settings import MASK, Settings, is_secret_key
 from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.sql import publication_exists, publication_tables, published_tables
 
@@ -32,7 +32,6 @@ APPLY = "run `cdc connector apply`"
 # pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
 IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
 
-_SECRET_KEY = re.compile(r"password|secret|credential|token|jaas|user\.info", re.IGNORECASE)
 _REFERENCE = re.compile(r"^\$\{[^}]*\}$")  # a Connect config-provider reference, not a secret
 
 
@@ -242,7 +241,7 @@ def _config_diff(live: Mapping[str, str], wanted: Mapping[str, str]) -> list[str
 
 
 def _shown(key: str, value: str | None) -> str:
-    if value is not None and _SECRET_KEY.search(key) and not _REFERENCE.match(value):
+    if value is not None and is_secret_key(key) and not _REFERENCE.match(value):
         return MASK
     return repr(value)
 

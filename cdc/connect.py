@@ -10,7 +10,7 @@ import psycopg
 import structlog
 
 from cdc.errors import ConfigError, ConnectError
-from cdc.settings import Settings
+from cdc.settings import MASK, Settings
 from cdc.tables.config import WatchedTables
 from cdc.tables.connector import DatabaseEndpoint, connector_config
 from cdc.tables.sql import (
@@ -23,7 +23,6 @@ from cdc.tables.sql import (
 )
 
 log = structlog.get_logger("cdc.connect")
-MASK = "********"
 
 ApplyResult = Literal["created", "updated", "unchanged"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +32,21 @@ def stack_dir() -> Path:
     return here
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+MASK = "********"
+_SECRET_KEY = re.compile(r"password|secret|credential|token|jaas|user\.info", re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key (ours, librdkafka's or Connect's) names a secret."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def mask_if_secret(key: str, value: str) -> str:
+    return MASK if is_secret_key(key) else value
+
+
 class Settings(BaseSettings):
     """Where the pieces are and how to reach them. Secrets are ``SecretStr``: masked in
     ``repr`` and logs."""
@@ -40,6 +56,18 @@ class Settings(BaseSettings):
     watched_tables: Path = Path("cdc.yaml")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Kafka security, passed to librdkafka as is (security.protocol, sasl.*, ssl.*).
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_endpoint_identification: bool = True
+    # Any other librdkafka property, e.g. CDC_KAFKA_EXTRA='{"client.rack": "eu-1a"}'.
+    kafka_extra: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold secrets
     connect_url: str = "http://127.0.0.1:8083"
     registry_url: str = "http://127.0.0.1:8080"
 
@@ -80,6 +108,43 @@ class Settings(BaseSettings):
     pg_pool_size: Annotated[int, Field(ge=1)] = 4
     check_at_start: bool = True
 
+    def kafka_config(self, **overrides: object) -> dict[str, object]:
+        """librdkafka properties for every client we make: endpoint and security."""
+        config: dict[str, object] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional: dict[str, object | None] = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": _reveal(self.kafka_sasl_password),
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": _reveal(self.kafka_ssl_key_password),
+        }
+        config.update({k: str(v) for k, v in optional.items() if v is not None})
+        if "SSL" in self.kafka_security_protocol:
+            config["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.kafka_ssl_endpoint_identification else "none"
+            )
+        config.update(self.kafka_extra)
+        config.update(overrides)
+        return config
+
+    def masked(self) -> dict[str, object]:
+        """Every setting, secrets masked: safe to print or log."""
+        out: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = MASK if value.get_secret_value() else ""
+            elif name == "kafka_extra":
+                value = {k: mask_if_secret(k, v) for k, v in value.items()}
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
     def handler_modules(self) -> list[str]:
         return [m.strip() for m in self.handlers.split(",") if m.strip()]
 
@@ -90,8 +155,17 @@ class Settings(BaseSettings):
         )
 
 
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
 def load_settings() -> Settings:
-    """Settings from the environment, falling back to a running local stack's endpoints."""
-    env_file = stack_dir() / STACK_ENV_FILE
-    files = (env_file,) if env_file.exists() else ()
-    return Settings(_env_file=files)  # type: ignore[call-arg]
+    """Settings from, first to last: the environment; files in ``CDC_SECRETS_DIR`` (one per
+    setting, as Kubernetes mounts a Secret); ``CDC_ENV_FILE`` (default ``.env``); and a
+    running local stack's endpoint file."""
+    env_file = Path(os.environ.get("CDC_ENV_FILE", ".env"))
+    stack_env = stack_dir() / STACK_ENV_FILE
+    # Later files win over earlier ones; the environment wins over both.
+    files = tuple(f for f in (stack_env, env_file) if f.is_file())
+    secrets = os.environ.get("CDC_SECRETS_DIR")
+    return Settings(_env_file=files, _secrets_dir=secrets)  # type: ignore[call-arg]

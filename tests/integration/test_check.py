@@ -9,8 +9,8 @@ import pytest
 
 from cdc import Change, Row
 from cdc.check import Report, Severity, run_check
-from cdc.connect import MASK
 from cdc.routing import TableHandler, handlers_of, on_change
+from cdc.settings import MASK
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.stack

@@ -17,8 +17,8 @@ from cdc.check import (
     Severity,
     compare,
 )
-from cdc.connect import MASK
 from cdc.routing import TableHandler, handlers_of, on_change
+from cdc.settings import MASK
 from cdc.tables.connector import DatabaseEndpoint, connector_config
 from cdc.tables.sql import publication_tables
 
