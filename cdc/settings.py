@@ -105,7 +105,14 @@ class Settings(BaseSettings):
     retry_attempts: Annotated[int, Field(ge=1)] = 5
     retry_backoff_s: Annotated[float, Field(gt=0)] = 0.5
     retry_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
-    pg_pool_size: Annotated[int, Field(ge=1)] = 4
+    concurrency: Annotated[int, Field(ge=1)] = 8  # records of different keys at once
+    max_in_flight: Annotated[int, Field(ge=1)] = 1000  # fetching pauses beyond this
+    shutdown_deadline_s: Annotated[float, Field(ge=0)] = 20.0  # then in-flight work is dropped
+    pg_pool_size: Annotated[int, Field(ge=1)] | None = None  # default: concurrency
+    ledger_table: str = "cdc_processed_changes"
+    ledger_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
+    http_port: Annotated[int, Field(ge=0, le=65535)] | None = 9400  # None: no endpoint
     check_at_start: bool = True
 
     def kafka_config(self, **overrides: object) -> dict[str, object]:

@@ -47,6 +47,7 @@ class TableHandler:
     model: type[BaseModel] | None
     reads_before: bool
     name: str
+    ledger: bool = False
 
     def wants(self, change: Change, snapshot_reads: bool) -> bool:
         """Whether this change is for this handler (table already matched)."""
@@ -83,6 +84,7 @@ def on_change(
     snapshot_reads: bool | None = None,
     model: type[BaseModel] | None = None,
     reads_before: bool | None = None,
+    ledger: bool = False,
 ) -> Callable[[F], F]:
     """Declare a handler for ``table`` (``schema.table``, or ``table`` in ``public``).
 
@@ -93,10 +95,13 @@ def on_change(
     ``model``: a pydantic model (best a ``cdc.Row``) that types ``before`` / ``after``.
     ``reads_before``: whether the handler needs the old row; found from the code when not
     given, so ``cdc check`` can demand REPLICA IDENTITY FULL.
+    ``ledger``: effectively once. ``ctx.connection()`` records the change in the
+    processed-changes table inside the handler's own transaction; a change already recorded
+    is skipped (outcome ``duplicate``). The handler does its writes in one such block.
     """
 
     def mark(func: F) -> F:
-        handler = _declare(func, table, ops, columns, snapshot_reads, model, reads_before)
+        handler = _declare(func, table, ops, columns, snapshot_reads, model, reads_before, ledger)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -111,6 +116,7 @@ def _declare(
     snapshot_reads: bool | None,
     model: type[BaseModel] | None,
     reads_before: bool | None,
+    ledger: bool,
 ) -> TableHandler:
     name = f"{func.__module__}.{func.__qualname__}"
     problems: list[str] = []
@@ -153,6 +159,7 @@ def _declare(
         model=model,
         reads_before=needs_before,
         name=name,
+        ledger=ledger,
     )
 
 

@@ -1,33 +1,41 @@
-"""The consumer loop: fetch, decode, route, run handlers, park what fails, store the offset.
+"""The consumer loop: fetch, decode, route, run handlers, park what fails, store offsets.
 
 At-least-once: a record's offset is stored only once every handler that wants it is done
-or the record is in the dead-letter topic; stored offsets are committed every second, when
-partitions are revoked and on close. Records are handled one at a time, in partition order.
+or the record is in the dead-letter topic, and only when every record before it in its
+partition is too; stored offsets are committed every second, when partitions are revoked
+and on close. Records with the same key are handled one at a time, in order; records with
+different keys run on up to ``concurrency`` worker threads. At most ``max_in_flight`` records
+are held: beyond that, fetching pauses.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cdc.decoding import Decoder, decoder_for
 from cdc.errors import DecodeError, RegistryError
 from cdc.events import Change, Event
-from cdc.routing import Router
+from cdc.routing import Route, Router
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Outcome, Stopping
+from cdc.runtime.metrics import Endpoint, Metrics, Probes
+from cdc.runtime.work import KeyedWorkers, PartitionWork
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
 
 log = structlog.get_logger("cdc.consumer")
 T = TypeVar("T")
+_BATCH = 500
+_QUIET_ERRORS = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Handled:
 
 
 Observer = Callable[[Handled], None]
+Wait = Callable[[float], bool]
 
 
 class Runtime:
@@ -77,117 +86,318 @@ class Runtime:
         self.decoder = decoder or decoder_for(watched.connector.encoding, settings.registry_url)
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
         self.counts: Counter[tuple[str, str]] = Counter()  # (outcome, table)
-        self.assigned = threading.Event()
+        self.metrics = Metrics()
+        self.probes = Probes()
+        self.endpoint: Endpoint | None = None
+        self._partitions: dict[tuple[str, int], PartitionWork] = {}
+        self._paused = False
         self._warned: set[str] = set()
+        self._count_lock = threading.Lock()
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
+        s = self.settings
+        if s.http_port is not None:
+            self.endpoint = Endpoint(self.metrics, self.probes, s.http_host, s.http_port).start()
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": self.settings.group_id,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-                "enable.auto.offset.store": False,
-                "auto.commit.interval.ms": 1000,
-                # Topics appear when Debezium first writes to them; notice them quickly.
-                "topic.metadata.refresh.interval.ms": 5000,
-            }
+            s.kafka_config(
+                **{
+                    "group.id": s.group_id,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": True,
+                    "enable.auto.offset.store": False,
+                    "auto.commit.interval.ms": 1000,
+                    # A rebalance moves only the partitions that change owner; the others
+                    # keep their in-flight work.
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    # Topics appear when Debezium first writes to them; notice them quickly.
+                    "topic.metadata.refresh.interval.ms": 5000,
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self.metrics.librdkafka_stats,
+                    # librdkafka's prefetch queue is the other half of bounded memory.
+                    "queued.max.messages.kbytes": 16384,
+                }
+            )
         )
-
-        def assigned(c: Consumer, partitions: list[Any]) -> None:
-            log.info(
-                "partitions.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
-            )
-            self.assigned.set()
-
-        def revoked(c: Consumer, partitions: list[Any]) -> None:
-            _commit(c)
-            log.info(
-                "partitions.revoked", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
-            )
-
-        consumer.subscribe(self.topics, on_assign=assigned, on_revoke=revoked)
+        workers = KeyedWorkers(s.concurrency)
+        consumer.subscribe(
+            self.topics,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._lost,
+        )
         log.info(
             "consumer.started",
-            group=self.settings.group_id,
+            group=s.group_id,
             topics=self.topics,
             handlers=[h.name for h in self.router.handlers],
             dead_letter_topic=self.dead_letters.topic,
+            concurrency=s.concurrency,
+            max_in_flight=s.max_in_flight,
+            http_port=self.endpoint.port if self.endpoint else None,
+            settings=s.masked(),
         )
         try:
             while not self._stop.is_set():
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                        log.warning("kafka.error", error=str(err))
-                    continue
-                try:
-                    self.process(msg)
-                except Stopping:
-                    break  # this record was not finished: it is read again after a restart
-                consumer.store_offsets(msg)
+                self.probes.beat()
+                room = s.max_in_flight - self._in_flight()
+                for msg in consumer.consume(max(1, min(_BATCH, room)), 0.2):
+                    try:
+                        self._accept(msg, workers)
+                    except Stopping:
+                        break  # stopping while the registry is down: this record is read again
+                self._store(consumer)
+                self._flow(consumer)
         finally:
-            consumer.close()  # commits the stored offsets
-            self.dispatcher.close()
-            self.resources.close()
-            log.info(
-                "consumer.stopped", counts={f"{o}/{t}": n for (o, t), n in self.counts.items()}
-            )
+            self._shut_down(consumer, workers)
 
-    def process(self, msg: Message) -> Handled:
-        """Take one record all the way: handled, held back, skipped or parked."""
-        topic, partition, offset = (
-            str(msg.topic()),
-            int(msg.partition() or 0),
-            int(msg.offset() or 0),
+    def _shut_down(self, consumer: Consumer, workers: KeyedWorkers) -> None:
+        """Stop fetching; let running work finish until the deadline; commit what finished."""
+        self.probes.stopping = True
+        deadline = time.monotonic() + self.settings.shutdown_deadline_s
+        for work in list(self._partitions.values()):
+            work.hurry.set()  # changes waiting for a retry are read again after a restart
+        finished = workers.wait_idle(self.settings.shutdown_deadline_s)
+        for work in list(self._partitions.values()):
+            work.give_up()
+            work.quiesce(deadline - time.monotonic())
+        workers.close()
+        self._store(consumer)
+        consumer.close()  # revokes (committing each partition's position) and leaves the group
+        self.dispatcher.close()
+        self.resources.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
+        log.info(
+            "consumer.stopped",
+            finished_in_time=finished,
+            counts={f"{o}/{t}": n for (o, t), n in self.counts.items()},
         )
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self._partitions.setdefault((p.topic, p.partition), PartitionWork(p.topic, p.partition))
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        self.metrics.assigned.set(len(self._partitions))
+        self.probes.joined = True
+        log.info("partitions.assigned", partitions=_names(partitions))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Give the partitions away cleanly: drop their queued work, let running work end
+        (up to the shutdown deadline), then commit how far each got."""
+        works = self._release(partitions)
+        deadline = time.monotonic() + self.settings.shutdown_deadline_s
+        for work in works:
+            work.quiesce(deadline - time.monotonic())
+        offsets = [
+            TopicPartition(w.topic, w.partition, pos)
+            for w in works
+            if (pos := w.position) is not None
+        ]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
+        log.info("partitions.revoked", partitions=_names(partitions), committed=_names(offsets))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Someone else owns them already: committing could move their offsets backwards.
+        self._release(partitions)
+        log.warning("partitions.lost", partitions=_names(partitions))
+
+    def _release(self, partitions: Sequence[TopicPartition]) -> list[PartitionWork]:
+        works = []
+        for p in partitions:
+            work = self._partitions.pop((p.topic, p.partition), None)
+            if work is not None:
+                work.give_up()
+                works.append(work)
+            self.metrics.forget_partition(p.topic, p.partition)
+        self.metrics.assigned.set(len(self._partitions))
+        return works
+
+    def _in_flight(self) -> int:
+        n = sum(w.in_flight for w in list(self._partitions.values()))
+        self.metrics.in_flight.set(n)
+        return n
+
+    def _flow(self, consumer: Consumer) -> None:
+        """Pause fetching when the in-flight window is full; resume when half empty."""
+        n = self._in_flight()
+        if not self._paused and n >= self.settings.max_in_flight:
+            self._paused = True
+            consumer.pause(consumer.assignment())
+            log.info("fetch.paused", in_flight=n)
+        elif self._paused and n <= self.settings.max_in_flight // 2:
+            self._paused = False
+            consumer.resume(consumer.assignment())
+            log.info("fetch.resumed", in_flight=n)
+        self.metrics.paused.set(int(self._paused))
+
+    def _store(self, consumer: Consumer) -> None:
+        for work in list(self._partitions.values()):
+            position = work.to_store()
+            if position is not None:
+                try:
+                    consumer.store_offsets(
+                        offsets=[TopicPartition(work.topic, work.partition, position)]
+                    )
+                except KafkaException as exc:  # revoked meanwhile: the new owner goes on
+                    log.debug("store.skipped", error=str(exc))
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _accept(self, msg: Message, workers: KeyedWorkers) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() not in _QUIET_ERRORS:
+                log.warning("kafka.error", error=str(err))
+            return
+        topic, partition = str(msg.topic()), int(msg.partition() or 0)
+        work = self._partitions.get((topic, partition))
+        if work is None:  # not (or no longer) ours: the owner reads it
+            return
+        offset = int(msg.offset() or 0)
+        work.add(offset)
+        prepared = self._prepare(msg)
+        if isinstance(prepared, Handled):
+            self._finish(work, prepared)
+            return
+        event, routes = prepared
+
+        def task() -> None:
+            self._handle(work, msg, event, routes)
+
+        # One key at a time, in partition order; a record without a key orders per partition.
+        workers.submit((topic, partition, msg.key()), task)
+
+    def _handle(
+        self, work: PartitionWork, msg: Message, event: Change, routes: list[Route]
+    ) -> None:
+        if not work.begin():
+            return  # revoked or past the deadline: not finished, so read again
+        try:
+            handled = self._run_routes(msg, event, routes, work.hurry.wait)
+        except Stopping:
+            return
+        except Exception as exc:  # a fault of ours, not the record's: park it, keep going
+            log.exception("record.failed", **_where(msg), table=event.table)
+            try:
+                self._park(
+                    msg,
+                    f"{type(exc).__name__}: {exc}",
+                    "InternalError",
+                    wait=work.hurry.wait,
+                    table=event.table,
+                )
+            except Stopping:
+                return
+            handled = Handled(*_coordinates(msg), event, parked=(str(exc),))
+        finally:
+            work.end()
+        self._finish(work, handled)
+
+    def _finish(self, work: PartitionWork, handled: Handled) -> None:
+        work.finish(handled.offset)
+        if self.observer is not None:
+            self.observer(handled)
+
+    def process(self, msg: Message, only: str | None = None) -> Handled:
+        """Take one record all the way on this thread: handled, held back, skipped or parked.
+        ``only``: run just the handler of that name (a dead-letter replay)."""
+        prepared = self._prepare(msg, only)
+        if isinstance(prepared, Handled):
+            return prepared
+        event, routes = prepared
+        return self._run_routes(msg, event, routes, self._stop.wait)
+
+    def _prepare(
+        self, msg: Message, only: str | None = None
+    ) -> Handled | tuple[Change, list[Route]]:
+        """Decode and route: a finished record, or the change and the handlers to run."""
+        coordinates = _coordinates(msg)
         try:
             event = self._decode(msg)
         except DecodeError as exc:
-            self._park(msg, exc.reason, "DecodeError")
-            return self._done(Handled(topic, partition, offset, None, parked=(str(exc),)))
+            self._park(msg, exc.reason, "DecodeError", wait=self._stop.wait)
+            self._count("undecodable", "", "")
+            return Handled(*coordinates, None, parked=(str(exc),))
         table = event.table
+        op = getattr(event, "op", "")
         if not self.router.gate.admit(event):
-            self.counts["held_back", table] += 1
-            return self._done(Handled(topic, partition, offset, event))
+            self._count("held_back", table, op)
+            return Handled(*coordinates, event)
         routes = self.router.routes_for(event)
         if routes is None:
-            return self._done(self._unrouted(msg, event))
+            return self._unrouted(msg, event)
+        if only is not None:
+            routes = [r for r in routes if r.name == only]
+        if not routes:
+            self._count("filtered", table, op)
+            return Handled(*coordinates, event)
+        assert isinstance(event, Change)
+        return event, routes
+
+    def _run_routes(self, msg: Message, event: Change, routes: list[Route], wait: Wait) -> Handled:
         runs: list[HandlerRun] = []
         parked: list[str] = []
+        table, op = event.table, event.op.value
         for route in routes:
-            assert isinstance(event, Change)
-            run = self.dispatcher.run(route, event)
+            run = self.dispatcher.run(route, event, wait)
             runs.append(run)
-            self.counts[run.outcome.value, table] += 1
+            self._observe_run(route, event, run)
             if run.outcome is Outcome.DEAD_LETTER:
                 error = type(run.error).__name__ if run.error is not None else "InvalidResult"
                 self._park(
-                    msg, run.reason, error, handler=route.name, table=table, attempts=run.attempts
+                    msg,
+                    run.reason,
+                    error,
+                    wait=wait,
+                    handler=route.name,
+                    table=table,
+                    attempts=run.attempts,
                 )
                 parked.append(run.reason)
-        if not routes:
-            self.counts["filtered", table] += 1
-        return self._done(Handled(topic, partition, offset, event, tuple(runs), tuple(parked)))
+        outcomes = {r.outcome for r in runs}
+        outcome = (
+            "dead_lettered"
+            if parked
+            else "duplicate"
+            if outcomes == {Outcome.DUPLICATE}
+            else "handled"
+        )
+        self._count(outcome, table, op)
+        self.metrics.end_to_end.labels(table).observe(
+            max(0.0, time.time() - event.source.ts_ms / 1000)
+        )
+        return Handled(*_coordinates(msg), event, tuple(runs), tuple(parked))
 
-    def _done(self, handled: Handled) -> Handled:
-        if self.observer is not None:
-            self.observer(handled)
-        return handled
+    def _observe_run(self, route: Route, event: Change, run: HandlerRun) -> None:
+        m = self.metrics
+        m.handler_seconds.labels(route.name, event.table, run.outcome.value).observe(run.seconds)
+        if run.attempts > 1:
+            m.retries.labels(route.name, event.table).inc(run.attempts - 1)
+
+    def _count(self, outcome: str, table: str, op: str) -> None:
+        self.metrics.records.labels(table, op, outcome).inc()
+        with self._count_lock:
+            self.counts[outcome, table] += 1
 
     def _decode(self, msg: Message) -> Event:
         # A registry outage is not the record's fault: wait it out rather than park the record.
-        return self._persist("registry", RegistryError, lambda: self.decoder.decode_message(msg))
+        return self._persist(
+            "registry", RegistryError, lambda: self.decoder.decode_message(msg), self._stop.wait
+        )
 
-    def _persist(self, what: str, errors: type[Exception], call: Callable[[], T]) -> T:
+    def _persist(self, what: str, errors: type[Exception], call: Callable[[], T], wait: Wait) -> T:
         """``call()`` until it stops raising ``errors`` (an outage, not a bad record), with
-        backoff; `Stopping` if the consumer is stopped meanwhile."""
+        backoff; `Stopping` if ``wait`` says to give up meanwhile."""
         attempt = 0
         while True:
             try:
@@ -196,26 +406,25 @@ class Runtime:
                 attempt += 1
                 delay = self.dispatcher.backoff.delay(min(attempt, 8))
                 log.error(f"{what}.unavailable", error=str(exc), retry_in_s=round(delay, 2))
-                if self._stop.wait(delay):
+                if wait(delay):
                     raise Stopping from exc
 
     def _unrouted(self, msg: Message, event: Event) -> Handled:
         table = event.table
-        coordinates = (str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
-        self.counts["unrouted", table] += 1
+        self._count("unrouted", table, getattr(event, "op", ""))
         if self.settings.unrouted == "dead-letter":
             reason = f"no handler for table {table!r}"
-            self._park(msg, reason, "UnroutedTable", table=table)
-            return Handled(*coordinates, event, parked=(reason,))
+            self._park(msg, reason, "UnroutedTable", wait=self._stop.wait, table=table)
+            return Handled(*_coordinates(msg), event, parked=(reason,))
         if table not in self._warned:
             self._warned.add(table)
             log.warning(
                 "table.unrouted",
                 table=table,
-                topic=coordinates[0],
+                topic=msg.topic(),
                 note="no handler; skipped and counted",
             )
-        return Handled(*coordinates, event)
+        return Handled(*_coordinates(msg), event)
 
     def _park(
         self,
@@ -223,14 +432,18 @@ class Runtime:
         reason: str,
         error: str,
         *,
+        wait: Wait,
         handler: str = "",
         table: str = "",
         attempts: int = 0,
     ) -> None:
+        """Send the record to the dead-letter topic; wait out a broker outage (`Stopping` if
+        ``wait`` gives up: the record is then not finished)."""
+        topic, partition, offset = _coordinates(msg)
         rejected = Rejected(
-            topic=str(msg.topic()),
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
+            topic=topic,
+            partition=partition,
+            offset=offset,
             key=msg.key(),
             value=msg.value(),
             headers=_headers(msg),
@@ -240,27 +453,32 @@ class Runtime:
             table=table,
             attempts=attempts,
         )
-        self._persist("dead_letter", KafkaException, lambda: self.dead_letters.send(rejected))
+        self._persist("dead_letter", KafkaException, lambda: self.dead_letters.send(rejected), wait)
         log.error(
             "record.dead_lettered",
-            topic=rejected.topic,
-            partition=rejected.partition,
-            offset=rejected.offset,
+            topic=topic,
+            partition=partition,
+            offset=offset,
             table=table,
             handler=handler,
             error=error,
             reason=reason,
             dead_letter_topic=self.dead_letters.topic,
         )
-        self.counts["dead_lettered", table] += 1
+        self.metrics.dead_lettered.labels(table, handler, error).inc()
 
 
-def _commit(consumer: Consumer) -> None:
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:
-            log.warning("commit.failed", error=str(exc))
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+
+def _where(msg: Message) -> dict[str, Any]:
+    topic, partition, offset = _coordinates(msg)
+    return {"topic": topic, "partition": partition, "offset": offset}
+
+
+def _names(partitions: Sequence[TopicPartition]) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in partitions]
 
 
 def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:

@@ -3,6 +3,7 @@ record, and a way to publish follow-up events."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
 from cdc.events import Change
+from cdc.runtime.ledger import Ledger
 from cdc.settings import Settings
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -48,17 +50,19 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ledger() opens the pool while holding it
+        self._async_lock = asyncio.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._async_pool: AsyncConnectionPool[AsyncConnection] | None = None
         self._producer: Producer | None = None
+        self._ledger: Ledger | None = None
 
     def _pool_args(self) -> dict[str, Any]:
         return {
             "conninfo": self.settings.pg_conninfo(),
             "kwargs": {"password": self.settings.pg_password.get_secret_value()},
             "min_size": 1,
-            "max_size": self.settings.pg_pool_size,
+            "max_size": self.settings.pg_pool_size or self.settings.concurrency,
             "open": False,
             "name": "cdc-handlers",
         }
@@ -71,22 +75,31 @@ class Resources:
             return self._pool
 
     async def async_pool(self) -> AsyncConnectionPool[AsyncConnection]:
-        # Async handlers all run on the dispatcher's one event loop: no lock needed.
-        if self._async_pool is None:
-            self._async_pool = AsyncConnectionPool(**self._pool_args())
-            await self._async_pool.open(wait=True, timeout=30)
+        # Async handlers all run on the dispatcher's one event loop, concurrently.
+        async with self._async_lock:
+            if self._async_pool is None:
+                pool = AsyncConnectionPool(**self._pool_args())
+                await pool.open(wait=True, timeout=30)
+                self._async_pool = pool
         return self._async_pool
+
+    def ledger(self) -> Ledger:
+        """The processed-changes ledger, its table created on first use."""
+        with self._lock:
+            if self._ledger is None:
+                ledger = Ledger(self.settings.ledger_table)
+                with self.pool().connection() as conn:
+                    ledger.create(conn)
+                self._ledger = ledger
+            return self._ledger
 
     def producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
                 self._producer = Producer(
-                    {
-                        "bootstrap.servers": self.settings.kafka_bootstrap,
-                        "enable.idempotence": True,
-                        "acks": "all",
-                        "linger.ms": 5,
-                    }
+                    self.settings.kafka_config(
+                        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+                    )
                 )
             return self._producer
 
@@ -135,13 +148,19 @@ class Context:
     attempt: int
     log: Any  # structlog BoundLogger, bound to topic, partition, offset, table, op, handler
     resources: Resources
+    ledger: Ledger | None = None  # set for a handler declared with ledger=True
     published: list[Outgoing] = field(default_factory=list)
+    _claimed: bool = False
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         """A pooled connection in a transaction: committed when the block ends, rolled back
-        if it raises."""
+        if it raises. For a ledger handler the transaction also records the change, and
+        raises AlreadyProcessed (the change is skipped) if it was recorded before."""
         with self.resources.pool().connection() as conn:
+            if self._ledger_claim():
+                assert self.ledger is not None
+                self.ledger.claim(conn, self.handler, self.change.idempotency_key)
             yield conn
 
     @contextlib.asynccontextmanager
@@ -149,7 +168,21 @@ class Context:
         """The same for async handlers."""
         pool = await self.resources.async_pool()
         async with pool.connection() as conn:
+            if self._ledger_claim():
+                assert self.ledger is not None
+                await self.ledger.aclaim(conn, self.handler, self.change.idempotency_key)
             yield conn
+
+    def _ledger_claim(self) -> bool:
+        if self.ledger is None:
+            return False
+        if self._claimed:
+            # A second transaction would commit apart from the ledger row: not once.
+            raise RuntimeError(
+                f"{self.handler} is a ledger handler: its writes go in one ctx.connection() block"
+            )
+        self._claimed = True
+        return True
 
     def publish(
         self,

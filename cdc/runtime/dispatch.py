@@ -4,8 +4,10 @@ or raised, and retries with backoff until done or dead-lettered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +19,14 @@ from pydantic import ValidationError
 from cdc.events import Change
 from cdc.routing import DeadLetter, Retry, Route
 from cdc.runtime.context import Context, Outgoing, Resources, bound_logger
+from cdc.runtime.ledger import AlreadyProcessed
 
 
 class Outcome(StrEnum):
     DONE = "done"
     RETRY = "retry"  # this attempt failed; another may succeed
     DEAD_LETTER = "dead_letter"  # no attempt will succeed
+    DUPLICATE = "duplicate"  # the ledger says this handler already processed the change
     SKIPPED = "skipped"  # the handler's filters do not want the change (test kit only)
 
 
@@ -37,7 +41,7 @@ class HandlerRun:
     error: BaseException | None = None
     retry_after: float | None = None
     published: list[Outgoing] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # in the handler, over all attempts (backoff waits excluded)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,9 @@ class Stopping(Exception):
 
 
 class Dispatcher:
-    """Calls handlers. Async handlers run on one event loop the dispatcher owns, so their
-    pools and clients live across changes."""
+    """Calls handlers, from any number of threads. Async handlers run on one event loop,
+    in a thread the dispatcher owns, so they run concurrently and their pools and clients
+    live across changes."""
 
     def __init__(
         self,
@@ -72,6 +77,8 @@ class Dispatcher:
         # wait(seconds) sleeps and returns True when the consumer is stopping meanwhile.
         self._wait = wait or _sleep
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_lock = threading.Lock()
 
     def attempt(
         self,
@@ -96,6 +103,8 @@ class Dispatcher:
             )
         ctx = Context(typed, name, attempt, log or bound_logger(change, name), self.resources)
         try:
+            if handler.ledger:  # its table is made on first use: the database may be down
+                ctx.ledger = self.resources.ledger()
             result = handler.func(typed, ctx)
             if inspect.isawaitable(result):
                 result = self._run_async(result)
@@ -113,20 +122,34 @@ class Dispatcher:
         run.seconds = time.perf_counter() - started
         return run
 
-    def run(self, route: Route, change: Change) -> HandlerRun:
-        """Attempts until done, dead-lettered or out of attempts (then dead-lettered)."""
+    def run(
+        self, route: Route, change: Change, wait: Callable[[float], bool] | None = None
+    ) -> HandlerRun:
+        """Attempts until done, dead-lettered or out of attempts (then dead-lettered).
+
+        ``wait(seconds)`` sleeps between attempts and returns True to give up on the change
+        (the consumer stops or loses the partition): then `Stopping` is raised."""
+        wait = wait or self._wait
         log = bound_logger(change, route.name)
+        log.info("handler.start")
         attempt = 1
+        spent = 0.0
         while True:
             run = self.attempt(route, change, attempt, log=log)
+            spent += run.seconds
+            run.seconds = spent
+            ms = round(spent * 1000, 2)
             if run.outcome is Outcome.DONE:
-                log.info("handler.done", attempt=attempt, ms=round(run.seconds * 1000, 2))
+                log.info("handler.done", attempt=attempt, ms=ms)
+                return run
+            if run.outcome is Outcome.DUPLICATE:
+                log.info("handler.duplicate", attempt=attempt, reason=run.reason)
                 return run
             if run.outcome is Outcome.DEAD_LETTER:
-                log.error("handler.dead_letter", attempt=attempt, reason=run.reason)
+                log.error("handler.dead_letter", attempt=attempt, reason=run.reason, ms=ms)
                 return run
             if attempt >= self.backoff.attempts:
-                log.error("handler.gave_up", attempt=attempt, reason=run.reason)
+                log.error("handler.gave_up", attempt=attempt, reason=run.reason, ms=ms)
                 run.outcome = Outcome.DEAD_LETTER
                 run.reason = f"gave up after {attempt} attempts: {run.reason}"
                 return run
@@ -134,20 +157,33 @@ class Dispatcher:
             log.warning(
                 "handler.retry", attempt=attempt, reason=run.reason, delay_s=round(delay, 3)
             )
-            if self._wait(delay):
+            if wait(delay):
                 raise Stopping
             attempt += 1
 
     def _run_async(self, coro: Any) -> Any:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=self._loop.run_forever, name="cdc-async", daemon=True
+                )
+                self._loop_thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.run_until_complete(self.resources.aclose())
-            self._loop.close()
-            self._loop = None
+        with self._loop_lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(Exception):  # closing must not hide why we stop
+            asyncio.run_coroutine_threadsafe(self.resources.aclose(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
 
 
 def _sleep(seconds: float) -> bool:
@@ -162,6 +198,8 @@ def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
         return HandlerRun(name, Outcome.RETRY, attempt, result.reason, result, result.after)
     if isinstance(result, DeadLetter):
         return HandlerRun(name, Outcome.DEAD_LETTER, attempt, result.reason, result)
+    if isinstance(result, AlreadyProcessed):
+        return HandlerRun(name, Outcome.DUPLICATE, attempt, str(result))
     if isinstance(result, Exception):
         return HandlerRun(
             name, Outcome.RETRY, attempt, f"{type(result).__name__}: {result}", result

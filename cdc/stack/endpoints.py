@@ -45,7 +45,9 @@ class StackEndpoints:
         }
 
     def settings(self, **overrides: object) -> Settings:
-        return Settings.model_validate(self._values() | overrides)
+        """Settings for a consumer on this stack; its HTTP endpoint on any free port, since
+        tests run several consumers side by side."""
+        return Settings.model_validate({"http_port": 0} | self._values() | overrides)
 
     def env(self) -> dict[str, str]:
         """``CDC_*`` variables that point ``cdc`` commands at this stack (and nothing else)."""

@@ -56,6 +56,7 @@ def cdc_run(pipeline: Pipeline, tmp: Path, module: str, *args: str) -> subproces
         "CDC_GROUP_ID": pipeline.id,
         "CDC_RETRY_ATTEMPTS": "2",
         "CDC_RETRY_BACKOFF_S": "0.05",
+        "CDC_HTTP_PORT": "0",
         "PYTHONPATH": str(tmp),
     }
     return subprocess.Popen(

@@ -1,0 +1,176 @@
+"""What the consumer tells its operator: Prometheus metrics, and ``/healthz`` / ``/readyz``
+for Kubernetes probes, served on one small HTTP endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = structlog.get_logger("cdc.consumer")
+
+# Handler calls: sub-millisecond no-ops to slow remote calls.
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Commit to handled: Debezium's own delay is around a second; backlogs run to hours.
+_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """The consumer's series, in a registry of its own (several runtimes may share a
+    process, as in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.records = Counter(
+            "cdc_records",
+            "Records finished, by table, operation and outcome (handled, dead_lettered, "
+            "duplicate, filtered, held_back, unrouted, undecodable).",
+            ["table", "op", "outcome"],
+            registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "cdc_handler_duration_seconds",
+            "Time spent in a handler for one change, over all its attempts.",
+            ["handler", "table", "outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "cdc_handler_retries",
+            "Handler attempts that failed and were retried.",
+            ["handler", "table"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "cdc_dead_lettered",
+            "Records sent to the dead-letter topic, by table, handler and error.",
+            ["table", "handler", "error"],
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "cdc_end_to_end_lag_seconds",
+            "From the source transaction's commit (source.ts_ms) to the change being handled.",
+            ["table"],
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "cdc_consumer_lag",
+            "Records behind the end of the partition (high watermark minus committed offset).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.in_flight = Gauge("cdc_in_flight", "Records fetched and not yet finished.", registry=r)
+        self.paused = Gauge(
+            "cdc_fetch_paused",
+            "1 while fetching is paused because the in-flight window is full.",
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
+        )
+
+    def librdkafka_stats(self, raw: str) -> None:
+        """Consumer lag per partition, from librdkafka's periodic statistics."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        for topic, t in stats.get("topics", {}).items():
+            for partition, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition == "-1" or lag < 0:
+                    continue  # the internal UA partition, or no committed offset known yet
+                self.consumer_lag.labels(topic, partition).set(lag)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.consumer_lag.remove(topic, str(partition))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Probes:
+    """Liveness: the fetch loop turned recently. Readiness: the consumer has joined its group
+    and is not stopping."""
+
+    def __init__(self, stale_after: float = 60.0) -> None:
+        self.stale_after = stale_after
+        self._beat = time.monotonic()
+        self.joined = False
+        self.stopping = False
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self._beat
+        if idle > self.stale_after:
+            return False, f"fetch loop stuck for {idle:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if not self.joined:
+            return False, "not in the consumer group yet"
+        return self.live()
+
+
+class Endpoint:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, metrics: Metrics, probes: Probes, host: str, port: int) -> None:
+        routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
+            "/healthz": lambda: _probe(probes.live()),
+            "/readyz": lambda: _probe(probes.ready()),
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                route = routes.get(self.path.split("?")[0])
+                status, ctype, body = route() if route else (404, "text/plain", b"not found\n")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes and probes every few seconds would drown the real logs
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cdc-http", daemon=True
+        )
+
+    def start(self) -> Endpoint:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _probe(result: tuple[bool, str]) -> tuple[int, str, bytes]:
+    ok, why = result
+    return (200 if ok else 503), "text/plain", (why + "\n").encode()

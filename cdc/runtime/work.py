@@ -1,0 +1,161 @@
+"""In-flight work: which offsets of a partition may be committed, and worker threads that
+keep records of one key in order while records of other keys run side by side."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+
+import structlog
+
+log = structlog.get_logger("cdc.consumer")
+
+
+class PartitionWork:
+    """The records of one assigned partition that were fetched but are not finished.
+
+    Offsets are added in fetch order and finished in any order; the committable position is
+    one past the last offset of the finished prefix, so a record is never committed before
+    every record ahead of it is done.
+
+    ``hurry`` is set when the consumer stops: a change waiting to be retried is given up
+    (read again later). ``abandon`` is set when the partition is revoked or the shutdown
+    deadline passes: work not yet started is dropped as well."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.hurry = threading.Event()
+        self.abandon = threading.Event()
+        self._lock = threading.Lock()
+        self._quiet = threading.Condition(self._lock)
+        self._pending: deque[int] = deque()
+        self._finished: set[int] = set()
+        self._running = 0
+        self._position: int | None = None  # next offset to commit
+        self._stored: int | None = None
+
+    def give_up(self) -> None:
+        self.hurry.set()
+        self.abandon.set()
+
+    def begin(self) -> bool:
+        """Whether a record's work may start; if so, `end()` must follow."""
+        with self._lock:
+            if self.abandon.is_set():
+                return False
+            self._running += 1
+            return True
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if not self._running:
+                self._quiet.notify_all()
+
+    def quiesce(self, timeout: float) -> bool:
+        """Wait until no record's work is running; False on timeout."""
+        with self._quiet:
+            return self._quiet.wait_for(lambda: not self._running, max(timeout, 0.0))
+
+    @property
+    def position(self) -> int | None:
+        """The offset to commit: one past the finished prefix (None: nothing finished)."""
+        with self._lock:
+            return self._position
+
+    def add(self, offset: int) -> None:
+        with self._lock:
+            self._pending.append(offset)
+
+    def finish(self, offset: int) -> None:
+        with self._lock:
+            self._finished.add(offset)
+            while self._pending and self._pending[0] in self._finished:
+                done = self._pending.popleft()
+                self._finished.discard(done)
+                self._position = done + 1
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def to_store(self) -> int | None:
+        """The position to store if it moved since the last call, else None."""
+        with self._lock:
+            if self._position is None or self._position == self._stored:
+                return None
+            self._stored = self._position
+            return self._position
+
+
+Key = Hashable
+
+
+class KeyedWorkers:
+    """``workers`` threads run submitted tasks; tasks with equal keys run one at a time, in
+    the order submitted."""
+
+    def __init__(self, workers: int, name: str = "cdc-worker") -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queues: dict[Key, deque[Callable[[], None]]] = {}
+        self._ready: deque[Key] = deque()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, key: Key, task: Callable[[], None]) -> None:
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:
+                self._queues[key] = deque([task])
+                self._ready.append(key)
+                self._wake.notify()
+            else:
+                queue.append(task)  # runs after the tasks ahead of it with this key
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted task is finished; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._queues, timeout)
+
+    def close(self) -> None:
+        """Stop the threads once they finish their current task; queued tasks are dropped.
+        A task still running after this is abandoned (the threads are daemons)."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                key = self._ready.popleft()
+                task = self._queues[key][0]
+            try:
+                task()
+            except Exception:
+                # A task handles its own failures; one that escapes must not kill the thread.
+                log.exception("worker.task_failed", key=repr(key))
+            finally:
+                with self._lock:
+                    queue = self._queues[key]
+                    queue.popleft()
+                    if queue:
+                        self._ready.append(key)
+                        self._wake.notify()
+                    else:
+                        del self._queues[key]
+                        if not self._queues:
+                            self._idle.notify_all()
