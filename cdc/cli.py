@@ -6,11 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cdc.errors import CdcError, ConfigError
 from cdc.logs import configure_logging
@@ -125,15 +126,59 @@ def connector_apply(tables: WatchedOpt = None) -> None:
     console.print(f"connector {watched.connector.name}: {result}")
 
 
+def _print_status(status: dict[str, Any]) -> None:
+    """Print a connector's status as a table: one row for it, one for each task."""
+    from cdc.connect import status_rows
+
+    rows = status_rows(status)
+    table = Table("", "state", "worker", "trace", title=f"connector {status.get('name', '')}")
+    for row in rows:
+        style = {"RUNNING": "green", "FAILED": "bold red"}.get(row.state, "yellow")
+        # Text, not markup: a Java trace may hold square brackets.
+        table.add_row(row.instance, Text(row.state, style), Text(row.worker), Text(row.trace))
+    console.print(table)
+
+
 @connector_app.command("status")
-def connector_status(tables: WatchedOpt = None) -> None:
-    """Show the connector's and its tasks' state."""
+def connector_status(
+    tables: WatchedOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print Connect's status JSON.")] = False,
+) -> None:
+    """Show the connector's and its tasks' state (exit 1 unless all are RUNNING)."""
+    from cdc.connect import ConnectClient, status_rows
+
+    settings, watched = _watched(tables)
+    status = ConnectClient(settings.connect_url).status(watched.connector.name)
+    if as_json:
+        console.print_json(json.dumps(status))
+    else:
+        _print_status(status)
+    rows = status_rows(status)
+    # A connector without tasks streams nothing: that is not running either.
+    if len(rows) < 2 or any(row.state != "RUNNING" for row in rows):
+        raise typer.Exit(1)
+
+
+@connector_app.command("restart")
+def connector_restart(
+    tables: WatchedOpt = None,
+    failed_only: Annotated[
+        bool,
+        typer.Option(
+            "--failed-only/--all",
+            help="Restart only the FAILED connector or tasks, or all of them.",
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for RUNNING.")] = 60.0,
+) -> None:
+    """Restart the connector and its tasks, wait until they are RUNNING, show the status."""
     from cdc.connect import ConnectClient
 
     settings, watched = _watched(tables)
-    console.print_json(
-        json.dumps(ConnectClient(settings.connect_url).status(watched.connector.name))
-    )
+    client = ConnectClient(settings.connect_url)
+    restarted, status = client.restart_and_wait(watched.connector.name, failed_only, timeout)
+    console.print(f"restarted: {', '.join(restarted) or 'nothing (none FAILED)'}")
+    _print_status(status)
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The application database.")
@@ -261,9 +306,62 @@ def run(
     runtime.run()
 
 
+@app.command("lag")
+def lag(
+    group: Annotated[
+        str | None, typer.Option("--group", "-g", help="Consumer group (default: $CDC_GROUP_ID).")
+    ] = None,
+    tables: WatchedOpt = None,
+) -> None:
+    """Show how far a consumer group is behind on each watched table's topic: committed
+    offset, end offset and lag per partition, totals per table and overall."""
+    from cdc.lag import group_lag, lag_table
+
+    settings, watched = _watched(tables)
+    group = group or settings.group_id
+    rows = group_lag(settings, watched, group)
+    title = f"consumer group {group} on {watched.connector.topic_prefix}.<schema>.<table>"
+    console.print(lag_table(rows, title=title))
+
+
+@app.command("snapshot")
+def snapshot(
+    names: Annotated[
+        list[str], typer.Argument(metavar="TABLE...", help="schema.table, or table in public.")
+    ],
+    tables: WatchedOpt = None,
+) -> None:
+    """Backfill watched tables: ask the connector for an incremental snapshot, which sends
+    each of their rows as a read event (op r) while streaming goes on."""
+    from cdc.connect import request_snapshot, watched_names
+
+    settings, watched = _watched(tables)
+    chosen = watched_names(watched, names, str(tables or settings.watched_tables))
+    signal_id = request_snapshot(watched, settings, chosen)
+    # One line, however narrow the terminal: scripts pick the signal id out of it.
+    console.print(
+        f"incremental snapshot of {', '.join(chosen)} requested: signal {signal_id}",
+        soft_wrap=True,
+    )
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Show the effective settings (environment, env file, secrets dir, local stack) with
+    secrets masked."""
+    table = Table(caption="each is set as CDC_<SETTING> in the environment or an env file")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in load_settings().masked().items():
+        shown = json.dumps(value) if isinstance(value, dict) else "" if value is None else value
+        table.add_row(name, str(shown))
+    console.print(table)
+
+
 def main() -> None:
     import httpx
     import psycopg
+    from confluent_kafka import KafkaError, KafkaException
 
     err = Console(stderr=True)
     try:
@@ -276,4 +374,8 @@ def main() -> None:
         sys.exit(2)
     except httpx.HTTPError as exc:
         err.print(f"[bold red]error:[/] {exc.request.url}: {exc}", highlight=False)
+        sys.exit(2)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if isinstance(exc.args[0], KafkaError) else exc.args[0]
+        err.print(f"[bold red]error:[/] Kafka: {reason}", highlight=False)
         sys.exit(2)

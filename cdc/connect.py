@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
 
 import httpx
 import psycopg
@@ -72,8 +73,32 @@ class ConnectClient:
     def delete(self, name: str) -> None:
         self._call("DELETE", f"/connectors/{name}", ok=(200, 204, 404))
 
-    def restart(self, name: str) -> None:
-        self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+    def restart(self, name: str, only_failed: bool = False) -> dict[str, Any]:
+        """Restart the connector and its tasks, or only those FAILED. Returns Connect's plan:
+        the status with what it restarts as RESTARTING."""
+        flag = "true" if only_failed else "false"
+        response = self._call(
+            "POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed={flag}"
+        )
+        # Workers older than Kafka 3.0 ignore the parameters and answer without a body.
+        return dict(response.json()) if response.content else {}
+
+    def restart_and_wait(
+        self, name: str, only_failed: bool = False, timeout: float = 60.0, settle: float = 10.0
+    ) -> tuple[list[str], dict[str, Any]]:
+        """Restart, then wait until everything is RUNNING. Returns the instances restarted
+        (``connector``, ``task 0``...) and the status after."""
+        plan = self.restart(name, only_failed)
+        restarting = [s.instance for s in status_rows(plan) if s.state == "RESTARTING"]
+        # A distributed worker restarts asynchronously: until the status shows the restart,
+        # it is the old one, RUNNING or FAILED.
+        deadline = time.monotonic() + settle
+        while restarting and time.monotonic() < deadline:
+            now = {s.instance: s.state for s in status_rows(self.status(name))}
+            if any(now.get(i) != "RUNNING" for i in restarting):
+                break
+            time.sleep(0.2)
+        return restarting, self.wait_running(name, timeout, grace=settle)
 
     def wait_running(self, name: str, timeout: float = 60.0, grace: float = 0.0) -> dict[str, Any]:
         """Block until the connector and all its tasks are RUNNING; fail fast on FAILED
@@ -104,6 +129,57 @@ class ConnectClient:
         raise ConnectError(
             "GET", f"/connectors/{name}/status", 0, f"not RUNNING after {timeout:.0f}s: {status}"
         )
+
+
+class InstanceStatus(NamedTuple):
+    """The connector or one of its tasks, as Connect reports it."""
+
+    instance: str  # "connector", "task 0", ...
+    state: str
+    worker: str
+    trace: str  # the first line of the stack trace of a FAILED instance, else ""
+
+
+def status_rows(status: dict[str, Any]) -> list[InstanceStatus]:
+    """The connector, then each task, from a ``/status`` (or restart plan) body."""
+    entries = [("connector", status["connector"])] if "connector" in status else []
+    entries += [(f"task {t['id']}", t) for t in status.get("tasks", [])]
+    return [
+        InstanceStatus(
+            instance,
+            str(entry.get("state", "")),
+            str(entry.get("worker_id", "")),
+            str(entry.get("trace", "")).strip().split("\n", 1)[0]
+            if entry.get("state") == "FAILED"
+            else "",
+        )
+        for instance, entry in entries
+    ]
+
+
+def watched_names(watched: WatchedTables, names: Iterable[str], source: str) -> list[str]:
+    """``schema.table`` for each of ``names`` (a bare table is in ``public``), once each; a
+    table the file does not watch is a ConfigError naming it."""
+    wanted = list(dict.fromkeys(n if "." in n else f"public.{n}" for n in names))
+    watching = ", ".join(watched.tables)
+    unknown = [
+        f"{n} is not a watched table (watched: {watching})"
+        for n in wanted
+        if n not in watched.tables
+    ]
+    if unknown:
+        raise ConfigError(source, unknown)
+    return wanted
+
+
+def request_snapshot(watched: WatchedTables, settings: Settings, tables: list[str]) -> str:
+    """Ask the connector, through the signal table, for an incremental snapshot (a backfill
+    as ``op: r`` events) of ``tables``; returns the signal id. The connector reads the
+    signal from the WAL, so it acts on it whenever it streams."""
+    with psycopg.connect(
+        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+    ) as conn:
+        return request_incremental_snapshot(conn, watched, tables)
 
 
 def render_config(

@@ -1,0 +1,127 @@
+"""Consumer-group lag on the watched tables' topics (``cdc lag``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from rich.table import Table
+
+from cdc.settings import Settings
+from cdc.tables.config import WatchedTables
+from cdc.tables.connector import data_topic
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """Where a consumer group stands on one partition of a watched table's topic.
+
+    ``partition`` is None when the topic does not exist yet: Debezium creates it with the
+    table's first event, so nothing is behind."""
+
+    table: str
+    topic: str
+    partition: int | None
+    committed: int | None  # None: the group never committed on this partition
+    low: int  # low watermark: the first offset still in the log
+    end: int  # high watermark: the offset the next record will get
+
+    @property
+    def lag(self) -> int:
+        return records_behind(self.committed, self.low, self.end)
+
+
+def records_behind(committed: int | None, low: int, end: int) -> int:
+    """Records the group has still to read. Without a usable committed offset (none, one
+    retention has deleted, or one past the end of a re-created topic) the consumer starts
+    where ``auto.offset.reset=earliest`` puts it: the low watermark."""
+    start = committed if committed is not None and low <= committed <= end else low
+    return end - start
+
+
+def group_lag(
+    settings: Settings, watched: WatchedTables, group: str, timeout: float = 10.0
+) -> list[PartitionLag]:
+    """The lag of ``group`` on every partition of the watched tables' data topics, in the
+    file's table order. Reads committed offsets only: it neither joins the group nor commits."""
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                # An unreachable broker is reported once, as the error raised; not as
+                # librdkafka's log line on every reconnect attempt.
+                "log_level": 2,
+            }
+        )
+    )
+    try:
+        # Every topic's metadata: asking for one topic by name may make the broker create it.
+        existing = consumer.list_topics(timeout=timeout).topics
+        topics = {str(t): data_topic(watched, t) for t in watched.table_names()}
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics.values()
+            if topic in existing
+            for p in sorted(existing[topic].partitions)
+        ]
+        committed = _committed(consumer, partitions, timeout) if partitions else {}
+        rows: list[PartitionLag] = []
+        for table, topic in topics.items():
+            if topic not in existing:
+                rows.append(PartitionLag(table, topic, None, None, 0, 0))
+            for tp in (tp for tp in partitions if tp.topic == topic):
+                low, end = _watermarks(consumer, tp, timeout)
+                rows.append(
+                    PartitionLag(
+                        table, topic, tp.partition, committed[topic, tp.partition], low, end
+                    )
+                )
+    finally:
+        consumer.close()
+    return rows
+
+
+def _committed(
+    consumer: Any, partitions: list[Any], timeout: float
+) -> dict[tuple[str, int], int | None]:
+    out: dict[tuple[str, int], int | None] = {}
+    for tp in consumer.committed(partitions, timeout=timeout):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        # A negative offset is librdkafka's OFFSET_INVALID: nothing committed.
+        out[tp.topic, tp.partition] = tp.offset if tp.offset >= 0 else None
+    return out
+
+
+def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
+    marks = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+    if marks is None:  # librdkafka's way of saying it timed out
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, f"no watermarks for {tp.topic}[{tp.partition}]")
+        )
+    return int(marks[0]), int(marks[1])
+
+
+def lag_table(rows: Iterable[PartitionLag], title: str | None = None) -> Table:
+    """One row a partition and a total a table, then the total over all tables."""
+    table = Table("table", "partition", "committed", "end", "lag", title=title)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    grand = 0
+    for name, group in itertools.groupby(rows, key=lambda r: r.table):
+        parts = list(group)
+        for row in parts:
+            if row.partition is None:
+                table.add_row(name, "no topic yet", "-", "-", "0")
+            else:
+                committed = "-" if row.committed is None else str(row.committed)
+                table.add_row(name, str(row.partition), committed, str(row.end), str(row.lag))
+        total = sum(r.lag for r in parts)
+        grand += total
+        table.add_row(name, "total", "", "", str(total), style="bold", end_section=True)
+    table.add_row("all tables", "total", "", "", str(grand), style="bold")
+    return table
