@@ -1,9 +1,10 @@
-"""Tell a post's author about a new comment. Async, to show that async handlers work the
-same way. The comments table keeps DEFAULT replica identity: this handler needs no old row."""
+"""Comments: tell a post's author (async, publishing a follow-up record), and count each
+user's comments (a running total: only the ledger keeps it exact under redelivery). The
+comments table keeps DEFAULT replica identity: neither handler needs the old row."""
 
 from cdc import Change, Context, on_change
 from handlers.models import Comment
-from handlers.store import NOTIFY, notification
+from handlers.store import NOTIFY, count_comment, notification
 
 TOPIC = "app.notifications"
 
@@ -29,3 +30,13 @@ async def tell_post_author(change: Change[Comment], ctx: Context) -> None:
     # Published on every delivery (at least once); the record's cdc.cause header lets a
     # downstream consumer drop the repeats.
     ctx.publish(TOPIC, {"user_id": author_id, "kind": "comment", "message": message}, key=author_id)
+
+
+@on_change("comments", ops="c", model=Comment, ledger=True)
+def count_comments(change: Change[Comment], ctx: Context) -> None:
+    """An increment, not a recount: applied twice it would count twice. With ``ledger=True``
+    the change is recorded in the same transaction, so a redelivery is skipped."""
+    comment = change.after
+    assert comment is not None
+    with ctx.connection() as conn:
+        count_comment(conn, comment.author_id)

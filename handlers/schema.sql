@@ -48,8 +48,10 @@ ORDER BY p.id LIMIT 1;
 CREATE TABLE IF NOT EXISTS user_stats (
     user_id    bigint PRIMARY KEY,
     posts      integer NOT NULL,
+    comments   integer NOT NULL DEFAULT 0,  -- a running total, kept exact by the ledger
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE user_stats ADD COLUMN IF NOT EXISTS comments integer NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS post_stats (
     post_id    bigint PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""The derived tables' writes, each safe to repeat."""
+"""The derived tables' writes."""
 
 from typing import Any
 
@@ -25,6 +25,17 @@ def recount_posts(conn: Conn, author_id: int) -> None:
         "INSERT INTO user_stats (user_id, posts) "
         "SELECT %(a)s, count(*) FROM posts WHERE author_id = %(a)s "
         "ON CONFLICT (user_id) DO UPDATE SET posts = EXCLUDED.posts, updated_at = now()",
+        {"a": author_id},
+    )
+
+
+def count_comment(conn: Conn, author_id: int) -> None:
+    """Not safe to repeat on its own: the caller runs it under the ledger."""
+    conn.execute(
+        "INSERT INTO user_stats (user_id, posts, comments) "
+        "SELECT %(a)s, count(*), 1 FROM posts WHERE author_id = %(a)s "
+        "ON CONFLICT (user_id) DO UPDATE "
+        "SET comments = user_stats.comments + 1, updated_at = now()",
         {"a": author_id},
     )
 

@@ -166,15 +166,20 @@ class Runtime:
         workers.close()
         self._store(consumer)
         consumer.close()  # revokes (committing each partition's position) and leaves the group
-        self.dispatcher.close()
-        self.resources.close()
-        if self.endpoint is not None:
-            self.endpoint.close()
+        self.close()
         log.info(
             "consumer.stopped",
             finished_in_time=finished,
             counts={f"{o}/{t}": n for (o, t), n in self.counts.items()},
         )
+
+    def close(self) -> None:
+        """Release the handlers' connections, the producer and the HTTP endpoint."""
+        self.dispatcher.close()
+        self.resources.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -426,6 +431,10 @@ class Runtime:
             )
         return Handled(*_coordinates(msg), event)
 
+    def park(self, msg: Message, reason: str, error: str) -> None:
+        """Send a record to the dead-letter topic from outside the consumer loop (replay)."""
+        self._park(msg, reason, error, wait=self._stop.wait)
+
     def _park(
         self,
         msg: Message,
@@ -446,7 +455,7 @@ class Runtime:
             offset=offset,
             key=msg.key(),
             value=msg.value(),
-            headers=_headers(msg),
+            headers=record_headers(msg),
             reason=reason,
             error=error,
             handler=handler,
@@ -481,7 +490,7 @@ def _names(partitions: Sequence[TopicPartition]) -> list[str]:
     return [f"{p.topic}[{p.partition}]" for p in partitions]
 
 
-def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
+def record_headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
     raw = msg.headers() or []
     pairs = list(raw.items()) if isinstance(raw, dict) else raw
     return tuple((k, v if isinstance(v, bytes) else v.encode()) for k, v in pairs if v is not None)

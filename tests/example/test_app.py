@@ -92,16 +92,23 @@ def test_each_operation_has_its_effect(app: App) -> None:
     assert app.one("SELECT posts FROM user_stats WHERE user_id = %s", (grace,)) == 1
 
     # A comment (async handler, DEFAULT identity table) notifies the post's author and
-    # publishes the notification.
+    # publishes the notification; the commenter's running total goes up by one.
     ada = app.one("SELECT id FROM users WHERE handle = 'ada'")
+    comments_before = app.one("SELECT comments FROM user_stats WHERE user_id = %s", (ada,))
     with RecordReader(app.consumer.settings.kafka_bootstrap, [TOPIC]) as reader:
         comment = app.one(
             "INSERT INTO comments (post_id, author_id, body) VALUES (%s, %s, 'Nice') RETURNING id",
             (post, ada),
         )
         handled = c.wait_for("comments", "c", lambda ch: ch.key == {"id": comment})
-        (run,) = handled.runs
-        assert run.outcome.value == "done"
+        assert {(r.handler, r.outcome.value) for r in handled.runs} == {
+            ("handlers.comments.tell_post_author", "done"),
+            ("handlers.comments.count_comments", "done"),
+        }
+        assert (
+            app.one("SELECT comments FROM user_stats WHERE user_id = %s", (ada,))
+            == comments_before + 1
+        )
         assert app.one(
             "SELECT message FROM notifications WHERE user_id = %s AND kind = 'comment'", (grace,)
         ) == ("ada commented on 'Compilers'.")
@@ -136,7 +143,7 @@ EFFECTS = {
     "audit_log": "SELECT change_key, table_name, op, row_key, changed, before, after, "
     "committed_at FROM audit_log",
     "post_stats": "SELECT post_id, score, votes FROM post_stats",
-    "user_stats": "SELECT user_id, posts FROM user_stats",
+    "user_stats": "SELECT user_id, posts, comments FROM user_stats",
 }
 
 
@@ -146,7 +153,8 @@ def effects(app: App) -> dict[str, list[tuple[Any, ...]]]:
 
 def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
     """A second consumer group reads every topic again from the start: each change reaches
-    the handlers a second time, and the effects stay exactly as they were."""
+    the handlers a second time, and the effects stay exactly as they were: the idempotent
+    handlers rewrite the same rows, the ledger handler skips what it already counted."""
     first = app.consumer
     marker = user(app, f"twice_{uuid.uuid4().hex[:6]}")
     first.wait_for("users", "c", lambda ch: ch.key == {"id": marker})
@@ -166,4 +174,12 @@ def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
         "every record the first consumer handled",
     )
     assert sum(len(h.runs) for h in again.handled) > 10  # handlers really ran again
+    ledger_runs = [
+        r.outcome.value
+        for h in again.handled
+        for r in h.runs
+        if r.handler == "handlers.comments.count_comments"
+    ]
+    assert ledger_runs
+    assert set(ledger_runs) == {"duplicate"}
     assert effects(app) == before
