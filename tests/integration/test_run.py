@@ -1,6 +1,7 @@
 """`cdc run` as users run it: a subprocess that finds the handlers by module name, checks for
 drift before it starts, runs the handlers, dead-letters what keeps failing and goes on, and
-stops on SIGTERM with its offsets committed."""
+stops on SIGTERM with its offsets committed; then `cdc dlq list` and `cdc dlq replay` once
+the handler is fixed."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from tests.integration.conftest import Pipeline
 pytestmark = pytest.mark.stack
 
 HANDLERS = """
+from pathlib import Path
+
 from cdc import Change, Context, on_change
 
 
 @on_change("public.{notes}")
 def record(change: Change, ctx: Context) -> None:
     row = change.row
-    if row["body"] == "poison":
+    if row["body"] == "poison" and not Path("{fixed}").exists():
         raise ValueError("cannot digest poison")
     with ctx.connection() as conn:
         conn.execute(
@@ -48,6 +51,10 @@ def nobody_captures_this(change, ctx):
 
 
 def cdc_run(pipeline: Pipeline, tmp: Path, module: str, *args: str) -> subprocess.Popen[str]:
+    return cdc(pipeline, tmp, module, "run", *args)
+
+
+def cdc(pipeline: Pipeline, tmp: Path, module: str, *args: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         **pipeline.stack.env(),
@@ -57,10 +64,11 @@ def cdc_run(pipeline: Pipeline, tmp: Path, module: str, *args: str) -> subproces
         "CDC_RETRY_ATTEMPTS": "2",
         "CDC_RETRY_BACKOFF_S": "0.05",
         "CDC_HTTP_PORT": "0",
+        "COLUMNS": "300",  # rich tables unfolded
         "PYTHONPATH": str(tmp),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "cdc", "run", *args],
+        [sys.executable, "-m", "cdc", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -77,7 +85,7 @@ def test_cdc_run(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.apply()
     module = f"handlers_{pipeline.id}"
     (tmp_path / f"{module}.py").write_text(
-        textwrap.dedent(HANDLERS.format(notes=notes, effects=effects))
+        textwrap.dedent(HANDLERS.format(notes=notes, effects=effects, fixed=tmp_path / "fixed"))
     )
     (tmp_path / f"{module}_bad.py").write_text(
         textwrap.dedent(UNCAPTURED.format(other=pipeline.table("other")))
@@ -133,3 +141,30 @@ def test_cdc_run(pipeline: Pipeline, tmp_path: Path) -> None:
         assert committed.offset == 6  # r, u, c (parked), c, d, tombstone
     finally:
         group.close()
+
+    # The parked record, listed; replayed while the handler still fails: parked again.
+    def command(*args: str) -> tuple[int, str]:
+        proc = cdc(pipeline, tmp_path, module, *args)
+        out, _ = proc.communicate(timeout=120)
+        return proc.returncode, out
+
+    code, listing = command("dlq", "list")
+    assert code == 0, listing
+    assert "1 record(s)" in listing
+    assert f"{topic}[0]@2" in listing
+    assert "ValueError" in listing
+    code, out = command("dlq", "replay")
+    assert code == 1, out
+    assert "replayed 1 record(s): 1 parked_again" in out
+
+    # Fixed: the replay handles it, and only the record parked again is left to replay.
+    (tmp_path / "fixed").touch()
+    code, out = command("dlq", "replay")
+    assert code == 0, out
+    assert "replayed 1 record(s): 1 handled" in out
+    assert pipeline.sql(f"SELECT note_id, op FROM {effects} WHERE note_id = 2") == [(2, "c")]
+    code, out = command("dlq", "replay")
+    assert (code, out.strip().splitlines()[-1]) == (0, "replayed 0 record(s): nothing to replay")
+    code, listing = command("dlq", "list")
+    assert "2 record(s)" in listing
+    assert listing.count(f"{topic}[0]@2") == 2  # the original coordinates, kept on re-parking
