@@ -143,7 +143,11 @@ class Runtime:
             while not self._stop.is_set():
                 self.probes.beat()
                 room = s.max_in_flight - self._in_flight()
-                for msg in consumer.consume(max(1, min(_BATCH, room)), 0.2):
+                batch = consumer.consume(max(1, min(_BATCH, room)), 0.2)
+                # Ready once fetching: a group with no partitions yet (Debezium makes a topic
+                # on its table's first change) is still a healthy consumer.
+                self.probes.fetching = True
+                for msg in batch:
                     try:
                         self._accept(msg, workers)
                     except Stopping:
@@ -189,7 +193,6 @@ class Runtime:
         if self._paused and partitions:
             consumer.pause(partitions)
         self.metrics.assigned.set(len(self._partitions))
-        self.probes.joined = True
         log.info("partitions.assigned", partitions=_names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

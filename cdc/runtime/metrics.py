@@ -106,13 +106,13 @@ class Metrics:
 
 
 class Probes:
-    """Liveness: the fetch loop turned recently. Readiness: the consumer has joined its group
-    and is not stopping."""
+    """Liveness: the fetch loop turned recently. Readiness: the consumer has subscribed,
+    its fetch loop runs, and it is not stopping."""
 
     def __init__(self, stale_after: float = 60.0) -> None:
         self.stale_after = stale_after
         self._beat = time.monotonic()
-        self.joined = False
+        self.fetching = False
         self.stopping = False
 
     def beat(self) -> None:
@@ -127,8 +127,8 @@ class Probes:
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "stopping"
-        if not self.joined:
-            return False, "not in the consumer group yet"
+        if not self.fetching:
+            return False, "not fetching yet"
         return self.live()
 
 
