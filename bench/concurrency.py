@@ -21,22 +21,12 @@ import time
 import structlog
 
 from cdc import Change, Context, Settings, on_change
-from cdc.events import Op
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Dispatcher, Resources
 from cdc.runtime.work import KeyedWorkers
-from tests.corpus.load import decoder, records
+from tests.corpus.load import first_insert
 
 TABLE = "corpus.all_types"
-
-
-def an_insert() -> Change:
-    dec = decoder("json")
-    for r in records("json"):
-        event = dec.decode(r.key, r.value, r.kafka)
-        if isinstance(event, Change) and event.op is Op.CREATE:
-            return event
-    raise LookupError("the corpus has no insert")
 
 
 def slow(change: Change, ctx: Context) -> None:
@@ -47,7 +37,7 @@ def measure(workers: int, changes: int, keys: int) -> float:
     route = Route(handlers_of(on_change(TABLE)(slow))[-1], snapshot_reads=False)
     dispatcher = Dispatcher(Resources(Settings()))
     pool = KeyedWorkers(workers)
-    change = an_insert()
+    change = first_insert()
     start = time.perf_counter()
     for i in range(changes):
         pool.submit(i % keys, lambda: dispatcher.run(route, change) and None)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from cdc.decoding import Decoder, JsonDecoder, StaticSchemas
 from cdc.decoding.avro_format import AvroDecoder
-from cdc.events import KafkaCoordinates
+from cdc.events import Change, KafkaCoordinates, Op
 
 HERE = Path(__file__).parent
 ENCODINGS = ("json", "json-noschema", "avro")
@@ -61,6 +61,16 @@ def decoder(encoding: str) -> Decoder:
     if encoding == "avro":
         return AvroDecoder(StaticSchemas({int(k): v for k, v in avro_schemas().items()}))
     return JsonDecoder(schemas=encoding == "json")
+
+
+def first_insert() -> Change:
+    """The corpus's first insert, decoded from JSON with schemas."""
+    dec = decoder("json")
+    for r in records("json"):
+        event = dec.decode(r.key, r.value, r.kafka)
+        if isinstance(event, Change) and event.op is Op.CREATE:
+            return event
+    raise LookupError("the corpus has no insert")
 
 
 def expected() -> dict[str, Any]:

@@ -13,7 +13,6 @@ from cdc import (
     ConfigError,
     Context,
     DeadLetter,
-    Op,
     Outcome,
     Retry,
     Row,
@@ -24,21 +23,12 @@ from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Resources
 from cdc.runtime.dispatch import Stopping
 from cdc.testing import run_handler
-from tests.corpus.load import decoder, records
+from tests.corpus.load import first_insert
 
 TABLE = "corpus.all_types"
 
 
-def corpus_insert() -> Change:
-    dec = decoder("json")
-    for r in records("json"):
-        event = dec.decode(r.key, r.value, r.kafka)
-        if isinstance(event, Change) and event.op is Op.CREATE:
-            return event
-    raise AssertionError("the corpus has an insert")
-
-
-CHANGE = corpus_insert()
+CHANGE = first_insert()
 
 
 def route(func: Any, **options: Any) -> Route:
