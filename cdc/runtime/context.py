@@ -90,6 +90,9 @@ class Resources:
                 ledger = Ledger(self.settings.ledger_table)
                 with self.pool().connection() as conn:
                     ledger.create(conn)
+                    # Kafka keeps records for days, not forever: older rows can never match
+                    # a redelivery. Pruned at each start, which is often enough for growth.
+                    ledger.prune(conn, self.settings.ledger_retention_days)
                 self._ledger = ledger
             return self._ledger
 
