@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -77,7 +76,6 @@ class Runtime:
             Backoff(
                 settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s
             ),
-            wait=self._stop.wait,
         )
         prefix = watched.connector.topic_prefix
         self.dead_letters = DeadLetterSink(
@@ -85,14 +83,12 @@ class Runtime:
         )
         self.decoder = decoder or decoder_for(watched.connector.encoding, settings.registry_url)
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
-        self.counts: Counter[tuple[str, str]] = Counter()  # (outcome, table)
         self.metrics = Metrics()
         self.probes = Probes()
         self.endpoint: Endpoint | None = None
         self._partitions: dict[tuple[str, int], PartitionWork] = {}
         self._paused = False
         self._warned: set[str] = set()
-        self._count_lock = threading.Lock()
 
     def stop(self) -> None:
         self._stop.set()
@@ -174,7 +170,7 @@ class Runtime:
         log.info(
             "consumer.stopped",
             finished_in_time=finished,
-            counts={f"{o}/{t}": n for (o, t), n in self.counts.items()},
+            records=self.metrics.record_totals(),
         )
 
     def close(self) -> None:
@@ -394,8 +390,6 @@ class Runtime:
 
     def _count(self, outcome: str, table: str, op: str) -> None:
         self.metrics.records.labels(table, op, outcome).inc()
-        with self._count_lock:
-            self.counts[outcome, table] += 1
 
     def _decode(self, msg: Message) -> Event:
         # A registry outage is not the record's fault: wait it out rather than park the record.

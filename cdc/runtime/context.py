@@ -153,7 +153,7 @@ class Context:
     resources: Resources
     ledger: Ledger | None = None  # set for a handler declared with ledger=True
     published: list[Outgoing] = field(default_factory=list)
-    _claimed: bool = False
+    _claimed: bool = field(default=False, init=False, repr=False)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -101,6 +101,16 @@ class Metrics:
         with contextlib.suppress(KeyError):
             self.consumer_lag.remove(topic, str(partition))
 
+    def record_totals(self) -> dict[str, int]:
+        """``outcome/table`` -> records, summed over operations (for the stop log)."""
+        totals: dict[str, int] = {}
+        for family in self.records.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = f"{sample.labels['outcome']}/{sample.labels['table']}"
+                    totals[key] = totals.get(key, 0) + int(sample.value)
+        return totals
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
