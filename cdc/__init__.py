@@ -23,6 +23,7 @@ from cdc.events import (
     Change,
     Delivery,
     DeliveryGate,
+    DomainEvent,
     Event,
     Heartbeat,
     KafkaCoordinates,
@@ -37,7 +38,8 @@ from cdc.events import (
     TransactionEvent,
     Unavailable,
 )
-from cdc.routing import DeadLetter, Retry, on_change
+from cdc.outbox import aemit, emit
+from cdc.routing import DeadLetter, Retry, on_change, on_event
 from cdc.runtime import Context, Outcome
 from cdc.settings import Settings, load_settings
 from cdc.tables.config import (
@@ -64,6 +66,7 @@ __all__ = [
     "Decoder",
     "Delivery",
     "DeliveryGate",
+    "DomainEvent",
     "Encoding",
     "Event",
     "Heartbeat",
@@ -89,9 +92,12 @@ __all__ = [
     "TransactionEvent",
     "Unavailable",
     "WatchedTables",
+    "aemit",
     "decoder_for",
+    "emit",
     "load_settings",
     "load_watched_tables",
     "on_change",
+    "on_event",
     "parse_watched_tables",
 ]

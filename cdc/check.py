@@ -23,10 +23,16 @@ from pydantic import BaseModel
 from cdc.connect import ConnectClient, render_config
 from cdc.errors import ConnectError
 from cdc.events import Op
-from cdc.routing.handlers import TableHandler
+from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
-from cdc.tables.sql import publication_exists, publication_tables, published_tables
+from cdc.tables.connector import captured_tables
+from cdc.tables.sql import (
+    OUTBOX_COLUMNS,
+    publication_exists,
+    publication_tables,
+    published_tables,
+)
 
 APPLY = "run `cdc connector apply`"
 # pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
@@ -100,9 +106,7 @@ class LiveState:
     database_error: str | None = None  # PostgreSQL could not be read: the two above are empty
 
 
-def run_check(
-    handlers: Sequence[TableHandler], watched: WatchedTables, settings: Settings
-) -> Report:
+def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
     return compare(
         handlers, watched, read_live_state(watched, settings), file=str(settings.watched_tables)
     )
@@ -144,7 +148,7 @@ def _read_tables(
     conn: psycopg.Connection[tuple[Any, ...]], watched: WatchedTables
 ) -> dict[str, LiveTable]:
     found: dict[str, LiveTable] = {}
-    for t in watched.table_names():
+    for t in captured_tables(watched):
         row = conn.execute(
             "SELECT c.relreplident, "
             "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
@@ -163,7 +167,7 @@ def _read_tables(
 
 
 def compare(
-    handlers: Sequence[TableHandler],
+    handlers: Sequence[Handler],
     watched: WatchedTables,
     live: LiveState,
     *,
@@ -186,7 +190,11 @@ def compare(
     else:
         findings += _publication(watched, live.publication)
         findings += _tables(watched, live.tables, file)
-    findings += _handlers(handlers, watched, tables, file)
+        findings += _outbox(watched, live.tables)
+    findings += _handlers(
+        [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file
+    )
+    findings += _event_handlers([h for h in handlers if isinstance(h, EventHandler)], watched, file)
     # Handlers sharing a model would report the same model finding once each.
     return Report(list(dict.fromkeys(findings)))
 
@@ -284,6 +292,42 @@ def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
                 )
             )
     return findings
+
+
+def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable]) -> list[Finding]:
+    if watched.outbox is None:
+        return []
+    name = watched.outbox.table
+    table = tables.get(name)
+    if table is None:
+        return [Finding(Severity.ERROR, name, "no outbox table in the database", APPLY)]
+    missing = [c for c in OUTBOX_COLUMNS if c not in table.columns]
+    if not missing:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            name,
+            f"the outbox table lacks the column(s) {', '.join(missing)}",
+            "add them (see `cdc.emit`) or name another table under `outbox:`",
+        )
+    ]
+
+
+def _event_handlers(
+    handlers: Sequence[EventHandler], watched: WatchedTables, file: str
+) -> list[Finding]:
+    if not handlers or watched.outbox is not None:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "outbox",
+            f"events are handled by {', '.join(h.name for h in handlers)} but {file} declares "
+            "no outbox: Debezium routes no events, so they never run",
+            f"add `outbox: {{table: public.outbox}}` to {file}, then {APPLY}",
+        )
+    ]
 
 
 def _identity(table: LiveTable) -> str:

@@ -19,7 +19,7 @@ from cdc.settings import Settings, load_settings, stack_dir
 
 if TYPE_CHECKING:
     from cdc.check import Report
-    from cdc.routing import TableHandler
+    from cdc.routing import Handler
     from cdc.stack.local import LocalStack
     from cdc.tables.config import WatchedTables
 
@@ -234,7 +234,7 @@ HandlersOpt = Annotated[
 
 def _consumer_setup(
     tables: Path | None, handlers: str | None, **overrides: object
-) -> tuple[Settings, WatchedTables, list[TableHandler]]:
+) -> tuple[Settings, WatchedTables, list[Handler]]:
     from cdc.routing import discover
 
     # Like `python -m`: the handlers live in the project the command runs in.
@@ -245,7 +245,9 @@ def _consumer_setup(
     settings = settings.model_copy(update=updates)
     found = discover(settings.handler_modules())
     if not found:
-        raise ConfigError(f"handlers {settings.handlers!r}", ["no @on_change handler found"])
+        raise ConfigError(
+            f"handlers {settings.handlers!r}", ["no @on_change or @on_event handler found"]
+        )
     return settings, watched, found
 
 

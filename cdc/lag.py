@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
-from cdc.tables.connector import data_topic
+from cdc.tables.connector import data_topic, outbox_topic_pattern
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def group_lag(
     settings: Settings, watched: WatchedTables, group: str, timeout: float = 10.0
 ) -> list[PartitionLag]:
     """The lag of ``group`` on every partition of the watched tables' data topics, in the
-    file's table order. Reads committed offsets only: it neither joins the group nor commits."""
+    file's table order, then of the outbox's topics. Reads committed offsets only: it
+    neither joins the group nor commits."""
     consumer = Consumer(
         settings.kafka_config(
             **{
@@ -62,6 +64,10 @@ def group_lag(
         # Every topic's metadata: asking for one topic by name may make the broker create it.
         existing = consumer.list_topics(timeout=timeout).topics
         topics = {str(t): data_topic(watched, t) for t in watched.table_names()}
+        # The outbox's topics, one per aggregate type so far, by their own names.
+        pattern = outbox_topic_pattern(watched)
+        if pattern is not None:
+            topics |= {t: t for t in sorted(existing) if re.match(pattern, t)}
         partitions = [
             TopicPartition(topic, p)
             for topic in topics.values()

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     handlers: str = "handlers"  # module(s) or package(s) to import, comma-separated
     group_id: str = "cdc"
     dead_letter_topic: str | None = None  # default: <topic_prefix>.dlq
-    unrouted: Literal["skip", "dead-letter"] = "skip"  # a record for a table with no handler
+    unrouted: Literal["skip", "dead-letter"] = "skip"  # no handler for its table or event type
     retry_attempts: Annotated[int, Field(ge=1)] = 5
     retry_backoff_s: Annotated[float, Field(gt=0)] = 0.5
     retry_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0

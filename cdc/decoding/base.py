@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from cdc.decoding.connect_schema import Mismatch
-from cdc.decoding.envelope import build_event
+from cdc.decoding.envelope import build_domain_event, build_event
 from cdc.errors import DecodeError, RegistryError
 from cdc.events.change import Event, KafkaCoordinates, trusted
 
@@ -35,11 +35,22 @@ class Decoder(ABC):
 
     raw = False  # True when values arrive without a schema, as Debezium encoded them
 
-    def decode(self, key: bytes | None, value: bytes | None, kafka: KafkaCoordinates) -> Event:
+    def decode(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        kafka: KafkaCoordinates,
+        *,
+        outbox: bool = False,
+    ) -> Event:
+        """``outbox``: the record is a domain event the Outbox Event Router wrote."""
         part = "key"
         try:
             key_data = None if key is None else self.read(key)[0]
             part = "value"
+            if outbox:
+                value_data = None if value is None else self.read(value)[0]
+                return build_domain_event(value_data, key_data, kafka, raw=self.raw)
             if value is None:
                 return build_event(None, None, key_data, kafka, raw=self.raw)
             value_data, schema_name = self.read(value)
@@ -54,8 +65,8 @@ class Decoder(ABC):
         except Exception as exc:  # any other failure is still this record's fault
             raise self._error(f"{type(exc).__name__}: {exc}", kafka, part) from exc
 
-    def decode_message(self, msg: Message) -> Event:
-        return self.decode(msg.key(), msg.value(), coordinates(msg))
+    def decode_message(self, msg: Message, *, outbox: bool = False) -> Event:
+        return self.decode(msg.key(), msg.value(), coordinates(msg), outbox=outbox)
 
     @abstractmethod
     def read(self, raw: bytes) -> tuple[Any, str | None]:

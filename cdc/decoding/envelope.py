@@ -3,6 +3,7 @@ or a transaction boundary. Shared by every encoding."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from cdc.decoding.connect_schema import Mismatch
 from cdc.events.change import (
     Change,
+    DomainEvent,
     Event,
     Heartbeat,
     KafkaCoordinates,
@@ -22,6 +24,7 @@ from cdc.events.change import (
     trusted,
 )
 from cdc.events.values import UNAVAILABLE, as_bytes, is_placeholder
+from cdc.tables.connector import AGGREGATE_TYPE_HEADER, EVENT_ID_HEADER, EVENT_TYPE_HEADER
 
 HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
 TRANSACTION_SCHEMA = "io.debezium.connector.common.TransactionMetadataValue"
@@ -54,6 +57,43 @@ def build_event(
     ):
         return _validated(TransactionEvent, dict(value, kafka=kafka))
     return _change(value, key, kafka, raw)
+
+
+def build_domain_event(value: Any, key: Any, kafka: KafkaCoordinates, *, raw: bool) -> DomainEvent:
+    """An Outbox Event Router record: the payload as the value (JSON text, or already parsed
+    when the value's schema said it is JSON), the aggregate id as the key, and the event's id,
+    type and aggregate type in headers. `raw`: the value came without a schema."""
+    if value is None:
+        raise Mismatch("", "an outbox record without a payload")
+    if isinstance(value, str) and raw:
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise Mismatch("payload", f"not JSON: {exc}") from None
+    if key is None or isinstance(key, dict | list | bool):
+        raise Mismatch("key", f"expected the aggregate id, got {type(key).__name__}")
+    headers = {
+        name: _header(kafka, header)
+        for name, header in (
+            ("id", EVENT_ID_HEADER),
+            ("type", EVENT_TYPE_HEADER),
+            ("aggregate_type", AGGREGATE_TYPE_HEADER),
+        )
+    }
+    return trusted(
+        DomainEvent,
+        {**headers, "aggregate_id": str(key), "payload": value, "kafka": kafka},
+    )
+
+
+def _header(kafka: KafkaCoordinates, name: str) -> str:
+    raw = kafka.header(name)
+    if not raw:
+        raise Mismatch(f"headers.{name}", "missing: not an Outbox Event Router record")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise Mismatch(f"headers.{name}", f"invalid UTF-8 at byte {exc.start}") from None
 
 
 def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool) -> Change:

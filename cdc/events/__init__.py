@@ -5,6 +5,7 @@ from __future__ import annotations
 from cdc.events.change import (
     Change,
     DataCollectionCount,
+    DomainEvent,
     Event,
     Heartbeat,
     KafkaCoordinates,
@@ -30,6 +31,7 @@ __all__ = [
     "DataCollectionCount",
     "Delivery",
     "DeliveryGate",
+    "DomainEvent",
     "Event",
     "Heartbeat",
     "KafkaCoordinates",

@@ -36,6 +36,7 @@ class Kind(StrEnum):
     TOMBSTONE = "tombstone"  # the null value after a delete, for log compaction
     HEARTBEAT = "heartbeat"
     TRANSACTION = "transaction"  # BEGIN / END metadata
+    EVENT = "event"  # a domain event from the outbox table
 
 
 class Snapshot(StrEnum):
@@ -265,7 +266,36 @@ class TransactionEvent(BaseModel):
     table: ClassVar[str] = ""  # belongs to no table
 
 
-Event = Change | Tombstone | Heartbeat | TransactionEvent
+PayloadT = DefaultTypeVar("PayloadT", default=Any)
+
+
+class DomainEvent(BaseModel, Generic[PayloadT]):
+    """A domain event written with `cdc.emit` and routed by Debezium's Outbox Event Router:
+    one per outbox row, on the topic of its aggregate type, keyed by the aggregate's id.
+    A handler's payload model types ``payload`` as `DomainEvent[Model]`."""
+
+    model_config = _FROZEN
+
+    id: str  # the outbox row's uuid: the same for every delivery of the event
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    payload: PayloadT
+    kafka: KafkaCoordinates
+    kind: ClassVar[Kind] = Kind.EVENT
+    table: ClassVar[str] = ""  # routed by type, not by table
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"event/{self.id}"
+
+    @property
+    def occurred_at(self) -> dt.datetime | None:
+        """When Debezium read the event from the log (the Kafka record's timestamp)."""
+        return _utc_from(None, self.kafka.timestamp_ms)
+
+
+Event = Change | Tombstone | Heartbeat | TransactionEvent | DomainEvent
 
 _M = TypeVar("_M", bound=BaseModel)
 

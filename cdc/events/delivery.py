@@ -48,7 +48,7 @@ class DeliveryGate:
 
     def admit(self, event: Event) -> bool:
         kind = event.kind
-        if kind is Kind.CHANGE:
+        if kind is Kind.CHANGE or kind is Kind.EVENT:
             return True
         admitted = self._tableless.get(kind)
         if admitted is None:

@@ -1,16 +1,28 @@
 """From an event to the handlers that want it."""
 
-from cdc.routing.handlers import TableHandler, discover, handlers_of, on_change
+from cdc.routing.handlers import (
+    EventHandler,
+    Handler,
+    TableHandler,
+    discover,
+    handlers_of,
+    on_change,
+    on_event,
+)
 from cdc.routing.outcome import DeadLetter, Retry
-from cdc.routing.router import Route, Router
+from cdc.routing.router import Routable, Route, Router
 
 __all__ = [
     "DeadLetter",
+    "EventHandler",
+    "Handler",
     "Retry",
+    "Routable",
     "Route",
     "Router",
     "TableHandler",
     "discover",
     "handlers_of",
     "on_change",
+    "on_event",
 ]

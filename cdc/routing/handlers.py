@@ -1,9 +1,12 @@
-"""Table handlers: the decorator that declares one, and finding them by importing modules.
+"""Handlers: the decorators that declare them, and finding them by importing modules.
 
-A handler is a function of a change and a context, sync or async:
+A handler is a function of a change (or a domain event) and a context, sync or async:
 
     @on_change("public.users", ops="cu", columns=["email"], model=User)
     def email_changed(change: Change[User], ctx: Context) -> None: ...
+
+    @on_event("order-placed", model=OrderPlaced)
+    def reserve_stock(event: DomainEvent[OrderPlaced], ctx: Context) -> None: ...
 
 Declaring it is all the registering there is: `discover("handlers")` imports the module or
 package (every submodule) and collects what the decorator marked.
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cdc.errors import ConfigError
-from cdc.events import Change, Op
+from cdc.events import Change, DomainEvent, Op
 from cdc.events.change import trusted
 from cdc.tables.config import IDENTIFIER
 
@@ -74,6 +77,71 @@ class TableHandler:
             if values[side] is not None:
                 values[side] = model.model_validate(values[side])
         return trusted(Change[model], values)  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, eq=False)
+class EventHandler:
+    """One domain-event handler's declaration: the event type it takes and its payload model."""
+
+    func: Callable[..., Any]
+    event_type: str
+    model: type[BaseModel] | None
+    name: str
+    ledger: bool = False
+
+    def typed(self, event: DomainEvent) -> DomainEvent[Any]:
+        """The event with its payload as the handler's model.
+
+        Raises pydantic's ValidationError when the payload does not fit."""
+        if self.model is None:
+            return event
+        values = dict(event.__dict__, payload=self.model.model_validate(event.payload))
+        return trusted(DomainEvent[self.model], values)  # type: ignore[name-defined]
+
+
+Handler = TableHandler | EventHandler
+
+
+def on_event(
+    event_type: str, *, model: type[BaseModel] | None = None, ledger: bool = False
+) -> Callable[[F], F]:
+    """Declare a handler for the domain events of type ``event_type`` (written with
+    `cdc.emit` to the outbox declared in the watched-tables file), whatever their aggregate.
+
+    ``model``: a pydantic model for the payload; a payload that does not fit it goes to the
+    dead-letter topic with the validation error.
+    ``ledger``: effectively once, keyed by the event's id, as for `on_change`. A handler that
+    emits follow-up events does so in its ``ctx.connection()`` block, so the follow-ups and the
+    ledger row commit together.
+    """
+
+    def mark(func: F) -> F:
+        name = f"{func.__module__}.{func.__qualname__}"
+        problems = _signature_problems(func)
+        if not isinstance(event_type, str) or not event_type.strip():
+            problems.append(f"event type {event_type!r} must be a non-empty string")
+        problems += _model_problems(model)
+        if problems:
+            raise ConfigError(f"handler {name}", problems)
+        handler = EventHandler(func, event_type, model, name, ledger)
+        setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
+        return func
+
+    return mark
+
+
+def _signature_problems(func: Callable[..., Any]) -> list[str]:
+    try:
+        inspect.signature(func).bind(None, None)
+    except (TypeError, ValueError):
+        return ["a handler takes two positional arguments: (event, ctx)"]
+    return []
+
+
+def _model_problems(model: type[BaseModel] | None) -> list[str]:
+    if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return [f"model must be a pydantic model class, not {model!r}"]
+    return []
 
 
 def on_change(
@@ -139,12 +207,7 @@ def _declare(
     cols = None if columns is None else frozenset(columns)
     if cols is not None and not cols:
         problems.append("columns is empty: the handler would never run on an update")
-    if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-        problems.append(f"model must be a pydantic model class, not {model!r}")
-    try:
-        inspect.signature(func).bind(None, None)
-    except (TypeError, ValueError):
-        problems.append("a handler takes two positional arguments: (change, ctx)")
+    problems += _model_problems(model) + _signature_problems(func)
     if problems:
         raise ConfigError(f"handler {name}", problems)
     needs_before = reads_before
@@ -185,15 +248,15 @@ def _reads_before(func: Callable[..., Any]) -> bool:
     )
 
 
-def handlers_of(obj: Any) -> tuple[TableHandler, ...]:
+def handlers_of(obj: Any) -> tuple[Handler, ...]:
     """The declarations the decorator attached to a function."""
     found = getattr(obj, _MARK, ())
     return found if isinstance(found, tuple) else ()
 
 
-def discover(modules: Iterable[str]) -> list[TableHandler]:
+def discover(modules: Iterable[str]) -> list[Handler]:
     """Import each module (a package with all its submodules) and collect its handlers."""
-    found: dict[int, TableHandler] = {}
+    found: dict[int, Handler] = {}
     for name in modules:
         for module in _import_tree(name):
             for obj in vars(module).values():

@@ -1,26 +1,31 @@
-"""Which handlers an event goes to: the routing table built from the handlers and the
-watched-tables file."""
+"""Which handlers an event goes to: changes by table, domain events by type; the routing
+table built from the handlers and the watched-tables file."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from cdc.events import Change, Delivery, DeliveryGate, Event, Op
-from cdc.routing.handlers import TableHandler
+from cdc.events import Change, Delivery, DeliveryGate, DomainEvent, Event, Op
+from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.tables.config import TableOptions
+
+Routable = Change | DomainEvent
 
 
 @dataclass(frozen=True)
 class Route:
     """A handler with its snapshot policy resolved against the table's options."""
 
-    handler: TableHandler
-    snapshot_reads: bool
+    handler: Handler
+    snapshot_reads: bool = False
 
     @classmethod
-    def of(cls, handler: TableHandler, tables: Mapping[str, TableOptions]) -> Route:
-        """The handler's own snapshot choice, else its table's option in the file."""
+    def of(cls, handler: Handler, tables: Mapping[str, TableOptions]) -> Route:
+        """A table handler's own snapshot choice, else its table's option in the file."""
+        if isinstance(handler, EventHandler):
+            return cls(handler)
         chosen = handler.snapshot_reads
         if chosen is None:
             chosen = tables.get(handler.table, TableOptions()).snapshot_reads
@@ -30,8 +35,21 @@ class Route:
     def name(self) -> str:
         return self.handler.name
 
-    def wants(self, change: Change) -> bool:
-        return self.handler.wants(change, self.snapshot_reads)
+    def wants(self, event: Routable) -> bool:
+        h = self.handler
+        if isinstance(h, EventHandler):
+            return isinstance(event, DomainEvent) and event.type == h.event_type
+        return isinstance(event, Change) and h.wants(event, self.snapshot_reads)
+
+    def typed(self, event: Routable) -> Any:
+        """The event as the handler's model types it; pydantic's ValidationError if it does
+        not fit."""
+        h = self.handler
+        if isinstance(h, EventHandler):
+            assert isinstance(event, DomainEvent)
+            return h.typed(event)
+        assert isinstance(event, Change)
+        return h.typed(event)
 
 
 class Router:
@@ -39,31 +57,45 @@ class Router:
     truncates are let through only when one of its handlers takes them."""
 
     def __init__(
-        self, handlers: Iterable[TableHandler], tables: Mapping[str, TableOptions] | None = None
+        self, handlers: Iterable[Handler], tables: Mapping[str, TableOptions] | None = None
     ) -> None:
         tables = tables or {}
         self.routes: dict[str, list[Route]] = {}
+        self.event_routes: dict[str, list[Route]] = {}
         for handler in handlers:
-            self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
+            if isinstance(handler, EventHandler):
+                self.event_routes.setdefault(handler.event_type, []).append(Route(handler))
+            else:
+                self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
         self.gate = DeliveryGate(
             {
                 table: Delivery(
                     snapshot_reads=any(r.snapshot_reads for r in routes),
-                    truncates=any(Op.TRUNCATE in r.handler.ops for r in routes),
+                    truncates=any(
+                        isinstance(r.handler, TableHandler) and Op.TRUNCATE in r.handler.ops
+                        for r in routes
+                    ),
                 )
                 for table, routes in self.routes.items()
             }
         )
 
     @property
-    def handlers(self) -> list[TableHandler]:
-        return [r.handler for routes in self.routes.values() for r in routes]
+    def handlers(self) -> list[Handler]:
+        every = [*self.routes.values(), *self.event_routes.values()]
+        return [r.handler for routes in every for r in routes]
 
     def tables(self) -> list[str]:
         return list(self.routes)
 
+    def event_types(self) -> list[str]:
+        return list(self.event_routes)
+
     def routes_for(self, event: Event) -> list[Route] | None:
-        """The routes that want this event; None when no handler exists for its table."""
+        """The routes that want this event; None when no handler exists for its table (or
+        its event type)."""
+        if isinstance(event, DomainEvent):
+            return self.event_routes.get(event.type)
         routes = self.routes.get(event.table)
         if routes is None:
             return None

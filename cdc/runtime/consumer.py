@@ -10,6 +10,7 @@ are held: beyond that, fetching pauses.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +21,9 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cdc.decoding import Decoder, decoder_for
-from cdc.errors import DecodeError, RegistryError
-from cdc.events import Change, Event
-from cdc.routing import Route, Router
+from cdc.errors import ConfigError, DecodeError, RegistryError
+from cdc.events import Change, DomainEvent, Event
+from cdc.routing import Routable, Route, Router
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Outcome, Stopping
@@ -30,6 +31,7 @@ from cdc.runtime.metrics import Endpoint, Metrics, Probes
 from cdc.runtime.work import KeyedWorkers, PartitionWork
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
+from cdc.tables.connector import outbox_topic_pattern
 
 log = structlog.get_logger("cdc.consumer")
 T = TypeVar("T")
@@ -83,6 +85,20 @@ class Runtime:
         )
         self.decoder = decoder or decoder_for(watched.connector.encoding, settings.registry_url)
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
+        self.outbox_table = watched.outbox.table if watched.outbox else ""
+        self._outbox_topic: re.Pattern[str] | None = None
+        if router.event_types():
+            pattern = outbox_topic_pattern(watched)
+            if pattern is None:
+                raise ConfigError(
+                    "handlers",
+                    [
+                        f"{', '.join(router.event_types())}: event handlers need an "
+                        "`outbox:` in the watched-tables file"
+                    ],
+                )
+            self.topics.append(pattern)  # every aggregate type's topic, new ones included
+            self._outbox_topic = re.compile(pattern)
         self.metrics = Metrics()
         self.probes = Probes()
         self.endpoint: Endpoint | None = None
@@ -129,6 +145,7 @@ class Runtime:
             group=s.group_id,
             topics=self.topics,
             handlers=[h.name for h in self.router.handlers],
+            event_types=self.router.event_types(),
             dead_letter_topic=self.dead_letters.topic,
             concurrency=s.concurrency,
             max_in_flight=s.max_in_flight,
@@ -282,7 +299,7 @@ class Runtime:
         workers.submit((topic, partition, msg.key()), task)
 
     def _handle(
-        self, work: PartitionWork, msg: Message, event: Change, routes: list[Route]
+        self, work: PartitionWork, msg: Message, event: Routable, routes: list[Route]
     ) -> None:
         if not work.begin():
             return  # revoked or past the deadline: not finished, so read again
@@ -291,14 +308,15 @@ class Runtime:
         except Stopping:
             return
         except Exception as exc:  # a fault of ours, not the record's: park it, keep going
-            log.exception("record.failed", **_where(msg), table=event.table)
+            table, op = self._labels(event)
+            log.exception("record.failed", **_where(msg), table=table, op=op)
             try:
                 self._park(
                     msg,
                     f"{type(exc).__name__}: {exc}",
                     "InternalError",
                     wait=work.hurry.wait,
-                    table=event.table,
+                    table=table,
                 )
             except Stopping:
                 return
@@ -323,7 +341,7 @@ class Runtime:
 
     def _prepare(
         self, msg: Message, only: str | None = None
-    ) -> Handled | tuple[Change, list[Route]]:
+    ) -> Handled | tuple[Routable, list[Route]]:
         """Decode and route: a finished record, or the change and the handlers to run."""
         coordinates = _coordinates(msg)
         try:
@@ -332,8 +350,7 @@ class Runtime:
             self._park(msg, exc.reason, "DecodeError", wait=self._stop.wait)
             self._count("undecodable", "", "")
             return Handled(*coordinates, None, parked=(str(exc),))
-        table = event.table
-        op = getattr(event, "op", "")
+        table, op = self._labels(event)
         if not self.router.gate.admit(event):
             self._count("held_back", table, op)
             return Handled(*coordinates, event)
@@ -345,17 +362,25 @@ class Runtime:
         if not routes:
             self._count("filtered", table, op)
             return Handled(*coordinates, event)
-        assert isinstance(event, Change)
+        assert isinstance(event, Change | DomainEvent)
         return event, routes
 
-    def _run_routes(self, msg: Message, event: Change, routes: list[Route], wait: Wait) -> Handled:
+    def _labels(self, event: Event) -> tuple[str, str]:
+        """The metric labels table and op: for a domain event, the outbox and its type."""
+        if isinstance(event, DomainEvent):
+            return self.outbox_table, event.type
+        return event.table, event.op.value if isinstance(event, Change) else ""
+
+    def _run_routes(
+        self, msg: Message, event: Routable, routes: list[Route], wait: Wait
+    ) -> Handled:
         runs: list[HandlerRun] = []
         parked: list[str] = []
-        table, op = event.table, event.op.value
+        table, op = self._labels(event)
         for route in routes:
             run = self.dispatcher.run(route, event, wait)
             runs.append(run)
-            self._observe_run(route, event, run)
+            self._observe_run(route, table, run)
             if run.outcome is Outcome.DEAD_LETTER:
                 error = type(run.error).__name__ if run.error is not None else "InvalidResult"
                 self._park(
@@ -377,24 +402,30 @@ class Runtime:
             else "handled"
         )
         self._count(outcome, table, op)
-        self.metrics.end_to_end.labels(table).observe(
-            max(0.0, time.time() - event.source.ts_ms / 1000)
-        )
+        committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
+        if committed_ms is not None:
+            self.metrics.end_to_end.labels(table).observe(
+                max(0.0, time.time() - committed_ms / 1000)
+            )
         return Handled(*_coordinates(msg), event, tuple(runs), tuple(parked))
 
-    def _observe_run(self, route: Route, event: Change, run: HandlerRun) -> None:
+    def _observe_run(self, route: Route, table: str, run: HandlerRun) -> None:
         m = self.metrics
-        m.handler_seconds.labels(route.name, event.table, run.outcome.value).observe(run.seconds)
+        m.handler_seconds.labels(route.name, table, run.outcome.value).observe(run.seconds)
         if run.attempts > 1:
-            m.retries.labels(route.name, event.table).inc(run.attempts - 1)
+            m.retries.labels(route.name, table).inc(run.attempts - 1)
 
     def _count(self, outcome: str, table: str, op: str) -> None:
         self.metrics.records.labels(table, op, outcome).inc()
 
     def _decode(self, msg: Message) -> Event:
+        outbox = self._outbox_topic is not None and bool(self._outbox_topic.match(str(msg.topic())))
         # A registry outage is not the record's fault: wait it out rather than park the record.
         return self._persist(
-            "registry", RegistryError, lambda: self.decoder.decode_message(msg), self._stop.wait
+            "registry",
+            RegistryError,
+            lambda: self.decoder.decode_message(msg, outbox=outbox),
+            self._stop.wait,
         )
 
     def _persist(self, what: str, errors: type[Exception], call: Callable[[], T], wait: Wait) -> T:
@@ -412,19 +443,27 @@ class Runtime:
                     raise Stopping from exc
 
     def _unrouted(self, msg: Message, event: Event) -> Handled:
-        table = event.table
-        self._count("unrouted", table, getattr(event, "op", ""))
+        """No handler for the record's table or event type: skipped and counted (with a
+        warning the first time), or dead-lettered, as ``settings.unrouted`` says."""
+        table, op = self._labels(event)
+        self._count("unrouted", table, op)
+        if isinstance(event, DomainEvent):
+            what, error = f"event type {event.type!r}", "UnknownEventType"
+            detail = {"event_type": event.type, "aggregate_type": event.aggregate_type}
+        else:
+            what, error, detail = f"table {table!r}", "UnroutedTable", {}
         if self.settings.unrouted == "dead-letter":
-            reason = f"no handler for table {table!r}"
-            self._park(msg, reason, "UnroutedTable", wait=self._stop.wait, table=table)
+            reason = f"no handler for {what}"
+            self._park(msg, reason, error, wait=self._stop.wait, table=table)
             return Handled(*_coordinates(msg), event, parked=(reason,))
-        if table not in self._warned:
-            self._warned.add(table)
+        if what not in self._warned:
+            self._warned.add(what)
             log.warning(
-                "table.unrouted",
+                "record.unrouted",
+                **_where(msg),
                 table=table,
-                topic=msg.topic(),
-                note="no handler; skipped and counted",
+                **detail,
+                note=f"no handler for {what}; skipped and counted",
             )
         return Handled(*_coordinates(msg), event)
 

@@ -1,5 +1,5 @@
-"""What a handler gets besides the change: database connections, a logger bound to the
-record, and a way to publish follow-up events."""
+"""What a handler gets besides the change or event: database connections, a logger bound to
+the record, and a way to publish follow-up records."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException, Producer
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
-from cdc.events import Change
+from cdc.events import Change, DomainEvent
 from cdc.runtime.ledger import Ledger
 from cdc.settings import Settings
 
@@ -144,9 +144,9 @@ class Resources:
 
 @dataclass
 class Context:
-    """Given to a handler with each change."""
+    """Given to a handler with each change or domain event."""
 
-    change: Change
+    event: Change | DomainEvent
     handler: str
     attempt: int
     log: Any  # structlog BoundLogger, bound to topic, partition, offset, table, op, handler
@@ -163,7 +163,7 @@ class Context:
         with self.resources.pool().connection() as conn:
             if self._ledger_claim():
                 assert self.ledger is not None
-                self.ledger.claim(conn, self.handler, self.change.idempotency_key)
+                self.ledger.claim(conn, self.handler, self.event.idempotency_key)
             yield conn
 
     @contextlib.asynccontextmanager
@@ -173,7 +173,7 @@ class Context:
         async with pool.connection() as conn:
             if self._ledger_claim():
                 assert self.ledger is not None
-                await self.ledger.aclaim(conn, self.handler, self.change.idempotency_key)
+                await self.ledger.aclaim(conn, self.handler, self.event.idempotency_key)
             yield conn
 
     def _ledger_claim(self) -> bool:
@@ -202,19 +202,24 @@ class Context:
         downstream can drop the duplicates a redelivery produces."""
         extra = [(k, v if isinstance(v, bytes) else v.encode()) for k, v in (headers or {}).items()]
         cause = [
-            ("cdc.cause", self.change.idempotency_key.encode()),
+            ("cdc.cause", self.event.idempotency_key.encode()),
             ("cdc.handler", self.handler.encode()),
         ]
         self.published.append(Outgoing(topic, _encode(value), _encode(key), tuple(cause + extra)))
 
 
-def bound_logger(change: Change, handler: str) -> Any:
-    k = change.kafka
+def bound_logger(event: Change | DomainEvent, handler: str) -> Any:
+    k = event.kafka
+    what = (
+        {"table": event.table, "op": event.op.value}
+        if isinstance(event, Change)
+        else {
+            "event_type": event.type,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+            "event_id": event.id,
+        }
+    )
     return structlog.get_logger("cdc.handler").bind(
-        topic=k.topic,
-        partition=k.partition,
-        offset=k.offset,
-        table=change.table,
-        op=change.op.value,
-        handler=handler,
+        topic=k.topic, partition=k.partition, offset=k.offset, **what, handler=handler
     )

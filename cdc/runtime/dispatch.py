@@ -1,5 +1,5 @@
-"""Run a change through its handlers: one attempt, the meaning of what the handler returned
-or raised, and retries with backoff until done or dead-lettered."""
+"""Run a change or a domain event through its handlers: one attempt, the meaning of what the
+handler returned or raised, and retries with backoff until done or dead-lettered."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cdc.events import Change
-from cdc.routing import DeadLetter, Retry, Route
+from cdc.events import DomainEvent
+from cdc.routing import DeadLetter, Retry, Routable, Route
 from cdc.runtime.context import Context, Outgoing, Resources, bound_logger
 from cdc.runtime.ledger import AlreadyProcessed
 
@@ -83,7 +83,7 @@ class Dispatcher:
     def attempt(
         self,
         route: Route,
-        change: Change,
+        change: Routable,
         attempt: int = 1,
         *,
         publish: bool = True,
@@ -95,11 +95,12 @@ class Dispatcher:
         name = handler.name
         started = time.perf_counter()
         try:
-            typed = handler.typed(change)
+            typed = route.typed(change)
         except ValidationError as exc:
             model = handler.model.__name__ if handler.model else "?"
+            what = "payload" if isinstance(change, DomainEvent) else "row"
             return HandlerRun(
-                name, Outcome.DEAD_LETTER, attempt, f"row does not fit {model}: {exc}", exc
+                name, Outcome.DEAD_LETTER, attempt, f"{what} does not fit {model}: {exc}", exc
             )
         ctx = Context(typed, name, attempt, log or bound_logger(change, name), self.resources)
         try:
@@ -123,7 +124,7 @@ class Dispatcher:
         return run
 
     def run(
-        self, route: Route, change: Change, wait: Callable[[float], bool] | None = None
+        self, route: Route, change: Routable, wait: Callable[[float], bool] | None = None
     ) -> HandlerRun:
         """Attempts until done, dead-lettered or out of attempts (then dead-lettered).
 

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cdc.errors import ConfigError
 
@@ -16,6 +23,7 @@ from cdc.errors import ConfigError
 # Debezium regex lists, and a strict shape keeps both exact.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
+_NAME = IDENTIFIER.pattern.strip("^$")
 
 
 class ReplicaIdentity(StrEnum):
@@ -57,6 +65,18 @@ class ConnectorOptions(BaseModel):
     topic_replication_factor: Annotated[int, Field(ge=-1)] = -1
 
 
+class OutboxOptions(BaseModel):
+    """The outbox table: domain events written with `cdc.emit`, routed by Debezium's Outbox
+    Event Router to ``<topic_prefix>.<aggregate type>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: Annotated[str, Field(pattern=rf"^{_NAME}\.{_NAME}$")] = "public.outbox"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
+        "outbox.event"
+    )
+
+
 class TableName(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -73,13 +93,20 @@ class WatchedTables(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     connector: ConnectorOptions = ConnectorOptions()
-    tables: dict[str, TableOptions]
+    tables: dict[str, TableOptions] = {}
+    outbox: OutboxOptions | None = None
+
+    @model_validator(mode="after")
+    def _watches_something(self) -> WatchedTables:
+        if not self.tables and self.outbox is None:
+            raise ValueError("at least one table (or an outbox) must be watched")
+        if self.outbox is not None and self.outbox.table in self.tables:
+            raise ValueError(f"{self.outbox.table} is the outbox: declare it under `outbox:` only")
+        return self
 
     @field_validator("tables")
     @classmethod
     def _names(cls, tables: dict[str, TableOptions]) -> dict[str, TableOptions]:
-        if not tables:
-            raise ValueError("at least one table must be watched")
         for name in tables:
             parts = name.split(".")
             if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
@@ -91,6 +118,13 @@ class WatchedTables(BaseModel):
 
     def table_names(self) -> list[TableName]:
         return [TableName(schema=s, table=t) for s, t in (name.split(".") for name in self.tables)]
+
+    @property
+    def outbox_table(self) -> TableName | None:
+        if self.outbox is None:
+            return None
+        schema, table = self.outbox.table.split(".")
+        return TableName(schema=schema, table=table)
 
     @property
     def heartbeat_table(self) -> TableName:

@@ -9,6 +9,12 @@ from cdc.tables.config import Encoding, TableName, WatchedTables
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+EVENT_ROUTER = "io.debezium.transforms.outbox.EventRouter"
+TOPIC_NAME_MATCHES = "org.apache.kafka.connect.transforms.predicates.TopicNameMatches"
+# Where the Outbox Event Router puts the columns the consumer routes by.
+EVENT_TYPE_HEADER = "eventType"
+AGGREGATE_TYPE_HEADER = "aggregateType"
+EVENT_ID_HEADER = "id"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
 
@@ -68,10 +74,10 @@ def _converters(watched: WatchedTables, registry_url: str) -> dict[str, str]:
 def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, str]:
     """The connector config map for ``PUT /connectors/<name>/config``."""
     opts = watched.connector
-    tables = watched.table_names()
+    tables = captured_tables(watched)
     excluded = [
         _regex(str(t.schema_), t.table, col)
-        for t in tables
+        for t in watched.table_names()
         for col in watched.tables[str(t)].exclude_columns
     ]
     config = {
@@ -112,7 +118,53 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         config["schema.name.adjustment.mode"] = "avro"
         config["field.name.adjustment.mode"] = "avro"
     config |= _converters(watched, db.registry_url)
+    config |= _outbox_router(watched)
     return config
+
+
+def captured_tables(watched: WatchedTables) -> list[TableName]:
+    """The tables Debezium reads: the watched ones and the outbox."""
+    outbox = watched.outbox_table
+    return [*watched.table_names(), *([outbox] if outbox is not None else [])]
+
+
+def _outbox_router(watched: WatchedTables) -> dict[str, str]:
+    """The Outbox Event Router, applied to the outbox table's records only: an outbox row
+    becomes a record on ``<outbox topic prefix>.<aggregatetype>``, keyed by aggregateid, its
+    payload the value, with the event id, type and aggregate type in headers. The payload
+    stays JSON text (not expanded), so no schema is inferred from it in any encoding."""
+    table = watched.outbox_table
+    if table is None or watched.outbox is None:
+        return {}
+    return {
+        "transforms": "outbox",
+        "transforms.outbox.type": EVENT_ROUTER,
+        "transforms.outbox.predicate": "outboxTable",
+        "transforms.outbox.route.by.field": "aggregatetype",
+        "transforms.outbox.route.topic.replacement": (
+            watched.outbox.topic_prefix + ".${routedByValue}"
+        ),
+        "transforms.outbox.table.field.event.id": "id",
+        "transforms.outbox.table.field.event.key": "aggregateid",
+        "transforms.outbox.table.field.event.payload": "payload",
+        "transforms.outbox.table.fields.additional.placement": (
+            f"type:header:{EVENT_TYPE_HEADER},aggregatetype:header:{AGGREGATE_TYPE_HEADER}"
+        ),
+        # Rows are inserted and deleted in the same transaction; an update is a mistake.
+        "transforms.outbox.table.op.invalid.behavior": "warn",
+        "predicates": "outboxTable",
+        "predicates.outboxTable.type": TOPIC_NAME_MATCHES,
+        "predicates.outboxTable.pattern": _regex(
+            watched.connector.topic_prefix, table.schema_, table.table
+        ),
+    }
+
+
+def outbox_topic_pattern(watched: WatchedTables) -> str | None:
+    """The subscription pattern of every aggregate type's topic (librdkafka regex)."""
+    if watched.outbox is None:
+        return None
+    return f"^{re.escape(watched.outbox.topic_prefix)}\\..+"
 
 
 def data_topic(watched: WatchedTables, table: TableName) -> str:

@@ -10,8 +10,11 @@ import psycopg
 from psycopg import sql
 
 from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
+from cdc.tables.connector import captured_tables
 
 _RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
+# The Outbox Event Router's default columns; `cdc.emit` writes them.
+OUTBOX_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "payload")
 
 
 def _ident(t: TableName) -> sql.Identifier:
@@ -58,6 +61,20 @@ def find_problems(
         for col in options.exclude_columns:
             if col not in columns:
                 problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
+    outbox = watched.outbox_table
+    if outbox is not None:
+        found = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+                (outbox.schema_, outbox.table),
+            )
+        }
+        missing = [c for c in OUTBOX_COLUMNS if c not in found]
+        if found and missing:  # an absent outbox is created by `cdc connector apply`
+            problems.append(f"outbox.table: {outbox} lacks the column(s) {', '.join(missing)}")
     role = conn.execute(
         "SELECT rolcanlogin, rolreplication FROM pg_roles WHERE rolname = %s", (debezium_user,)
     ).fetchone()
@@ -91,11 +108,26 @@ def prepare_tables(
     conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(hb, role))
     # Incremental snapshots write their watermarks into the signal table.
     conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON {} TO {}").format(sig, role))
-    for t in watched.table_names():
+    outbox = watched.outbox_table
+    if outbox is not None:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(outbox.schema_))
+        )
+        # Always empty: `cdc.emit` deletes each row in the transaction that inserts it.
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id uuid PRIMARY KEY, "
+                "aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL, "
+                "type varchar(255) NOT NULL, payload jsonb)"
+            ).format(_ident(outbox))
+        )
+    for t in captured_tables(watched):
         conn.execute(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema_), role)
         )
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(_ident(t), role))
+        if str(t) not in watched.tables:
+            continue  # the outbox: inserts only, DEFAULT identity is all it needs
         wanted = watched.tables[str(t)].replica_identity
         current = conn.execute(
             "SELECT relreplident FROM pg_class WHERE oid = %s::regclass",
@@ -110,7 +142,7 @@ def prepare_tables(
 
 
 def publication_tables(watched: WatchedTables) -> list[TableName]:
-    return [*watched.table_names(), watched.heartbeat_table, watched.signal_table]
+    return [*captured_tables(watched), watched.heartbeat_table, watched.signal_table]
 
 
 def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:

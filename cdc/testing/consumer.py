@@ -1,4 +1,5 @@
-"""The real consumer in a background thread, and ``wait_for`` a change it handled."""
+"""The real consumer in a background thread, and ``wait_for`` a change (or
+``wait_for_event`` a domain event) it handled."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from cdc.events import Change, Op
+from cdc.events import Change, DomainEvent, Op
 from cdc.routing import Router, discover
 from cdc.runtime import Handled, Runtime
 from cdc.settings import Settings
@@ -80,6 +81,23 @@ class RunningConsumer:
             )
 
         return self.wait_until(matches, f"a {op or 'change'} of {table}", timeout)
+
+    def wait_for_event(
+        self,
+        event_type: str,
+        where: Callable[[DomainEvent], bool] | None = None,
+        timeout: float = 60.0,
+    ) -> Handled:
+        """Block until the consumer has finished a domain event of ``event_type`` for which
+        ``where(event)`` holds; return what became of it."""
+
+        def matches(h: Handled) -> bool:
+            e = h.event
+            return (
+                isinstance(e, DomainEvent) and e.type == event_type and (where is None or where(e))
+            )
+
+        return self.wait_until(matches, f"a {event_type!r} event", timeout)
 
     def wait_until(
         self, predicate: Callable[[Handled], bool], what: str = "a record", timeout: float = 60.0

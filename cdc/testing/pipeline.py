@@ -18,7 +18,8 @@ from cdc.testing.consumer import RunningConsumer
 
 
 def isolated(watched: WatchedTables, suffix: str) -> WatchedTables:
-    """The same tables under a connector, topic prefix, slot and publication of their own."""
+    """The same tables under a connector, topic prefix, slot and publication of their own, and
+    the outbox's events on topics of their own."""
     c = watched.connector
     connector = c.model_copy(
         update={
@@ -28,7 +29,11 @@ def isolated(watched: WatchedTables, suffix: str) -> WatchedTables:
             "publication": f"{c.publication}_{suffix}",
         }
     )
-    return watched.model_copy(update={"connector": connector})
+    update: dict[str, Any] = {"connector": connector}
+    if watched.outbox is not None:
+        prefix = f"{watched.outbox.topic_prefix}_{suffix}"
+        update["outbox"] = watched.outbox.model_copy(update={"topic_prefix": prefix})
+    return watched.model_copy(update=update)
 
 
 def remove_connector(stack: StackEndpoints, c: ConnectorOptions, timeout: float = 30.0) -> None:

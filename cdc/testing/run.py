@@ -1,4 +1,4 @@
-"""Run one handler on one change, as the consumer would, without Kafka."""
+"""Run one handler on one change or domain event, as the consumer would, without Kafka."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from cdc.errors import ConfigError
 from cdc.events import Change
-from cdc.routing import Route, handlers_of
+from cdc.routing import Handler, Routable, Route, TableHandler, handlers_of
 from cdc.runtime import Dispatcher, HandlerRun, Outcome, Resources
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
@@ -21,17 +21,18 @@ class HandlerRunner:
         self.watched = watched
         self.dispatcher = Dispatcher(Resources(settings or Settings()))
 
-    def run(self, func: Callable[..., Any], change: Change, attempt: int = 1) -> HandlerRun:
-        """One attempt of ``func``'s handler for the change's table, through the same filters,
-        row model and outcome rules as the consumer. Published records are returned in
-        ``run.published``, not sent. A change the handler's filters do not want is
-        ``Outcome.SKIPPED``."""
-        declared = [h for h in handlers_of(func) if h.table == change.table]
+    def run(self, func: Callable[..., Any], change: Routable, attempt: int = 1) -> HandlerRun:
+        """One attempt of ``func``'s handler for the change's table (or the domain event's
+        type), through the same filters, model and outcome rules as the consumer. Published
+        records are returned in ``run.published``, not sent. A change the handler's filters do
+        not want is ``Outcome.SKIPPED``."""
+        subject = change.table if isinstance(change, Change) else f"event {change.type!r}"
+        declared = [h for h in handlers_of(func) if _subject(h) == subject]
         if not declared:
-            tables = [h.table for h in handlers_of(func)] or "no table (not decorated)"
+            handles = [_subject(h) for h in handlers_of(func)] or "nothing (not decorated)"
             raise ConfigError(
                 f"handler {getattr(func, '__qualname__', func)!r}",
-                [f"handles {tables}, not {change.table!r}"],
+                [f"handles {handles}, not {subject}"],
             )
         route = Route.of(declared[0], self.watched.tables if self.watched else {})
         if not route.wants(change):
@@ -49,9 +50,13 @@ class HandlerRunner:
         self.close()
 
 
+def _subject(handler: Handler) -> str:
+    return handler.table if isinstance(handler, TableHandler) else f"event {handler.event_type!r}"
+
+
 def run_handler(
     func: Callable[..., Any],
-    change: Change,
+    change: Routable,
     settings: Settings | None = None,
     watched: WatchedTables | None = None,
 ) -> HandlerRun:

@@ -1,5 +1,6 @@
 """Capture the decoder corpus: real Debezium records for one table of every type, in every
-encoding and for every operation, with the values psycopg reads back from the same rows.
+encoding and for every operation, with the values psycopg reads back from the same rows; and
+domain events through the outbox (one rolled back, so never captured).
 
     python -m tests.corpus.capture        # uses $CDC_STACK_DIR's stack or starts one
 
@@ -24,6 +25,7 @@ import psycopg
 from confluent_kafka import Message
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
+from cdc import emit
 from cdc.testing import RecordReader, start_stack
 from tests.integration.conftest import Pipeline
 
@@ -53,6 +55,47 @@ STEPS: list[tuple[str, str, int | None]] = [
     ("SELECT pg_logical_emit_message(true, 'cdc-corpus', 'hello from the corpus')", "m", None),
     ("TRUNCATE corpus.all_types", "t", None),
 ]
+
+
+# (aggregate type, aggregate id, event type, payload, committed)
+EVENTS: list[tuple[str, Any, str, Any, bool]] = [
+    (
+        "order",
+        17,
+        "order-placed",
+        {"order_id": 17, "total": "12.50", "lines": [{"sku": "é-1", "qty": 2}], "note": None},
+        True,
+    ),
+    ("order", 18, "order-placed", {"order_id": 18, "total": "1.00", "lines": []}, False),
+    ("invoice", "inv-17", "invoice-sent", {"order_id": 17, "to": "ada@example.org"}, True),
+]
+
+
+class _Rollback(Exception):
+    pass
+
+
+def emit_events(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Emit `EVENTS`, each in a transaction of its own; the committed ones as expected."""
+    out = []
+    for aggregate_type, aggregate_id, event_type, payload, committed in EVENTS:
+        try:
+            with conn.transaction():
+                event_id = emit(conn, aggregate_type, aggregate_id, event_type, payload)
+                if not committed:
+                    raise _Rollback
+        except _Rollback:
+            continue
+        out.append(
+            {
+                "id": str(event_id),
+                "type": event_type,
+                "aggregate_type": aggregate_type,
+                "aggregate_id": str(aggregate_id),
+                "payload": payload,
+            }
+        )
+    return out
 
 
 class _Infinite:
@@ -149,6 +192,7 @@ def main() -> None:
                 p = Pipeline(stack, Path(tmp) / encoding)
                 p.write_file(
                     {TABLE: {}},
+                    outbox={},
                     encoding=encoding,
                     heartbeat_interval_ms=1000,
                     transaction_metadata=True,
@@ -162,6 +206,7 @@ def main() -> None:
                 after = read_row(conn, row_id) if row_id is not None and op in "cu" else None
                 steps.append({"sql": statement, "op": op, "id": row_id, "after": after})
             expected["steps"] = steps
+            expected["events"] = emit_events(conn)
         (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True))
         for encoding, p in pipelines.items():
             topics = [
@@ -169,6 +214,8 @@ def main() -> None:
                 f"__debezium-heartbeat.{p.id}",
                 f"{p.id}.message",
                 f"{p.id}.transaction",
+                f"{p.outbox_prefix}.order",
+                f"{p.outbox_prefix}.invoice",
             ]
             with RecordReader(stack.kafka_bootstrap, topics) as reader:
                 msgs = _trim(reader.wait(lambda r, t=topics: _complete(r, t), 120), topics)
@@ -184,7 +231,7 @@ def main() -> None:
 
 
 def _complete(records: list[Message], topics: list[str]) -> bool:
-    data, heartbeat, message, transaction = topics
+    data, heartbeat, message, transaction, orders, invoices = topics
     counts = {t: 0 for t in topics}
     for m in records:
         counts[m.topic()] += 1
@@ -194,13 +241,15 @@ def _complete(records: list[Message], topics: list[str]) -> bool:
         and counts[heartbeat] >= 1
         and counts[message] >= 1
         and counts[transaction] >= 2
+        and counts[orders] >= 1
+        and counts[invoices] >= 1
     )
 
 
 def _trim(records: list[Message], topics: list[str]) -> list[Message]:
     """Every heartbeat action query is a transaction too: keep three heartbeats and the
     BEGIN/END records of the transactions that touched the corpus table."""
-    _, heartbeat, _, transaction = topics
+    heartbeat, transaction = topics[1], topics[3]
     ends = {
         m.offset()
         for m in records

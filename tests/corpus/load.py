@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from cdc.decoding import Decoder, JsonDecoder, StaticSchemas
 from cdc.decoding.avro_format import AvroDecoder
-from cdc.events import Change, KafkaCoordinates, Op
+from cdc.events import Change, Event, KafkaCoordinates, Op
 
 HERE = Path(__file__).parent
 ENCODINGS = ("json", "json-noschema", "avro")
@@ -24,6 +24,7 @@ DATA, HEARTBEAT, MESSAGE, TX = (
     "corpus.message",
     "corpus.transaction",
 )
+OUTBOX = "corpus.outbox."  # the outbox topics' prefix: corpus.outbox.<aggregate type>
 
 
 class Record(NamedTuple):
@@ -61,6 +62,11 @@ def decoder(encoding: str) -> Decoder:
     if encoding == "avro":
         return AvroDecoder(StaticSchemas({int(k): v for k, v in avro_schemas().items()}))
     return JsonDecoder(schemas=encoding == "json")
+
+
+def decode(dec: Decoder, r: Record) -> Event:
+    """A corpus record decoded as the consumer would: outbox topics as domain events."""
+    return dec.decode(r.key, r.value, r.kafka, outbox=r.kafka.topic.startswith(OUTBOX))
 
 
 def first_insert() -> Change:

@@ -36,8 +36,15 @@ class Pipeline:
     def table(self, short: str) -> str:
         return f"{self.id}_{short}"
 
-    def write_file(self, tables: dict[str, dict[str, Any]], **connector: Any) -> None:
-        body = {
+    def write_file(
+        self,
+        tables: dict[str, dict[str, Any]],
+        *,
+        outbox: dict[str, Any] | None = None,
+        **connector: Any,
+    ) -> None:
+        """``outbox``: the `outbox:` options; its topics get this pipeline's prefix."""
+        body: dict[str, Any] = {
             "connector": {
                 "name": self.name,
                 "topic_prefix": self.id,
@@ -49,6 +56,8 @@ class Pipeline:
                 name if "." in name else f"public.{name}": opts for name, opts in tables.items()
             },
         }
+        if outbox is not None:
+            body["outbox"] = {"topic_prefix": self.outbox_prefix, **outbox}
         self.file.write_text(yaml.safe_dump(body))
 
     def watched(self) -> WatchedTables:
@@ -59,6 +68,10 @@ class Pipeline:
 
     def topic(self, table: str) -> str:
         return f"{self.id}.public.{table}"
+
+    @property
+    def outbox_prefix(self) -> str:
+        return f"{self.id}.outbox"
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         cur = self.db.execute(statement, params)

@@ -35,6 +35,7 @@ from tests.corpus.load import (
     HEARTBEAT,
     MESSAGE,
     TX,
+    decode,
     decoder,
     expected,
     expected_row,
@@ -78,7 +79,7 @@ class AllTypes(Row):
 
 def decoded(encoding: str) -> list[Event]:
     dec = decoder(encoding)
-    return [dec.decode(r.key, r.value, r.kafka) for r in records(encoding)]
+    return [decode(dec, r) for r in records(encoding)]
 
 
 def by_topic(encoding: str, topic: str) -> list[Event]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from cdc import Delivery, DeliveryGate, Kind
-from tests.corpus.load import decoder, records
+from tests.corpus.load import decode, decoder, records
 
 TABLE = "corpus.all_types"
 
@@ -16,7 +16,7 @@ def run_gate(gate: DeliveryGate) -> Counter[Kind]:
     dec = decoder("json")
     admitted: Counter[Kind] = Counter()
     for r in records("json"):
-        event = dec.decode(r.key, r.value, r.kafka)
+        event = decode(dec, r)
         if gate.admit(event):
             admitted[event.kind] += 1
     return admitted
@@ -24,7 +24,7 @@ def run_gate(gate: DeliveryGate) -> Counter[Kind]:
 
 def test_defaults() -> None:
     gate = DeliveryGate()
-    assert run_gate(gate) == {Kind.CHANGE: 5, Kind.TRUNCATE: 1}
+    assert run_gate(gate) == {Kind.CHANGE: 5, Kind.TRUNCATE: 1, Kind.EVENT: 2}
     assert gate.held_back == {
         (Kind.SNAPSHOT_READ, TABLE): 4,
         (Kind.TOMBSTONE, TABLE): 1,
@@ -45,6 +45,7 @@ def test_a_table_that_asks_for_snapshot_reads_and_tombstones() -> None:
         Kind.SNAPSHOT_READ: 4,
         Kind.TOMBSTONE: 1,
         Kind.MESSAGE: 1,
+        Kind.EVENT: 2,
     }
     assert gate.held_back[Kind.TRUNCATE, TABLE] == 1
 

@@ -16,14 +16,14 @@ from cdc.events import Event
 from cdc.routing import Router, discover, handlers_of
 from cdc.tables.config import parse_watched_tables
 from cdc.testing import ChangeFactory
-from tests.corpus.load import decoder, records
+from tests.corpus.load import decode, decoder, records
 
 TABLE = "corpus.all_types"
 
 
 def corpus_events() -> list[Event]:
     dec = decoder("json")
-    return [dec.decode(r.key, r.value, r.kafka) for r in records("json")]
+    return [decode(dec, r) for r in records("json")]
 
 
 def noop(change: Change, ctx: Context) -> None:

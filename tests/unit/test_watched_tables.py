@@ -109,7 +109,10 @@ def test_encodings_pick_converters() -> None:
         ("connector:\n  slot: Bad-Slot\ntables:\n  public.a: {}\n", "connector.slot"),
         ("tables: [public.users\n", "not valid YAML"),
         ("- public.users\n", "mapping with a 'tables' key"),
-        ("connector: {}\n", "tables: Field required"),
+        ("connector: {}\n", "at least one table (or an outbox)"),
+        ("tables:\n  public.outbox: {}\noutbox: {}\n", "declare it under `outbox:` only"),
+        ("outbox:\n  table: outbox\n", "outbox.table: String should match"),
+        ("outbox:\n  topic_prefix: 'a..b'\n", "outbox.topic_prefix"),
     ],
 )
 def test_bad_files_name_the_problem(text: str, fragment: str) -> None:

@@ -1,0 +1,109 @@
+"""Write domain events to the outbox table, in the caller's own transaction.
+
+    with conn.transaction():
+        conn.execute("INSERT INTO orders ...")
+        emit(conn, "order", order_id, "order-placed", OrderPlaced(...))
+
+The row is inserted and deleted at once: the table stays empty, while PostgreSQL's log keeps
+the insert for Debezium, whose Outbox Event Router turns it into a record on the aggregate
+type's topic. The event exists if and only if the transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel
+
+DEFAULT_TABLE = "public.outbox"
+# Part of a Kafka topic name (`<outbox topic prefix>.<aggregate type>`).
+_AGGREGATE_TYPE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_LIMIT = 255  # the outbox table's varchar columns
+
+Connection = psycopg.Connection[Any]
+AsyncConnection = psycopg.AsyncConnection[Any]
+
+
+def emit(
+    conn: Connection,
+    aggregate_type: str,
+    aggregate_id: object,
+    event_type: str,
+    payload: Any,
+    *,
+    table: str = DEFAULT_TABLE,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Write one event to the outbox in ``conn``'s current transaction; return its id.
+
+    ``payload``: a pydantic model or anything JSON can encode. ``table``: the outbox table
+    as declared under ``outbox:`` in the watched-tables file. On an autocommit connection
+    the insert and delete run in a transaction of their own."""
+    insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
+    event_id = event_id or uuid.uuid4()
+    with conn.transaction():
+        conn.execute(insert, (event_id, *params))
+        conn.execute(delete, (event_id,))
+    return event_id
+
+
+async def aemit(
+    conn: AsyncConnection,
+    aggregate_type: str,
+    aggregate_id: object,
+    event_type: str,
+    payload: Any,
+    *,
+    table: str = DEFAULT_TABLE,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """`emit` for an async connection."""
+    insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
+    event_id = event_id or uuid.uuid4()
+    async with conn.transaction():
+        await conn.execute(insert, (event_id, *params))
+        await conn.execute(delete, (event_id,))
+    return event_id
+
+
+def _statements(
+    aggregate_type: str,
+    aggregate_id: object,
+    event_type: str,
+    payload: Any,
+    table: str,
+) -> tuple[sql.Composed, sql.Composed, tuple[str, str, str, str]]:
+    """The insert and delete, and the insert's values after the event id."""
+    problems = []
+    if not isinstance(aggregate_type, str) or not _AGGREGATE_TYPE.match(aggregate_type):
+        problems.append(
+            f"aggregate_type {aggregate_type!r} names a topic: letters, digits, _ and - only"
+        )
+    if not isinstance(event_type, str) or not 0 < len(event_type.strip()) <= _LIMIT:
+        problems.append(f"event_type {event_type!r} must be a non-empty string (≤ {_LIMIT})")
+    key = str(aggregate_id)
+    if aggregate_id is None or not 0 < len(key) <= _LIMIT:
+        problems.append(f"aggregate_id {aggregate_id!r} must be a non-empty value (≤ {_LIMIT})")
+    parts = table.split(".")
+    if len(parts) != 2:
+        problems.append(f"table {table!r} must be schema.table")
+    if problems:
+        raise ValueError("cannot emit: " + "; ".join(problems))
+    target = sql.Identifier(*parts)
+    insert = sql.SQL(
+        "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload) "
+        "VALUES (%s, %s, %s, %s, %s::jsonb)"
+    ).format(target)
+    delete = sql.SQL("DELETE FROM {} WHERE id = %s").format(target)
+    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+    try:
+        # Fails here, in the caller's transaction, rather than as a bad record downstream.
+        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot emit: the payload is not JSON: {exc}") from exc
+    return insert, delete, (aggregate_type, key, event_type, encoded)
