@@ -10,4 +10,6 @@ has no second effect.
   a deleted post's score.
 - ``comments``: tells a post's author about a new comment, and publishes it (async).
 - ``votes``: each post's score (the table takes snapshot reads, see cdc.yaml).
+- ``moderation``: a workflow of domain events through the outbox: a submitted post is
+  reviewed, published and announced, one event leading to the next.
 """

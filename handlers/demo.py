@@ -10,7 +10,8 @@ from typing import Any
 
 import psycopg
 
-from cdc import load_settings
+from cdc import emit, load_settings
+from handlers.models import PostSubmitted
 
 
 def main(timeout: float = 120.0) -> int:
@@ -32,9 +33,14 @@ def main(timeout: float = 120.0) -> int:
             f"{handle}@example.org",
         )
         run("UPDATE users SET email = %s WHERE id = %s", f"{handle}@navy.mil", grace)
-        post = run(
-            "INSERT INTO posts (author_id, title) VALUES (%s, %s) RETURNING id", grace, "COBOL"
-        )
+        # The post and its domain event commit together (the workflow in handlers.moderation).
+        with db.transaction():
+            post = run(
+                "INSERT INTO posts (author_id, title) VALUES (%s, %s) RETURNING id", grace, "COBOL"
+            )
+            submitted = PostSubmitted(post_id=post, author_id=grace, title="COBOL")
+            print(f"demo> emit(conn, 'post', {post}, 'post-submitted', {submitted!r})", flush=True)
+            emit(db, "post", post, "post-submitted", submitted)
         ada = run("SELECT id FROM users WHERE handle = %s", "ada")
         run("INSERT INTO comments (post_id, author_id, body) VALUES (%s, %s, %s)", post, ada, "Hi")
         run("INSERT INTO votes (post_id, voter_id, value) VALUES (%s, %s, 1)", post, ada)
@@ -46,7 +52,7 @@ def main(timeout: float = 120.0) -> int:
                 for r in db.execute("SELECT kind FROM notifications WHERE user_id = %s", (grace,))
             }
             scored = db.execute("SELECT 1 FROM post_stats WHERE post_id = %s", (post,)).fetchone()
-            if kinds >= {"welcome", "email_changed", "comment"} and scored:
+            if kinds >= {"welcome", "email_changed", "comment", "published"} and scored:
                 break
             time.sleep(1)
         else:
@@ -56,6 +62,11 @@ def main(timeout: float = 120.0) -> int:
         for label, sql in (
             ("notifications", "SELECT kind, message FROM notifications WHERE user_id = %s"),
             ("user_stats", "SELECT posts FROM user_stats WHERE user_id = %s"),
+            (
+                "post_reviews",
+                "SELECT r.verdict, r.published_at IS NOT NULL FROM post_reviews r "
+                "JOIN posts p ON p.id = r.post_id WHERE p.author_id = %s",
+            ),
             (
                 "audit_log",
                 "SELECT op, changed FROM audit_log WHERE row_key->>'id' = %s::text "

@@ -1,6 +1,9 @@
-"""The rows the handlers read, typed."""
+"""The rows the handlers read and the payloads of the events they handle, typed."""
 
 from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
 
 from cdc import Row
 
@@ -29,3 +32,19 @@ class Vote(Row):
     post_id: int
     voter_id: int
     value: int
+
+
+# Payloads of the post workflow's domain events (handlers/moderation.py).
+class PostSubmitted(BaseModel):
+    post_id: int
+    author_id: int
+    title: str
+
+
+class PostReviewed(PostSubmitted):
+    verdict: Literal["approved", "rejected"]
+    reason: str | None = None
+
+
+class PostPublished(PostSubmitted):
+    published_at: datetime

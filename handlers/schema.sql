@@ -70,6 +70,15 @@ CREATE TABLE IF NOT EXISTS notifications (
     UNIQUE (change_key, user_id)
 );
 
+-- The post workflow's state (handlers/moderation.py).
+CREATE TABLE IF NOT EXISTS post_reviews (
+    post_id      bigint PRIMARY KEY,
+    verdict      text NOT NULL,
+    reason       text,
+    reviewed_at  timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+
 CREATE TABLE IF NOT EXISTS audit_log (
     change_key   text PRIMARY KEY,
     table_name   text NOT NULL,

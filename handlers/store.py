@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from cdc import Change
+from cdc import Change, DomainEvent
 
 Conn = Any  # a psycopg connection, sync or async
 
@@ -13,9 +13,11 @@ NOTIFY = (
 )
 
 
-def notification(change: Change[Any], user_id: int, kind: str, message: str) -> tuple[Any, ...]:
-    """Parameters for ``NOTIFY``: one notification per change and user, however often the
-    change is delivered."""
+def notification(
+    change: Change[Any] | DomainEvent[Any], user_id: int, kind: str, message: str
+) -> tuple[Any, ...]:
+    """Parameters for ``NOTIFY``: one notification per change (or event) and user, however
+    often it is delivered."""
     return (change.idempotency_key, user_id, kind, message)
 
 

@@ -1,5 +1,6 @@
 """End to end: SQL in PostgreSQL, through Debezium, Kafka and the consumer, to the example
-handlers' effects in PostgreSQL; every operation, snapshot reads, and redelivery."""
+handlers' effects in PostgreSQL; every operation, snapshot reads, the workflow of domain
+events, and redelivery."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from cdc import DomainEvent, emit
 from cdc.runtime import Handled
 from cdc.testing import RecordReader
 from handlers.comments import TOPIC
+from handlers.models import PostPublished, PostSubmitted
 from tests.example.conftest import App
 
 pytestmark = pytest.mark.stack
@@ -138,12 +141,67 @@ def test_each_operation_has_its_effect(app: App) -> None:
     assert app.sql("SELECT 1 FROM post_stats WHERE post_id = %s", (post,)) == []
 
 
+def submit(app: App, author: int, title: str) -> int:
+    """The application's transaction: the post and its ``post-submitted`` event."""
+    with app.db.transaction():
+        post: int = app.one(
+            "INSERT INTO posts (author_id, title) VALUES (%s, %s) RETURNING id", (author, title)
+        )
+        emit(
+            app.db,
+            "post",
+            post,
+            "post-submitted",
+            PostSubmitted(post_id=post, author_id=author, title=title),
+        )
+    return post
+
+
+def test_a_submitted_post_is_reviewed_published_and_announced(app: App) -> None:
+    c = app.consumer
+    author = user(app, f"hopper_{uuid.uuid4().hex[:6]}")
+    good = submit(app, author, "Compilers for everyone")
+    bad = submit(app, author, "Win the LOTTERY")
+    of = lambda post: lambda e: e.aggregate_id == str(post)  # noqa: E731
+
+    # submitted -> approved -> published, each step emitting the next in its transaction.
+    chain = [
+        c.wait_for_event(t, of(good), timeout=120)
+        for t in ("post-submitted", "post-approved", "post-published")
+    ]
+    assert [[(r.handler, r.outcome.value) for r in h.runs] for h in chain] == [
+        [("handlers.moderation.review", "done")],
+        [("handlers.moderation.publish", "done")],
+        [("handlers.moderation.announce", "done")],
+    ]
+    event = chain[-1].event
+    assert isinstance(event, DomainEvent)
+    published = PostPublished.model_validate(event.payload)
+    verdict, published_at = app.one(
+        "SELECT verdict, published_at FROM post_reviews WHERE post_id = %s", (good,)
+    )
+    assert (verdict, published_at) == ("approved", published.published_at)
+    assert app.one(
+        "SELECT message FROM notifications WHERE user_id = %s AND kind = 'published'", (author,)
+    ) == ("'Compilers for everyone' is published.")
+
+    # The other branch: rejected, with the reason, and never published.
+    c.wait_for_event("post-rejected", of(bad), timeout=120)
+    assert app.one(
+        "SELECT verdict, reason, published_at FROM post_reviews WHERE post_id = %s", (bad,)
+    ) == ("rejected", "mentions lottery", None)
+    assert app.one(
+        "SELECT message FROM notifications WHERE user_id = %s AND kind = 'rejected'", (author,)
+    ) == ("'Win the LOTTERY' was rejected: mentions lottery.")
+
+
 EFFECTS = {
     "notifications": "SELECT change_key, user_id, kind, message FROM notifications",
     "audit_log": "SELECT change_key, table_name, op, row_key, changed, before, after, "
     "committed_at FROM audit_log",
     "post_stats": "SELECT post_id, score, votes FROM post_stats",
     "user_stats": "SELECT user_id, posts, comments FROM user_stats",
+    "post_reviews": "SELECT post_id, verdict, reason, reviewed_at, published_at FROM post_reviews",
 }
 
 
@@ -174,12 +232,22 @@ def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
         "every record the first consumer handled",
     )
     assert sum(len(h.runs) for h in again.handled) > 10  # handlers really ran again
-    ledger_runs = [
-        r.outcome.value
+    ledger_runs = {
+        (r.handler, r.outcome.value)
         for h in again.handled
         for r in h.runs
-        if r.handler == "handlers.comments.count_comments"
-    ]
-    assert ledger_runs
-    assert set(ledger_runs) == {"duplicate"}
+        if r.handler
+        in (
+            "handlers.comments.count_comments",
+            "handlers.moderation.review",
+            "handlers.moderation.publish",
+        )
+    }
+    # The workflow's steps emitted no second follow-up: their emits rolled back with the
+    # ledger claim.
+    assert ledger_runs == {
+        ("handlers.comments.count_comments", "duplicate"),
+        ("handlers.moderation.review", "duplicate"),
+        ("handlers.moderation.publish", "duplicate"),
+    }
     assert effects(app) == before

@@ -1,0 +1,72 @@
+"""A workflow of domain events: a submitted post is reviewed, an approved post is published,
+a published post is announced to its author (a rejected one gets the reason instead).
+
+The application emits ``post-submitted`` in the transaction that inserts the post (see
+``handlers.demo``). Each step writes its effect and emits the next event in one transaction
+with its ledger row, so a step redelivered after a crash neither repeats its effect nor emits
+its follow-up twice.
+"""
+
+from datetime import UTC, datetime
+
+from cdc import Context, DomainEvent, emit, on_event
+from handlers.models import PostPublished, PostReviewed, PostSubmitted
+from handlers.store import NOTIFY, notification
+
+BANNED = ("casino", "lottery")
+
+
+@on_event("post-submitted", model=PostSubmitted, ledger=True)
+def review(event: DomainEvent[PostSubmitted], ctx: Context) -> None:
+    post = event.payload
+    banned = [word for word in BANNED if word in post.title.lower()]
+    reviewed = PostReviewed(
+        **post.model_dump(),
+        verdict="rejected" if banned else "approved",
+        reason=f"mentions {', '.join(banned)}" if banned else None,
+    )
+    with ctx.connection() as conn:
+        conn.execute(
+            "INSERT INTO post_reviews (post_id, verdict, reason) VALUES (%s, %s, %s) "
+            "ON CONFLICT (post_id) DO UPDATE SET verdict = EXCLUDED.verdict, "
+            "reason = EXCLUDED.reason, reviewed_at = now()",
+            (post.post_id, reviewed.verdict, reviewed.reason),
+        )
+        emit(conn, "post", post.post_id, f"post-{reviewed.verdict}", reviewed)
+
+
+@on_event("post-approved", model=PostReviewed, ledger=True)
+def publish(event: DomainEvent[PostReviewed], ctx: Context) -> None:
+    post = event.payload
+    now = datetime.now(UTC)
+    with ctx.connection() as conn:
+        conn.execute(
+            "UPDATE post_reviews SET published_at = %s WHERE post_id = %s", (now, post.post_id)
+        )
+        published = PostPublished(
+            post_id=post.post_id, author_id=post.author_id, title=post.title, published_at=now
+        )
+        emit(conn, "post", post.post_id, "post-published", published)
+
+
+# The last steps only notify, once per event: the notification's key is the event's.
+@on_event("post-published", model=PostPublished)
+def announce(event: DomainEvent[PostPublished], ctx: Context) -> None:
+    post = event.payload
+    with ctx.connection() as conn:
+        conn.execute(
+            NOTIFY,
+            notification(event, post.author_id, "published", f"'{post.title}' is published."),
+        )
+
+
+@on_event("post-rejected", model=PostReviewed)
+def explain_rejection(event: DomainEvent[PostReviewed], ctx: Context) -> None:
+    post = event.payload
+    with ctx.connection() as conn:
+        conn.execute(
+            NOTIFY,
+            notification(
+                event, post.author_id, "rejected", f"'{post.title}' was rejected: {post.reason}."
+            ),
+        )
