@@ -13,6 +13,7 @@ from cdc.errors import (
     ConfigError,
     ConnectError,
     DecodeError,
+    EmitError,
     RegistryError,
     StackError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Delivery",
     "DeliveryGate",
     "DomainEvent",
+    "EmitError",
     "Encoding",
     "Event",
     "Heartbeat",

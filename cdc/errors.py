@@ -64,3 +64,13 @@ class RegistryError(CdcError):
         self.url = url
         self.reason = reason
         super().__init__(f"schema registry {url}: {reason}")
+
+
+class EmitError(CdcError, ValueError):
+    """An event `emit` refuses: it would fail downstream (an aggregate type that cannot name a
+    topic, a payload that is not JSON). Never transient: a handler raising it is
+    dead-lettered at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("cannot emit: " + "; ".join(problems))

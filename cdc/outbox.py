@@ -7,10 +7,14 @@
 The row is inserted and deleted at once: the table stays empty, while PostgreSQL's log keeps
 the insert for Debezium, whose Outbox Event Router turns it into a record on the aggregate
 type's topic. The event exists if and only if the transaction commits.
+
+Inside a handler, ``ctx.emit(conn, ...)`` does the same with the outbox table the
+watched-tables file declares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -20,9 +24,11 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from cdc.errors import EmitError
+
 DEFAULT_TABLE = "public.outbox"
 # Part of a Kafka topic name (`<outbox topic prefix>.<aggregate type>`).
-_AGGREGATE_TYPE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_AGGREGATE_TYPE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _LIMIT = 255  # the outbox table's varchar columns
 
 Connection = psycopg.Connection[Any]
@@ -39,14 +45,17 @@ def emit(
     table: str = DEFAULT_TABLE,
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Write one event to the outbox in ``conn``'s current transaction; return its id.
+    """Write one event to the outbox in ``conn``'s transaction (begun if none is); return its
+    id. It commits or rolls back with the caller's other writes.
 
     ``payload``: a pydantic model or anything JSON can encode. ``table``: the outbox table
     as declared under ``outbox:`` in the watched-tables file. On an autocommit connection
-    the insert and delete run in a transaction of their own."""
+    the insert and delete run in a transaction of their own. Raises `EmitError` for what
+    would break downstream."""
     insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
     event_id = event_id or uuid.uuid4()
-    with conn.transaction():
+    # `transaction()` outside a transaction commits at its end: only where nothing else would.
+    with conn.transaction() if conn.autocommit else contextlib.nullcontext():
         conn.execute(insert, (event_id, *params))
         conn.execute(delete, (event_id,))
     return event_id
@@ -65,7 +74,7 @@ async def aemit(
     """`emit` for an async connection."""
     insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
     event_id = event_id or uuid.uuid4()
-    async with conn.transaction():
+    async with conn.transaction() if conn.autocommit else contextlib.nullcontext():
         await conn.execute(insert, (event_id, *params))
         await conn.execute(delete, (event_id,))
     return event_id
@@ -80,7 +89,7 @@ def _statements(
 ) -> tuple[sql.Composed, sql.Composed, tuple[str, str, str, str]]:
     """The insert and delete, and the insert's values after the event id."""
     problems = []
-    if not isinstance(aggregate_type, str) or not _AGGREGATE_TYPE.match(aggregate_type):
+    if not isinstance(aggregate_type, str) or not _AGGREGATE_TYPE.fullmatch(aggregate_type):
         problems.append(
             f"aggregate_type {aggregate_type!r} names a topic: letters, digits, _ and - only"
         )
@@ -92,8 +101,10 @@ def _statements(
     parts = table.split(".")
     if len(parts) != 2:
         problems.append(f"table {table!r} must be schema.table")
+    if payload is None:
+        problems.append("payload is None: an event carries a JSON value (`{}` for none)")
     if problems:
-        raise ValueError("cannot emit: " + "; ".join(problems))
+        raise EmitError(problems)
     target = sql.Identifier(*parts)
     insert = sql.SQL(
         "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload) "
@@ -105,5 +116,5 @@ def _statements(
         # Fails here, in the caller's transaction, rather than as a bad record downstream.
         encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"cannot emit: the payload is not JSON: {exc}") from exc
+        raise EmitError([f"the payload is not JSON: {exc}"]) from exc
     return insert, delete, (aggregate_type, key, event_type, encoded)

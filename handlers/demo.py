@@ -10,12 +10,15 @@ from typing import Any
 
 import psycopg
 
-from cdc import emit, load_settings
+from cdc import emit, load_settings, load_watched_tables
 from handlers.models import PostSubmitted
 
 
 def main(timeout: float = 120.0) -> int:
     settings = load_settings()
+    watched = load_watched_tables(settings.watched_tables)
+    assert watched.outbox is not None, "cdc.yaml declares the outbox"
+    outbox = watched.outbox.table
     handle = f"grace_{secrets.token_hex(2)}"
     with psycopg.connect(
         settings.pg_conninfo(), password=settings.pg_password.get_secret_value(), autocommit=True
@@ -40,7 +43,7 @@ def main(timeout: float = 120.0) -> int:
             )
             submitted = PostSubmitted(post_id=post, author_id=grace, title="COBOL")
             print(f"demo> emit(conn, 'post', {post}, 'post-submitted', {submitted!r})", flush=True)
-            emit(db, "post", post, "post-submitted", submitted)
+            emit(db, "post", post, "post-submitted", submitted, table=outbox)
         ada = run("SELECT id FROM users WHERE handle = %s", "ada")
         run("INSERT INTO comments (post_id, author_id, body) VALUES (%s, %s, %s)", post, ada, "Hi")
         run("INSERT INTO votes (post_id, voter_id, value) VALUES (%s, %s, 1)", post, ada)

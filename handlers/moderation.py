@@ -9,7 +9,7 @@ its follow-up twice.
 
 from datetime import UTC, datetime
 
-from cdc import Context, DomainEvent, emit, on_event
+from cdc import Context, DomainEvent, on_event
 from handlers.models import PostPublished, PostReviewed, PostSubmitted
 from handlers.store import NOTIFY, notification
 
@@ -32,7 +32,7 @@ def review(event: DomainEvent[PostSubmitted], ctx: Context) -> None:
             "reason = EXCLUDED.reason, reviewed_at = now()",
             (post.post_id, reviewed.verdict, reviewed.reason),
         )
-        emit(conn, "post", post.post_id, f"post-{reviewed.verdict}", reviewed)
+        ctx.emit(conn, "post", post.post_id, f"post-{reviewed.verdict}", reviewed)
 
 
 @on_event("post-approved", model=PostReviewed, ledger=True)
@@ -46,7 +46,7 @@ def publish(event: DomainEvent[PostReviewed], ctx: Context) -> None:
         published = PostPublished(
             post_id=post.post_id, author_id=post.author_id, title=post.title, published_at=now
         )
-        emit(conn, "post", post.post_id, "post-published", published)
+        ctx.emit(conn, "post", post.post_id, "post-published", published)
 
 
 # The last steps only notify, once per event: the notification's key is the event's.

@@ -71,7 +71,9 @@ class Runtime:
         self.settings = settings
         self.router = router
         self.observer = observer
-        self.resources = Resources(settings)
+        self.resources = Resources(
+            settings, *([watched.outbox.table] if watched.outbox is not None else [])
+        )
         self._stop = threading.Event()
         self.dispatcher = Dispatcher(
             self.resources,
@@ -85,20 +87,27 @@ class Runtime:
         )
         self.decoder = decoder or decoder_for(watched.connector.encoding, settings.registry_url)
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
-        self.outbox_table = watched.outbox.table if watched.outbox else ""
+        self.outbox_table = self.resources.outbox_table
         self._outbox_topic: re.Pattern[str] | None = None
-        if router.event_types():
-            pattern = outbox_topic_pattern(watched)
-            if pattern is None:
-                raise ConfigError(
-                    "handlers",
-                    [
-                        f"{', '.join(router.event_types())}: event handlers need an "
-                        "`outbox:` in the watched-tables file"
-                    ],
-                )
-            self.topics.append(pattern)  # every aggregate type's topic, new ones included
+        pattern = outbox_topic_pattern(watched)
+        if pattern is not None:
+            # Every aggregate type's topic, new ones included; events of types no handler
+            # takes follow the unrouted policy.
+            self.topics.append(pattern)
             self._outbox_topic = re.compile(pattern)
+            if self._outbox_topic.match(self.dead_letters.topic):
+                raise ConfigError(
+                    "settings",
+                    [f"the dead-letter topic {self.dead_letters.topic} is an outbox topic"],
+                )
+        elif router.event_types():
+            raise ConfigError(
+                "handlers",
+                [
+                    f"{', '.join(router.event_types())}: event handlers need an `outbox:` "
+                    "in the watched-tables file"
+                ],
+            )
         self.metrics = Metrics()
         self.probes = Probes()
         self.endpoint: Endpoint | None = None

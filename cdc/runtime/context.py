@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
 from cdc.events import Change, DomainEvent
+from cdc.outbox import DEFAULT_TABLE, aemit, emit
 from cdc.runtime.ledger import Ledger
 from cdc.settings import Settings
 
@@ -46,10 +48,12 @@ def _encode(value: Any) -> bytes | None:
 
 
 class Resources:
-    """Connections shared by every handler run, opened on first use and closed once."""
+    """Connections shared by every handler run, opened on first use and closed once; and the
+    outbox table the watched-tables file declares, for ``ctx.emit``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, outbox_table: str = DEFAULT_TABLE) -> None:
         self.settings = settings
+        self.outbox_table = outbox_table
         self._lock = threading.RLock()  # ledger() opens the pool while holding it
         self._async_lock = asyncio.Lock()
         self._pool: ConnectionPool[Connection] | None = None
@@ -186,6 +190,31 @@ class Context:
             )
         self._claimed = True
         return True
+
+    def emit(
+        self,
+        conn: Connection,
+        aggregate_type: str,
+        aggregate_id: object,
+        event_type: str,
+        payload: Any,
+    ) -> uuid.UUID:
+        """`cdc.emit` into the declared outbox table: a follow-up domain event, in ``conn``'s
+        transaction (with a ledger handler: committed with the ledger row, or not at all)."""
+        table = self.resources.outbox_table
+        return emit(conn, aggregate_type, aggregate_id, event_type, payload, table=table)
+
+    async def aemit(
+        self,
+        conn: AsyncConnection,
+        aggregate_type: str,
+        aggregate_id: object,
+        event_type: str,
+        payload: Any,
+    ) -> uuid.UUID:
+        """`emit` for ``ctx.aconnection()``."""
+        table = self.resources.outbox_table
+        return await aemit(conn, aggregate_type, aggregate_id, event_type, payload, table=table)
 
     def publish(
         self,

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cdc.errors import EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Retry, Routable, Route
 from cdc.runtime.context import Context, Outgoing, Resources, bound_logger
@@ -199,6 +200,8 @@ def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
         return HandlerRun(name, Outcome.RETRY, attempt, result.reason, result, result.after)
     if isinstance(result, DeadLetter):
         return HandlerRun(name, Outcome.DEAD_LETTER, attempt, result.reason, result)
+    if isinstance(result, EmitError):  # the same event would be refused on every attempt
+        return HandlerRun(name, Outcome.DEAD_LETTER, attempt, str(result), result)
     if isinstance(result, AlreadyProcessed):
         return HandlerRun(name, Outcome.DUPLICATE, attempt, str(result))
     if isinstance(result, Exception):

@@ -72,9 +72,10 @@ class OutboxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     table: Annotated[str, Field(pattern=rf"^{_NAME}\.{_NAME}$")] = "public.outbox"
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
-        "outbox.event"
-    )
+    # 48 + "." + an aggregate type of at most 200 (`cdc.emit`) fits Kafka's 249.
+    topic_prefix: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=48)
+    ] = "outbox.event"
 
 
 class TableName(BaseModel):
@@ -100,8 +101,17 @@ class WatchedTables(BaseModel):
     def _watches_something(self) -> WatchedTables:
         if not self.tables and self.outbox is None:
             raise ValueError("at least one table (or an outbox) must be watched")
-        if self.outbox is not None and self.outbox.table in self.tables:
+        if self.outbox is None:
+            return self
+        if self.outbox.table in self.tables:
             raise ValueError(f"{self.outbox.table} is the outbox: declare it under `outbox:` only")
+        prefix, ours = self.outbox.topic_prefix, self.connector.topic_prefix
+        if prefix == ours or prefix.startswith(f"{ours}."):
+            # Its topics would take in the tables' and the dead-letter topic.
+            raise ValueError(
+                f"outbox.topic_prefix {prefix!r} must not be connector.topic_prefix {ours!r} "
+                "or under it"
+            )
         return self
 
     @field_validator("tables")

@@ -19,7 +19,8 @@ class HandlerRunner:
 
     def __init__(self, settings: Settings | None = None, watched: WatchedTables | None = None):
         self.watched = watched
-        self.dispatcher = Dispatcher(Resources(settings or Settings()))
+        outbox = [watched.outbox.table] if watched and watched.outbox else []
+        self.dispatcher = Dispatcher(Resources(settings or Settings(), *outbox))
 
     def run(self, func: Callable[..., Any], change: Routable, attempt: int = 1) -> HandlerRun:
         """One attempt of ``func``'s handler for the change's table (or the domain event's

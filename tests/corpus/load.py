@@ -12,6 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel
+
 from cdc.decoding import Decoder, JsonDecoder, StaticSchemas
 from cdc.decoding.avro_format import AvroDecoder
 from cdc.events import Change, Event, KafkaCoordinates, Op
@@ -24,7 +26,7 @@ DATA, HEARTBEAT, MESSAGE, TX = (
     "corpus.message",
     "corpus.transaction",
 )
-OUTBOX = "corpus.outbox."  # the outbox topics' prefix: corpus.outbox.<aggregate type>
+OUTBOX = "corpus_outbox."  # the outbox topics: corpus_outbox.<aggregate type>
 
 
 class Record(NamedTuple):
@@ -62,6 +64,19 @@ def decoder(encoding: str) -> Decoder:
     if encoding == "avro":
         return AvroDecoder(StaticSchemas({int(k): v for k, v in avro_schemas().items()}))
     return JsonDecoder(schemas=encoding == "json")
+
+
+class Line(BaseModel):
+    sku: str
+    qty: int
+
+
+class OrderPlaced(BaseModel):
+    """The payload of the corpus's ``order-placed`` event (see capture.EVENTS)."""
+
+    order_id: int
+    total: str
+    lines: list[Line]
 
 
 def decode(dec: Decoder, r: Record) -> Event:

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from cdc import DomainEvent, emit
 from cdc.runtime import Handled
@@ -215,8 +216,11 @@ def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
     handlers rewrite the same rows, the ledger handler skips what it already counted."""
     first = app.consumer
     marker = user(app, f"twice_{uuid.uuid4().hex[:6]}")
+    post = submit(app, marker, "Twice told tales")
     first.wait_for("users", "c", lambda ch: ch.key == {"id": marker})
+    first.wait_for_event("post-published", lambda e: e.aggregate_id == str(post), timeout=120)
     before = effects(app)
+    events_before = outbox_records(app)
     assert before["notifications"]
     assert before["audit_log"]
     handled_by_first = {(h.topic, h.partition, h.offset) for h in first.handled}
@@ -251,3 +255,20 @@ def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
         ("handlers.moderation.publish", "duplicate"),
     }
     assert effects(app) == before
+    assert outbox_records(app) == events_before
+
+
+def outbox_records(app: App) -> int:
+    """How many events the outbox's topics hold."""
+    consumer = Consumer(app.consumer.settings.kafka_config(**{"group.id": "count"}))
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        prefix = f"{app.consumer.watched.outbox.topic_prefix}."  # type: ignore[union-attr]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+            for name, meta in topics.items()
+            if name.startswith(prefix)
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()

@@ -71,7 +71,7 @@ class Pipeline:
 
     @property
     def outbox_prefix(self) -> str:
-        return f"{self.id}.outbox"
+        return f"{self.id}_outbox"
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         cur = self.db.execute(statement, params)

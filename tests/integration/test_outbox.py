@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from pydantic import BaseModel
 
@@ -90,15 +91,18 @@ def shop(pipeline: Pipeline) -> Iterator[Shop]:
         seen.append(event)
         with ctx.connection() as conn:
             step(conn, event.payload, "reserved")
-            emit(conn, "order", event.aggregate_id, "order-reserved", event.payload)
+            ctx.emit(conn, "order", event.aggregate_id, "order-reserved", event.payload)
 
     @on_event("order-reserved", model=Order, ledger=True)
-    def pay(event: DomainEvent[Order], ctx: Context) -> None:
+    async def pay(event: DomainEvent[Order], ctx: Context) -> None:
         if event.payload.order_id == POISON and not fixed:
             raise Retry("the payment service refuses this order", after=RETRY_AFTER_S)
-        with ctx.connection() as conn:
-            step(conn, event.payload, "paid")
-            emit(conn, "order", event.aggregate_id, "order-paid", event.payload)
+        async with ctx.aconnection() as conn:
+            await conn.execute(
+                f"INSERT INTO {steps} VALUES (%s, 'paid', clock_timestamp())",
+                (event.payload.order_id,),
+            )
+            await ctx.aemit(conn, "order", event.aggregate_id, "order-paid", event.payload)
 
     @on_event("order-paid", model=Order, ledger=True)
     def ship(event: DomainEvent[Order], ctx: Context) -> None:
@@ -121,9 +125,14 @@ def test_the_outbox_workflow(shop: Shop) -> None:
     p, consumer = shop.pipeline, shop.consumer
     topic = f"{p.outbox_prefix}.order"
 
-    # Rolled back: the event goes with the transaction.
+    # Rolled back: the event goes with the transaction, whether the connection is in
+    # autocommit (an explicit transaction) or not (emit first, then a rollback).
     with p.db.transaction(force_rollback=True):
         emit(p.db, "order", 99, "order-placed", Order(order_id=99, total=1))
+    with psycopg.connect(p.settings.pg_conninfo(), password=p.stack.app_password) as conn:
+        emit(conn, "order", 98, "order-placed", Order(order_id=98, total=1))
+        conn.execute(f"INSERT INTO {shop.steps} VALUES (98, 'app', now())")
+        conn.rollback()
 
     # The poisoned order first, then a good one right behind it on the same topic.
     shop.place(POISON)
@@ -193,7 +202,7 @@ def test_the_outbox_workflow(shop: Shop) -> None:
     assert shop.when(1, "shipped") * 1000 < poison_letter.timestamp()[1]
 
     # Every event that reached Kafka, each handled once; nothing of the rolled-back
-    # transaction, which was written to the log before all of them.
+    # transactions, which were written to the log before all of them.
     events = [h.event for h in consumer.handled if isinstance(h.event, DomainEvent)]
     assert len(events) == 7  # 2 + 3 for the two orders' chains, the refused and the unknown
     assert len({e.id for e in events}) == 7

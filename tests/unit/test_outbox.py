@@ -13,6 +13,7 @@ from cdc import (
     Context,
     DecodeError,
     DomainEvent,
+    EmitError,
     KafkaCoordinates,
     Outcome,
     emit,
@@ -25,7 +26,16 @@ from cdc.routing import Router, handlers_of, on_change
 from cdc.tables.connector import DatabaseEndpoint, connector_config, outbox_topic_pattern
 from cdc.tables.sql import publication_tables
 from cdc.testing import run_handler
-from tests.corpus.load import ENCODINGS, OUTBOX, decode, decoder, expected, records
+from tests.corpus.load import (
+    ENCODINGS,
+    OUTBOX,
+    Line,
+    OrderPlaced,
+    decode,
+    decoder,
+    expected,
+    records,
+)
 
 WATCHED = parse_watched_tables(
     """
@@ -36,17 +46,6 @@ outbox: {}
 """
 )
 DB = DatabaseEndpoint(host="db", port=5432, database="app", user="dbz", password="pw")
-
-
-class Line(BaseModel):
-    sku: str
-    qty: int
-
-
-class OrderPlaced(BaseModel):
-    order_id: int
-    total: str
-    lines: list[Line]
 
 
 def corpus_events(encoding: str) -> list[DomainEvent]:
@@ -237,9 +236,23 @@ class FakeConnection:
         (("order", 1, " ", {}), "event_type ' '"),
         (("order", 1, "x", {"at": object()}), "the payload is not JSON"),
         (("order", 1, "x", {"n": float("nan")}), "the payload is not JSON"),
+        (("order\n", 1, "x", {}), "names a topic"),
+        (("o" * 201, 1, "x", {}), "names a topic"),
+        (("order", 1, "x", None), "payload is None"),
     ],
 )
 def test_emit_refuses_what_would_break_downstream(args: tuple[Any, ...], fragment: str) -> None:
-    with pytest.raises(ValueError, match="cannot emit") as info:
+    with pytest.raises(EmitError, match="cannot emit") as info:
         emit(FakeConnection(), *args)  # type: ignore[arg-type]
     assert fragment in str(info.value)
+
+
+def test_a_refused_emit_in_a_handler_is_dead_lettered_not_retried() -> None:
+    @on_event("order-placed")
+    def placed(event: DomainEvent, ctx: Context) -> None:
+        ctx.emit(FakeConnection(), "or der", 1, "next", {})  # type: ignore[arg-type]
+
+    run = run_handler(placed, corpus_events("json")[0])
+    assert run.outcome is Outcome.DEAD_LETTER
+    assert isinstance(run.error, EmitError)
+    assert "'or der' names a topic" in run.reason

@@ -113,6 +113,9 @@ def test_encodings_pick_converters() -> None:
         ("tables:\n  public.outbox: {}\noutbox: {}\n", "declare it under `outbox:` only"),
         ("outbox:\n  table: outbox\n", "outbox.table: String should match"),
         ("outbox:\n  topic_prefix: 'a..b'\n", "outbox.topic_prefix"),
+        ("outbox:\n  topic_prefix: cdc\n", "must not be connector.topic_prefix 'cdc'"),
+        ("outbox:\n  topic_prefix: cdc.events\n", "or under it"),
+        (f"outbox:\n  topic_prefix: {'x' * 49}\n", "at most 48 characters"),
     ],
 )
 def test_bad_files_name_the_problem(text: str, fragment: str) -> None:
