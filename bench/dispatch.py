@@ -1,6 +1,8 @@
 """What routing and running handlers add to decoding, per record, on the captured corpus
 (JSON with schemas, the data topic's records): decode only; decode, gate, route and run one
 no-op handler (sync, with a row model, async); with the per-run log line on and filtered out.
+The same for the outbox's domain events: decode only, and a no-op event handler with a
+payload model.
 
     python -m bench.dispatch                  # 100k records per measure
     python -m bench.dispatch --records 20000
@@ -20,10 +22,10 @@ from typing import Any
 import structlog
 
 from bench.decode import rate
-from cdc import Change, Context, Row, Settings, on_change
+from cdc import Change, Context, DomainEvent, Row, Settings, on_change, on_event
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Dispatcher, Resources
-from tests.corpus.load import DATA, Record, decoder, records
+from tests.corpus.load import DATA, OUTBOX, OrderPlaced, Record, decode, decoder, records
 
 TABLE = "corpus.all_types"
 
@@ -42,16 +44,24 @@ async def async_noop(change: Change, ctx: Context) -> None:
     return None
 
 
+def on_event_noop(event: DomainEvent, ctx: Context) -> None:
+    return None
+
+
 def pipeline(func: Any, **options: Any) -> Any:
+    return _pipeline(on_change(TABLE, snapshot_reads=True, **options)(func))
+
+
+def _pipeline(declared: Any) -> Any:
     dec = decoder("json")
-    router = Router(handlers_of(on_change(TABLE, snapshot_reads=True, **options)(func)))
+    router = Router(handlers_of(declared))
     dispatcher = Dispatcher(Resources(Settings()))
 
     def handle(r: Record) -> None:
-        event = dec.decode(r.key, r.value, r.kafka)
+        event = decode(dec, r)
         if router.gate.admit(event):
             for route in router.routes_for(event) or ():
-                assert isinstance(event, Change)
+                assert isinstance(event, Change | DomainEvent)
                 dispatcher.run(route, event)
 
     return handle
@@ -96,6 +106,17 @@ def main() -> None:
                 "us_per_record": round(1e6 / per_s, 1),
                 "ratio_to_decode": round(per_s / results["decode_only_per_s"], 2),
             }
+    events = [r for r in records("json") if r.kafka.topic == f"{OUTBOX}order"]
+    results["event_decode_only_per_s"] = round(rate(lambda r: decode(dec, r), events, count))
+    for level_name, level in (("logged", logging.INFO), ("quiet", logging.WARNING)):
+        logs(level)
+        handle = _pipeline(on_event("order-placed", model=OrderPlaced)(on_event_noop))
+        per_s = rate(handle, events, count)
+        results[f"event_noop_model/{level_name}"] = {
+            "per_s": round(per_s),
+            "us_per_record": round(1e6 / per_s, 1),
+            "ratio_to_decode": round(per_s / results["event_decode_only_per_s"], 2),
+        }
     print(json.dumps(results, indent=1))
 
 
