@@ -25,8 +25,9 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from cdc.errors import EmitError
+from cdc.tables.config import OutboxOptions
 
-DEFAULT_TABLE = "public.outbox"
+DEFAULT_TABLE = OutboxOptions().table  # what `outbox: {}` declares
 # Part of a Kafka topic name (`<outbox topic prefix>.<aggregate type>`).
 _AGGREGATE_TYPE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _LIMIT = 255  # the outbox table's varchar columns

@@ -8,6 +8,7 @@ its follow-up twice.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 from cdc import Context, DomainEvent, on_event
 from handlers.models import PostPublished, PostReviewed, PostSubmitted
@@ -52,21 +53,15 @@ def publish(event: DomainEvent[PostReviewed], ctx: Context) -> None:
 # The last steps only notify, once per event: the notification's key is the event's.
 @on_event("post-published", model=PostPublished)
 def announce(event: DomainEvent[PostPublished], ctx: Context) -> None:
-    post = event.payload
-    with ctx.connection() as conn:
-        conn.execute(
-            NOTIFY,
-            notification(event, post.author_id, "published", f"'{post.title}' is published."),
-        )
+    tell_author(event, ctx, "published", f"'{event.payload.title}' is published.")
 
 
 @on_event("post-rejected", model=PostReviewed)
 def explain_rejection(event: DomainEvent[PostReviewed], ctx: Context) -> None:
     post = event.payload
+    tell_author(event, ctx, "rejected", f"'{post.title}' was rejected: {post.reason}.")
+
+
+def tell_author(event: DomainEvent[Any], ctx: Context, kind: str, message: str) -> None:
     with ctx.connection() as conn:
-        conn.execute(
-            NOTIFY,
-            notification(
-                event, post.author_id, "rejected", f"'{post.title}' was rejected: {post.reason}."
-            ),
-        )
+        conn.execute(NOTIFY, notification(event, event.payload.author_id, kind, message))

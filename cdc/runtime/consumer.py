@@ -30,7 +30,7 @@ from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Outcome, Stopp
 from cdc.runtime.metrics import Endpoint, Metrics, Probes
 from cdc.runtime.work import KeyedWorkers, PartitionWork
 from cdc.settings import Settings
-from cdc.tables.config import WatchedTables
+from cdc.tables.config import OutboxOptions, WatchedTables
 from cdc.tables.connector import outbox_topic_pattern
 
 log = structlog.get_logger("cdc.consumer")
@@ -71,9 +71,7 @@ class Runtime:
         self.settings = settings
         self.router = router
         self.observer = observer
-        self.resources = Resources(
-            settings, *([watched.outbox.table] if watched.outbox is not None else [])
-        )
+        self.resources = Resources(settings, (watched.outbox or OutboxOptions()).table)
         self._stop = threading.Event()
         self.dispatcher = Dispatcher(
             self.resources,

@@ -10,7 +10,7 @@ from cdc.events import Change
 from cdc.routing import Handler, Routable, Route, TableHandler, handlers_of
 from cdc.runtime import Dispatcher, HandlerRun, Outcome, Resources
 from cdc.settings import Settings
-from cdc.tables.config import WatchedTables
+from cdc.tables.config import OutboxOptions, WatchedTables
 
 
 class HandlerRunner:
@@ -19,8 +19,8 @@ class HandlerRunner:
 
     def __init__(self, settings: Settings | None = None, watched: WatchedTables | None = None):
         self.watched = watched
-        outbox = [watched.outbox.table] if watched and watched.outbox else []
-        self.dispatcher = Dispatcher(Resources(settings or Settings(), *outbox))
+        outbox = (watched.outbox if watched else None) or OutboxOptions()
+        self.dispatcher = Dispatcher(Resources(settings or Settings(), outbox.table))
 
     def run(self, func: Callable[..., Any], change: Routable, attempt: int = 1) -> HandlerRun:
         """One attempt of ``func``'s handler for the change's table (or the domain event's
