@@ -9,12 +9,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-PG_SETTINGS: dict[str, str] = {
+# What logical decoding needs; every way of running PostgreSQL sets these.
+PG_REPLICATION_SETTINGS: dict[str, str] = {
     "wal_level": "logical",
     "max_wal_senders": "10",
     "max_replication_slots": "10",
     "wal_sender_timeout": "60s",
-    "fsync": "off",  # a throwaway cluster: durability across OS crashes is not needed
+}
+# Throwaway clusters (local stack, tests) trade durability across OS crashes for speed;
+# docker compose keeps its data in a volume, so it keeps the defaults.
+PG_SETTINGS: dict[str, str] = PG_REPLICATION_SETTINGS | {
+    "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }

@@ -9,6 +9,10 @@ import httpx
 import psycopg
 from confluent_kafka.admin import AdminClient
 
+# Also what the compose health checks ask.
+CONNECT_READY_PATH = "/connector-plugins"
+REGISTRY_READY_PATH = "/apis/ccompat/v7/subjects"
+
 _quiet = logging.getLogger("cdc.stack.librdkafka")
 _quiet.setLevel(logging.CRITICAL)
 
@@ -44,11 +48,11 @@ def kafka_ready(bootstrap: str) -> bool:
 
 
 def connect_ready(url: str) -> bool:
-    response = httpx.get(f"{url}/connector-plugins", timeout=3)
+    response = httpx.get(f"{url}{CONNECT_READY_PATH}", timeout=3)
     return response.status_code == 200 and any(
         p["class"].endswith("PostgresConnector") for p in response.json()
     )
 
 
 def registry_ready(url: str) -> bool:
-    return httpx.get(f"{url}/apis/ccompat/v7/subjects", timeout=3).status_code == 200
+    return httpx.get(f"{url}{REGISTRY_READY_PATH}", timeout=3).status_code == 200

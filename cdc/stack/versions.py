@@ -8,7 +8,9 @@ from functools import cache
 from cdc.stack.jvm import pom_dir
 
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+# The local stack runs the machine's PostgreSQL 15 binaries; containers run this release.
 POSTGRES_MAJOR = "15"
+POSTGRES_IMAGE_VERSION = "15.18"
 
 
 @cache
@@ -21,15 +23,4 @@ def versions() -> dict[str, str]:
         el.tag.split("}")[1].removeprefix("version."): (el.text or "").strip()
         for el in props
         if el.tag.split("}")[1].startswith("version.")
-    }
-
-
-def images() -> dict[str, str]:
-    """Container images matching the local stack's versions."""
-    v = versions()
-    return {
-        "postgres": f"postgres:{POSTGRES_MAJOR}",
-        "kafka": f"apache/kafka:{v['kafka']}",
-        "connect": f"quay.io/debezium/connect:{v['debezium']}",
-        "registry": f"apicurio/apicurio-registry:{v['apicurio.registry']}",
     }

@@ -1,0 +1,103 @@
+"""The stack in containers: pinned images and how each image takes the configuration the
+local processes use. Shared by docker compose (``cdc deploy compose``) and testcontainers."""
+
+from __future__ import annotations
+
+from cdc.stack import config
+from cdc.stack.versions import POSTGRES_IMAGE_VERSION, versions
+
+# Names on the containers' network, and the ports inside it.
+KAFKA_HOST, KAFKA_PORT, KAFKA_CONTROLLER_PORT = "kafka", 9092, 9093
+CONNECT_HOST, CONNECT_PORT = "connect", 8083
+REGISTRY_HOST, REGISTRY_PORT = "registry", 8080
+POSTGRES_HOST, POSTGRES_PORT = "postgres", 5432
+KAFKA_DATA = "/var/lib/kafka/data"
+# Where the Debezium image looks for extra Connect plugins.
+CONNECT_PLUGINS = "/kafka/connect"
+
+
+def images() -> dict[str, str]:
+    """Container images at the local stack's versions (``debezium/pom.xml``)."""
+    v = versions()
+    return {
+        "postgres": f"postgres:{POSTGRES_IMAGE_VERSION}-bookworm",
+        "kafka": f"apache/kafka:{v['kafka']}",
+        "connect": f"quay.io/debezium/connect:{v['debezium']}",
+        "registry": f"apicurio/apicurio-registry:{v['apicurio.registry']}",
+    }
+
+
+def postgres_command(settings: dict[str, str]) -> list[str]:
+    return ["postgres", *(arg for k, v in settings.items() for arg in ("-c", f"{k}={v}"))]
+
+
+def broker_properties(host_port: int, host_name: str) -> dict[str, str]:
+    """The local stack's broker, with one listener for the network and one for the host
+    (the same port inside and out, so the advertised address works from both sides)."""
+    props = config.broker_properties(
+        port=KAFKA_PORT,
+        controller_port=KAFKA_CONTROLLER_PORT,
+        host="0.0.0.0",  # noqa: S104 - inside the container
+        advertised_host=KAFKA_HOST,
+        log_dir=KAFKA_DATA,
+    )
+    return props | {
+        "listeners": f"INTERNAL://0.0.0.0:{KAFKA_PORT},CONTROLLER://0.0.0.0:"
+        f"{KAFKA_CONTROLLER_PORT},HOST://0.0.0.0:{host_port}",
+        "advertised.listeners": f"INTERNAL://{KAFKA_HOST}:{KAFKA_PORT},"
+        f"HOST://{host_name}:{host_port}",
+        "inter.broker.listener.name": "INTERNAL",
+        "listener.security.protocol.map": "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT",
+    }
+
+
+def kafka_env(props: dict[str, str], cluster_id: str) -> dict[str, str]:
+    """apache/kafka maps ``KAFKA_A_B`` to ``a.b``, ``__`` to ``_`` and ``___`` to ``-``."""
+    env = {
+        "KAFKA_" + k.replace("-", "___").replace("_", "__").replace(".", "_").upper(): v
+        for k, v in props.items()
+    }
+    return env | {"CLUSTER_ID": cluster_id}
+
+
+def worker_properties() -> dict[str, str]:
+    """The local stack's Connect worker, reachable as ``connect`` on the network."""
+    props = config.connect_worker_properties(
+        bootstrap=f"{KAFKA_HOST}:{KAFKA_PORT}",
+        rest_host="0.0.0.0",  # noqa: S104 - inside the container
+        rest_port=CONNECT_PORT,
+        plugin_path=None,
+    )
+    return props | {"rest.advertised.host.name": CONNECT_HOST}
+
+
+def connect_env(props: dict[str, str]) -> dict[str, str]:
+    """The Debezium image maps ``CONNECT_A_B`` to ``a.b``, except for the settings its
+    entrypoint derives from variables of its own."""
+    own = {
+        "bootstrap.servers": "BOOTSTRAP_SERVERS",
+        "group.id": "GROUP_ID",
+        "config.storage.topic": "CONFIG_STORAGE_TOPIC",
+        "offset.storage.topic": "OFFSET_STORAGE_TOPIC",
+        "status.storage.topic": "STATUS_STORAGE_TOPIC",
+        "offset.flush.interval.ms": "OFFSET_FLUSH_INTERVAL_MS",
+        "rest.advertised.host.name": "ADVERTISED_HOST_NAME",
+    }
+    env: dict[str, str] = {}
+    for key, value in props.items():
+        if "_" in key or "-" in key:
+            raise ValueError(f"the Debezium image cannot take {key!r} from its environment")
+        env[own.get(key, "CONNECT_" + key.replace(".", "_").upper())] = value
+    return env
+
+
+def env_properties(env: dict[str, str], prefix: str) -> dict[str, str]:
+    """The properties an image makes of its ``<prefix>*`` variables (the inverse of
+    :func:`kafka_env`), for checking what a compose file passes."""
+    out = {}
+    for name, value in env.items():
+        if name.startswith(prefix):
+            key = name.removeprefix(prefix).lower()
+            key = key.replace("___", "\0").replace("__", "\1").replace("_", ".")
+            out[key.replace("\0", "-").replace("\1", "_")] = value
+    return out
