@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CDC := $(BIN)/cdc
 
-.PHONY: run test setup stack-up stack-down stack-status lint psql clean
+.PHONY: run test setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,7 +13,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# What the stack and the tests run that pip does not bring: Java 17, Maven, PostgreSQL 15,
+# and a compose implementation to validate docker-compose.yml (Debian's packages).
+PG_BIN ?= $(or $(CDC_PG_BIN),/usr/lib/postgresql/15/bin)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	[ -x "$(PG_BIN)/postgres" ] || missing="$$missing postgresql-15"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+setup: $(VENV)/.installed system-deps
 	$(CDC) stack fetch
 
 stack-up: setup
@@ -44,3 +60,8 @@ psql:
 
 clean: stack-down
 	rm -rf $(VENV) .cdc
+
+# docker-compose.yml and deploy/kubernetes.yaml are made from the code; tests check they are current.
+deploy-files: $(VENV)/.installed
+	$(CDC) deploy compose > docker-compose.yml
+	$(CDC) deploy kubernetes > deploy/kubernetes.yaml

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cdc.deploy.kubernetes import Target
 from cdc.errors import CdcError, ConfigError
 from cdc.logs import configure_logging
 from cdc.settings import Settings, load_settings, stack_dir
@@ -34,6 +36,12 @@ connector_app = typer.Typer(no_args_is_help=True, help="The Debezium connector."
 app.add_typer(stack_app, name="stack")
 app.add_typer(connector_app, name="connector")
 console = Console()
+
+
+class RenderFormat(StrEnum):
+    JSON = "json"
+    STRIMZI = "strimzi"
+
 
 WatchedOpt = Annotated[
     Path | None,
@@ -108,11 +116,29 @@ def _watched(path: Path | None) -> tuple[Settings, WatchedTables]:
 
 
 @connector_app.command("render")
-def connector_render(tables: WatchedOpt = None) -> None:
+def connector_render(
+    tables: WatchedOpt = None,
+    fmt: Annotated[
+        RenderFormat,
+        typer.Option(
+            "--format",
+            help="json: the config `cdc connector apply` puts; strimzi: a KafkaConnector.",
+        ),
+    ] = RenderFormat.JSON,
+    connect_cluster: Annotated[
+        str, typer.Option(help="The Strimzi KafkaConnect the connector runs in.")
+    ] = Target.connect_cluster,
+) -> None:
     """Print the connector config derived from the watched-tables file (secrets masked)."""
     from cdc.connect import render_config
 
     settings, watched = _watched(tables)
+    if fmt is RenderFormat.STRIMZI:
+        from cdc.deploy.kubernetes import kafka_connector
+        from cdc.deploy.yaml_out import dump
+
+        print(dump(kafka_connector(watched, settings, connect_cluster)), end="")
+        return
     console.print_json(json.dumps(render_config(watched, settings, masked=True)))
 
 
@@ -221,6 +247,73 @@ def db_init(
         ) as conn:
             conn.execute(path.read_text().encode())
         console.print(f"applied {path}")
+
+
+@db_app.command("prepare")
+def db_prepare(tables: WatchedOpt = None) -> None:
+    """Create what the connector needs in the database (tables, replica identity, grants,
+    publication) without Kafka Connect: where Strimzi applies the connector. Idempotent."""
+    from cdc.connect import prepare_database
+
+    settings, watched = _watched(tables)
+    prepare_database(watched, settings)
+    console.print(f"database ready for connector {watched.connector.name}")
+
+
+deploy_app = typer.Typer(
+    no_args_is_help=True,
+    help="Print what runs the pipeline elsewhere (from CDC_* settings in the environment).",
+)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("compose")
+def deploy_compose() -> None:
+    """docker-compose.yml: the local stack's components and pins, the setup and the consumer."""
+    from cdc.deploy.compose import render_compose
+
+    print(render_compose(Settings()), end="")
+
+
+@deploy_app.command("kubernetes")
+def deploy_kubernetes(
+    tables: WatchedOpt = None,
+    image: Annotated[str, typer.Option(help="The consumer image.")] = Target.image,
+    name: Annotated[str, typer.Option(help="Name of the Deployment.")] = Target.name,
+    namespace: Annotated[str | None, typer.Option(help="Namespace of every resource.")] = None,
+    replicas: Annotated[int, typer.Option(min=1)] = Target.replicas,
+    kafka_bootstrap: Annotated[str, typer.Option()] = Target.kafka_bootstrap,
+    connect_cluster: Annotated[
+        str, typer.Option(help="Name of the Strimzi KafkaConnect.")
+    ] = Target.connect_cluster,
+    connect_image: Annotated[
+        str, typer.Option(help="Where Strimzi pushes the Connect image it builds.")
+    ] = Target.connect_image,
+    pg_host: Annotated[str, typer.Option(help="PostgreSQL as the pods reach it.")] = (
+        Target.pg_host
+    ),
+    registry_url: Annotated[str, typer.Option()] = Target.registry_url,
+) -> None:
+    """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
+    Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
+    from cdc.deploy.kubernetes import render_kubernetes
+    from cdc.tables.config import load_watched_tables
+
+    settings = Settings()
+    path = tables or settings.watched_tables
+    watched = load_watched_tables(path)
+    target = Target(
+        image=image,
+        name=name,
+        namespace=namespace,
+        replicas=replicas,
+        kafka_bootstrap=kafka_bootstrap,
+        connect_cluster=connect_cluster,
+        connect_image=connect_image,
+        pg_host=pg_host,
+        registry_url=registry_url,
+    )
+    print(render_kubernetes(path.read_text(), watched, settings, target), end="")
 
 
 HandlersOpt = Annotated[

@@ -214,9 +214,7 @@ def apply_connector(
     opts = watched.connector
     client = ConnectClient(settings.connect_url)
     desired = render_config(watched, settings)
-    with psycopg.connect(
-        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
-    ) as conn:
+    with _connect(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if not problems:
             problems = client.validate(opts.name, desired["connector.class"], desired)
@@ -256,6 +254,30 @@ def apply_connector(
             )
     log.info("connector.apply", connector=opts.name, result=result, tables=sorted(watched.tables))
     return result
+
+
+def prepare_database(watched: WatchedTables, settings: Settings) -> None:
+    """The database half of ``apply``, for where something else puts the connector config
+    (a Strimzi ``KafkaConnector``): tables, replica identity, grants and the publication.
+    Safe to run from several pods at once."""
+    with _connect(settings) as conn:
+        problems = find_problems(conn, watched, settings.debezium_user)
+        if problems:
+            raise ConfigError(str(settings.watched_tables), problems)
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (f"cdc.prepare.{watched.connector.publication}",),
+            )
+            prepare_tables(conn, watched, settings.debezium_user)
+            sync_publication(conn, watched)
+    log.info("database.prepare", publication=watched.connector.publication)
+
+
+def _connect(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
+    return psycopg.connect(
+        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+    )
 
 
 def _has_failed_task(status: dict[str, Any]) -> bool:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     kafka_ssl_endpoint_identification: bool = True
     # Any other librdkafka property, e.g. CDC_KAFKA_EXTRA='{"client.rack": "eu-1a"}'.
     kafka_extra: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold secrets
+    # Empty where Kafka Connect is managed elsewhere (Strimzi): `cdc check` then leaves the
+    # connector out and `cdc db prepare` does the database half of `cdc connector apply`.
     connect_url: str = "http://127.0.0.1:8083"
     registry_url: str = "http://127.0.0.1:8080"
 

@@ -1,0 +1,336 @@
+"""Kubernetes: the consumer's manifests, and the connector as Strimzi resources, made from
+the watched-tables file and the settings. ``cdc deploy kubernetes`` and
+``cdc connector render --format strimzi`` print them."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.connect import render_config
+from cdc.deploy.yaml_out import dump_all
+from cdc.settings import Settings
+from cdc.stack import config
+from cdc.stack.versions import versions
+from cdc.tables.config import Encoding, WatchedTables
+
+STRIMZI_API = "kafka.strimzi.io/v1"
+CONFIG_DIR = "/etc/cdc/config"
+SECRETS_DIR = "/etc/cdc/secrets"
+# The Secret the consumer and Kafka Connect read; its keys are file names under
+# CDC_SECRETS_DIR, as pydantic-settings looks them up.
+SECRET_NAME = "cdc"  # noqa: S105 - a name
+PG_PASSWORD_KEY = "cdc_pg_password"  # noqa: S105 - a key
+DEBEZIUM_PASSWORD_KEY = "cdc_debezium_password"  # noqa: S105 - a key
+# Beyond the shutdown deadline: time to close the consumer and leave the group cleanly.
+GRACE_MARGIN_S = 15
+# Worker settings Strimzi sets itself and refuses in spec.config.
+_STRIMZI_OWNED = ("bootstrap.servers", "listeners", "rest.", "plugin.path")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the manifests go and what they point at."""
+
+    image: str = "registry.example.com/cdc-app:1.0.0"
+    name: str = "cdc"
+    namespace: str | None = None
+    replicas: int = 2
+    kafka_bootstrap: str = "my-cluster-kafka-bootstrap:9092"
+    connect_cluster: str = "my-connect"
+    connect_image: str = "registry.example.com/cdc-connect:1.0.0"
+    pg_host: str = "postgres"
+    registry_url: str = "http://apicurio-registry:8080"
+
+
+def _meta(name: str, target: Target, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if target.namespace:
+        meta["namespace"] = target.namespace
+    return meta | extra
+
+
+def kafka_connector(watched: WatchedTables, settings: Settings, cluster: str) -> dict[str, Any]:
+    """The connector as a Strimzi ``KafkaConnector``: the config ``cdc connector apply``
+    puts, with the class and task count moved to where Strimzi wants them."""
+    connector = dict(render_config(watched, settings))
+    cls = connector.pop("connector.class")
+    tasks = int(connector.pop("tasks.max"))
+    return {
+        "apiVersion": STRIMZI_API,
+        "kind": "KafkaConnector",
+        "metadata": {"name": watched.connector.name, "labels": {"strimzi.io/cluster": cluster}},
+        "spec": {
+            "class": cls,
+            "tasksMax": tasks,
+            # A task that fails (PostgreSQL restarted, publication not there yet) is
+            # restarted with backoff instead of staying FAILED.
+            "autoRestart": {"enabled": True},
+            "config": connector,
+        },
+    }
+
+
+def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
+    """A Strimzi ``KafkaConnect`` cluster that runs the connector as the local stack's worker
+    does: the same converters, offset flush, the ``env`` config provider for the Debezium
+    password (from the Secret), and the pinned Debezium plugin, built into ``connect_image``."""
+    v = versions()
+    worker = config.connect_worker_properties(
+        bootstrap=target.kafka_bootstrap,
+        rest_host="0.0.0.0",  # noqa: S104 - Strimzi sets its own listeners
+        rest_port=8083,
+        plugin_path=None,
+    )
+    spec_config = {
+        k: val
+        for k, val in worker.items()
+        if not k.startswith(_STRIMZI_OWNED) and not k.endswith("replication.factor")
+    }
+    # Production clusters replicate Connect's own topics as the broker defaults say.
+    spec_config |= {f"{t}.storage.replication.factor": "-1" for t in ("config", "offset", "status")}
+    plugins = [
+        _maven_plugin(
+            "debezium-connector-postgres",
+            "io.debezium",
+            "debezium-connector-postgres",
+            v["debezium"],
+        )
+    ]
+    if watched.connector.encoding is Encoding.AVRO:
+        plugins.append(
+            _maven_plugin(
+                "apicurio-converter",
+                "io.apicurio",
+                "apicurio-registry-utils-converter",
+                v["apicurio.converter"],
+            )
+        )
+    return {
+        "apiVersion": STRIMZI_API,
+        "kind": "KafkaConnect",
+        "metadata": {
+            "name": target.connect_cluster,
+            # Connectors come from KafkaConnector resources, not the REST API.
+            "annotations": {"strimzi.io/use-connector-resources": "true"},
+        },
+        "spec": {
+            "replicas": 1,
+            "bootstrapServers": target.kafka_bootstrap,
+            "groupId": worker["group.id"],
+            "configStorageTopic": worker["config.storage.topic"],
+            "offsetStorageTopic": worker["offset.storage.topic"],
+            "statusStorageTopic": worker["status.storage.topic"],
+            "config": {
+                k: val
+                for k, val in spec_config.items()
+                if k not in ("group.id",) and not k.endswith("storage.topic")
+            },
+            "build": {
+                "output": {"type": "docker", "image": target.connect_image},
+                "plugins": plugins,
+            },
+            "template": {
+                "connectContainer": {
+                    "env": [_secret_env("CDC_DEBEZIUM_PASSWORD", DEBEZIUM_PASSWORD_KEY)]
+                }
+            },
+        },
+    }
+
+
+def _maven_plugin(name: str, group: str, artifact: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "artifacts": [{"type": "maven", "group": group, "artifact": artifact, "version": version}],
+    }
+
+
+def _secret_env(name: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
+
+
+def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
+    """The consumer's non-secret settings (the settings ConfigMap)."""
+    return {
+        "CDC_WATCHED_TABLES": f"{CONFIG_DIR}/cdc.yaml",
+        "CDC_SECRETS_DIR": SECRETS_DIR,
+        "CDC_HANDLERS": settings.handlers,
+        "CDC_GROUP_ID": settings.group_id,
+        "CDC_KAFKA_BOOTSTRAP": target.kafka_bootstrap,
+        "CDC_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "CDC_PG_HOST": target.pg_host,
+        "CDC_PG_PORT": str(settings.pg_port),
+        "CDC_PG_DATABASE": settings.pg_database,
+        "CDC_PG_USER": settings.pg_user,
+        "CDC_DEBEZIUM_USER": settings.debezium_user,
+        "CDC_REGISTRY_URL": target.registry_url,
+        # Strimzi owns the connector: the consumer checks the database, not Connect.
+        "CDC_CONNECT_URL": "",
+        "CDC_SHUTDOWN_DEADLINE_S": f"{settings.shutdown_deadline_s:g}",
+        "CDC_HTTP_PORT": str(_http_port(settings)),
+    }
+
+
+def _http_port(settings: Settings) -> int:
+    return settings.http_port or 9400
+
+
+def grace_period_s(settings: Settings) -> int:
+    return math.ceil(settings.shutdown_deadline_s) + GRACE_MARGIN_S
+
+
+def consumer_manifests(
+    watched_text: str, settings: Settings, target: Target
+) -> list[dict[str, Any]]:
+    """ConfigMaps (watched-tables file, settings), the Deployment, a metrics Service and a
+    PodDisruptionBudget. The Secret ``cdc`` is the operator's to create."""
+    name = target.name
+    labels = {"app.kubernetes.io/name": "cdc", "app.kubernetes.io/instance": name}
+    port = _http_port(settings)
+    tables_map, settings_map = f"{name}-watched-tables", f"{name}-settings"
+    digest = hashlib.sha256(watched_text.encode()).hexdigest()[:16]
+
+    def container(cname: str, args: list[str]) -> dict[str, Any]:
+        return {
+            "name": cname,
+            "image": target.image,
+            "args": args,
+            "envFrom": [{"configMapRef": {"name": settings_map}}],
+            "volumeMounts": [
+                {"name": "watched-tables", "mountPath": CONFIG_DIR, "readOnly": True},
+                {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+            ],
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "timeoutSeconds": 5,
+            "failureThreshold": failures,
+        }
+
+    consumer = container("consumer", ["run"]) | {
+        "ports": [{"name": "http", "containerPort": port}],
+        # The start-up check and the first join can take a while.
+        "startupProbe": probe("/healthz", 5, 24),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "readinessProbe": probe("/readyz", 5, 3),
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+    }
+    # Tables, grants and publication before the consumer starts (idempotent, locked).
+    prepare = container("prepare", ["db", "prepare"]) | {
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"memory": "256Mi"},
+        }
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(tables_map, target, labels=labels),
+            "data": {"cdc.yaml": watched_text},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(settings_map, target, labels=labels),
+            "data": consumer_settings(settings, target),
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(name, target, labels=labels),
+            "spec": {
+                "replicas": target.replicas,
+                "selector": {"matchLabels": labels},
+                # One consumer at a time leaves the group: each leave is one rebalance.
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(port),
+                            "prometheus.io/path": "/metrics",
+                            # A changed watched-tables file rolls the pods.
+                            "cdc.dev/watched-tables-sha256": digest,
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        # Past the shutdown deadline, so in-flight work ends before SIGKILL.
+                        "terminationGracePeriodSeconds": grace_period_s(settings),
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "runAsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "initContainers": [prepare],
+                        "containers": [consumer],
+                        "volumes": [
+                            {"name": "watched-tables", "configMap": {"name": tables_map}},
+                            {"name": "secrets", "secret": {"secretName": SECRET_NAME}},
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(f"{name}-metrics", target, labels=labels),
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+            },
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(name, target, labels=labels),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+        },
+    ]
+
+
+def strimzi_settings(settings: Settings, target: Target) -> Settings:
+    """Settings as Strimzi's Connect pods reach PostgreSQL and the registry."""
+    return settings.model_copy(
+        update={
+            "connect_pg_host": target.pg_host,
+            "connect_registry_url": target.registry_url,
+            "debezium_password_inline": False,
+        }
+    )
+
+
+def render_kubernetes(
+    watched_text: str, watched: WatchedTables, settings: Settings, target: Target
+) -> str:
+    """Everything for a namespace: the consumer, and Kafka Connect with the connector."""
+    connect = strimzi_settings(settings, target)
+    connector = kafka_connector(watched, connect, target.connect_cluster)
+    cluster = kafka_connect(watched, target)
+    for doc in (connector, cluster):
+        if target.namespace:
+            doc["metadata"]["namespace"] = target.namespace
+    return dump_all([*consumer_manifests(watched_text, settings, target), cluster, connector])
