@@ -46,6 +46,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
     img = images.images()
     secrets_ro = f"secrets:{SECRETS_DIR}:ro"
     healthy = {"condition": "service_healthy"}
+    done = {"condition": "service_completed_successfully"}
     cdc_env = {
         "CDC_SECRETS_DIR": SECRETS_DIR,
         "CDC_WATCHED_TABLES": f"{APP_DIR}/cdc.yaml",
@@ -74,18 +75,21 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
             images.POSTGRES_HOST: {
                 "image": img["postgres"],
                 "command": images.postgres_command(config.PG_REPLICATION_SETTINGS),
-                "depends_on": {"secrets": {"condition": "service_completed_successfully"}},
+                "depends_on": {"secrets": done},
                 "environment": {
                     "POSTGRES_PASSWORD_FILE": f"{SECRETS_DIR}/cdc_pg_superuser_password"
                 },
                 "ports": [f"127.0.0.1:5432:{images.POSTGRES_PORT}"],
                 "volumes": ["pgdata:/var/lib/postgresql/data", secrets_ro],
-                "healthcheck": _health(["CMD", "pg_isready", "-U", "postgres"], retries=30),
+                # Over TCP: the socket also answers for the init-time server of the first start.
+                "healthcheck": _health(
+                    ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "postgres"], retries=30
+                ),
             },
             images.KAFKA_HOST: {
                 "image": img["kafka"],
                 "environment": images.kafka_env(
-                    images.broker_properties(KAFKA_HOST_PORT, "localhost"), KAFKA_CLUSTER_ID
+                    images.broker_properties(KAFKA_HOST_PORT, "127.0.0.1"), KAFKA_CLUSTER_ID
                 ),
                 "ports": [f"127.0.0.1:{KAFKA_HOST_PORT}:{KAFKA_HOST_PORT}"],
                 "volumes": [f"kafkadata:{images.KAFKA_DATA}"],
@@ -111,14 +115,18 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
             },
             images.CONNECT_HOST: {
                 "image": img["connect"],
-                "depends_on": {images.KAFKA_HOST: healthy, images.REGISTRY_HOST: healthy},
+                "depends_on": {
+                    "secrets": done,
+                    images.KAFKA_HOST: healthy,
+                    images.REGISTRY_HOST: healthy,
+                },
                 # The worker resolves ${env:CDC_DEBEZIUM_PASSWORD} in the connector config
                 # from its own environment, as on the local stack.
                 "entrypoint": [
                     "sh",
                     "-c",
-                    "export CDC_DEBEZIUM_PASSWORD=$(cat "
-                    f"{SECRETS_DIR}/cdc_debezium_password) && exec /docker-entrypoint.sh start",
+                    f"CDC_DEBEZIUM_PASSWORD=$(cat {SECRETS_DIR}/cdc_debezium_password) || exit 1;"
+                    " export CDC_DEBEZIUM_PASSWORD; exec /docker-entrypoint.sh start",
                 ],
                 "environment": images.connect_env(worker),
                 "ports": [f"127.0.0.1:{images.CONNECT_PORT}:{images.CONNECT_PORT}"],
@@ -140,11 +148,12 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
                     "-c",
                     "cdc db init --schema handlers/schema.sql && cdc connector apply",
                 ],
+                "healthcheck": {"disable": True},  # one-shot: the image's check is the consumer's
                 "restart": "no",
             },
             "consumer": app
             | {
-                "depends_on": {"setup": {"condition": "service_completed_successfully"}},
+                "depends_on": {"setup": done},
                 "command": ["run"],
                 "ports": [f"127.0.0.1:{http}:{http}"],
                 "restart": "unless-stopped",
@@ -155,6 +164,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
             | {
                 "depends_on": {"consumer": healthy},
                 "entrypoint": ["python", "-m", "handlers.demo"],
+                "healthcheck": {"disable": True},
                 "restart": "no",
             },
         },

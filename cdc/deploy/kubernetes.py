@@ -19,11 +19,12 @@ from cdc.tables.config import Encoding, WatchedTables
 STRIMZI_API = "kafka.strimzi.io/v1"
 CONFIG_DIR = "/etc/cdc/config"
 SECRETS_DIR = "/etc/cdc/secrets"
-# The Secret the consumer and Kafka Connect read; its keys are file names under
-# CDC_SECRETS_DIR, as pydantic-settings looks them up.
+# The consumer's Secret: its keys are file names under CDC_SECRETS_DIR, as pydantic-settings
+# looks them up (cdc_pg_password, and any other secret setting). Kafka Connect reads the
+# Debezium password from a Secret of its own, which the consumer never sees.
 SECRET_NAME = "cdc"  # noqa: S105 - a name
-PG_PASSWORD_KEY = "cdc_pg_password"  # noqa: S105 - a key
-DEBEZIUM_PASSWORD_KEY = "cdc_debezium_password"  # noqa: S105 - a key
+DEBEZIUM_SECRET_NAME = "cdc-debezium"  # noqa: S105 - a name
+DEBEZIUM_PASSWORD_KEY = "password"  # noqa: S105 - a key
 # Beyond the shutdown deadline: time to close the consumer and leave the group cleanly.
 GRACE_MARGIN_S = 15
 # Worker settings Strimzi sets itself and refuses in spec.config.
@@ -117,7 +118,12 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
             "annotations": {"strimzi.io/use-connector-resources": "true"},
         },
         "spec": {
-            "replicas": 1,
+            # One task runs the connector; a second worker takes it over on failure.
+            "replicas": 2,
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "1Gi"},
+                "limits": {"memory": "2Gi"},
+            },
             "bootstrapServers": target.kafka_bootstrap,
             "groupId": worker["group.id"],
             "configStorageTopic": worker["config.storage.topic"],
@@ -134,7 +140,17 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
             },
             "template": {
                 "connectContainer": {
-                    "env": [_secret_env("CDC_DEBEZIUM_PASSWORD", DEBEZIUM_PASSWORD_KEY)]
+                    "env": [
+                        {
+                            "name": "CDC_DEBEZIUM_PASSWORD",
+                            "valueFrom": {
+                                "secretKeyRef": {
+                                    "name": DEBEZIUM_SECRET_NAME,
+                                    "key": DEBEZIUM_PASSWORD_KEY,
+                                }
+                            },
+                        }
+                    ]
                 }
             },
         },
@@ -146,10 +162,6 @@ def _maven_plugin(name: str, group: str, artifact: str, version: str) -> dict[st
         "name": name,
         "artifacts": [{"type": "maven", "group": group, "artifact": artifact, "version": version}],
     }
-
-
-def _secret_env(name: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
 
 
 def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
@@ -191,7 +203,8 @@ def consumer_manifests(
     labels = {"app.kubernetes.io/name": "cdc", "app.kubernetes.io/instance": name}
     port = _http_port(settings)
     tables_map, settings_map = f"{name}-watched-tables", f"{name}-settings"
-    digest = hashlib.sha256(watched_text.encode()).hexdigest()[:16]
+    env = consumer_settings(settings, target)
+    digest = hashlib.sha256(watched_text.encode() + repr(sorted(env.items())).encode())
 
     def container(cname: str, args: list[str]) -> dict[str, Any]:
         return {
@@ -248,7 +261,7 @@ def consumer_manifests(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta(settings_map, target, labels=labels),
-            "data": consumer_settings(settings, target),
+            "data": env,
         },
         {
             "apiVersion": "apps/v1",
@@ -269,8 +282,8 @@ def consumer_manifests(
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(port),
                             "prometheus.io/path": "/metrics",
-                            # A changed watched-tables file rolls the pods.
-                            "cdc.dev/watched-tables-sha256": digest,
+                            # A changed watched-tables file or setting rolls the pods.
+                            "cdc.dev/config-sha256": digest.hexdigest()[:16],
                         },
                     },
                     "spec": {
@@ -283,6 +296,15 @@ def consumer_manifests(
                             "runAsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
+                        # Consumers on different nodes where the cluster allows it.
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "kubernetes.io/hostname",
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": labels},
+                            }
+                        ],
                         "initContainers": [prepare],
                         "containers": [consumer],
                         "volumes": [

@@ -41,7 +41,11 @@ def broker_properties(host_port: int, host_name: str) -> dict[str, str]:
         advertised_host=KAFKA_HOST,
         log_dir=KAFKA_DATA,
     )
+    # The image formats its storage without --standalone, which a dynamic quorum
+    # (controller.quorum.bootstrap.servers) needs: a static one formats as is.
+    del props["controller.quorum.bootstrap.servers"]
     return props | {
+        "controller.quorum.voters": f"1@{KAFKA_HOST}:{KAFKA_CONTROLLER_PORT}",
         "listeners": f"INTERNAL://0.0.0.0:{KAFKA_PORT},CONTROLLER://0.0.0.0:"
         f"{KAFKA_CONTROLLER_PORT},HOST://0.0.0.0:{host_port}",
         "advertised.listeners": f"INTERNAL://{KAFKA_HOST}:{KAFKA_PORT},"
@@ -54,7 +58,7 @@ def broker_properties(host_port: int, host_name: str) -> dict[str, str]:
 def kafka_env(props: dict[str, str], cluster_id: str) -> dict[str, str]:
     """apache/kafka maps ``KAFKA_A_B`` to ``a.b``, ``__`` to ``_`` and ``___`` to ``-``."""
     env = {
-        "KAFKA_" + k.replace("-", "___").replace("_", "__").replace(".", "_").upper(): v
+        "KAFKA_" + k.replace("_", "__").replace("-", "___").replace(".", "_").upper(): v
         for k, v in props.items()
     }
     return env | {"CLUSTER_ID": cluster_id}
@@ -73,8 +77,11 @@ def worker_properties() -> dict[str, str]:
 
 def connect_env(props: dict[str, str]) -> dict[str, str]:
     """The Debezium image maps ``CONNECT_A_B`` to ``a.b``, except for the settings its
-    entrypoint derives from variables of its own."""
+    entrypoint derives from variables of its own (and overwrites the ``CONNECT_*`` ones)."""
     own = {
+        "key.converter": "KEY_CONVERTER",
+        "value.converter": "VALUE_CONVERTER",
+        "rest.advertised.port": "ADVERTISED_PORT",
         "bootstrap.servers": "BOOTSTRAP_SERVERS",
         "group.id": "GROUP_ID",
         "config.storage.topic": "CONFIG_STORAGE_TOPIC",
@@ -97,7 +104,7 @@ def env_properties(env: dict[str, str], prefix: str) -> dict[str, str]:
     out = {}
     for name, value in env.items():
         if name.startswith(prefix):
-            key = name.removeprefix(prefix).lower()
-            key = key.replace("___", "\0").replace("__", "\1").replace("_", ".")
-            out[key.replace("\0", "-").replace("\1", "_")] = value
+            # The image's own steps: _ to ., then ... to -, then .. to _.
+            key = name.removeprefix(prefix).lower().replace("_", ".")
+            out[key.replace("...", "-").replace("..", "_")] = value
     return out

@@ -103,7 +103,7 @@ def test_services_start_in_order_with_health_checks(normalized: dict[str, Any]) 
     deps = {name: set(s.get("depends_on", {})) for name, s in services.items()}
     assert deps["setup"] == {"postgres", "connect"}
     assert deps["consumer"] == {"setup"}
-    assert deps["connect"] == {"kafka", "registry"}
+    assert deps["connect"] == {"secrets", "kafka", "registry"}
     assert deps["postgres"] == {"secrets"}
     # The consumer's health check is the image's (deploy/Dockerfile).
     assert services["consumer"]["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -137,7 +137,8 @@ def test_broker_and_worker_configured_as_on_the_local_stack(normalized: dict[str
     placement = {
         "listeners",
         "advertised.listeners",
-        "controller.quorum.bootstrap.servers",
+        "controller.quorum.bootstrap.servers",  # the local stack's dynamic quorum
+        "controller.quorum.voters",  # the image's static one
         "inter.broker.listener.name",
         "listener.security.protocol.map",
         "log.dirs",
@@ -213,3 +214,14 @@ def test_setup_applies_the_local_stacks_connector_config(
     assert ours["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
     entry = " ".join(normalized["services"]["connect"]["entrypoint"])
     assert f"CDC_DEBEZIUM_PASSWORD=$(cat {compose.SECRETS_DIR}/cdc_debezium_password)" in entry
+
+
+def test_image_variable_names_round_trip() -> None:
+    # apache/kafka: _ is ., __ is _, ___ is -.
+    props = {"a-b.c_d": "1", "log.dirs": "/data"}
+    env = images.kafka_env(props, "cluster")
+    assert env == {"KAFKA_A___B_C__D": "1", "KAFKA_LOG_DIRS": "/data", "CLUSTER_ID": "cluster"}
+    assert images.env_properties(env, "KAFKA_") == props
+    # The Debezium image has no escapes: a key it cannot take is refused, not mangled.
+    with pytest.raises(ValueError, match="cannot take"):
+        images.connect_env({"a_b": "1"})

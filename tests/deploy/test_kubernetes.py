@@ -145,7 +145,9 @@ def test_kafka_connect_runs_the_local_stacks_connector_and_worker_settings(
     assert env == [
         {
             "name": "CDC_DEBEZIUM_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": "cdc", "key": k8s.DEBEZIUM_PASSWORD_KEY}},
+            "valueFrom": {
+                "secretKeyRef": {"name": k8s.DEBEZIUM_SECRET_NAME, "key": k8s.DEBEZIUM_PASSWORD_KEY}
+            },
         }
     ]
     assert connector["spec"]["config"]["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
