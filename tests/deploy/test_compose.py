@@ -71,11 +71,15 @@ def test_compose_refuses_a_broken_file(tmp_path: Path) -> None:
 def test_images_are_the_local_stacks_versions(normalized: dict[str, Any]) -> None:
     services = normalized["services"]
     img = images.images()
-    for name in ("postgres", "kafka", "connect", "registry"):
+    for name in ("postgres", "kafka", "registry"):
         assert services[name]["image"] == img[name]
+    # Connect is the Debezium image with the pinned converter (deploy/connect.Dockerfile).
+    connect = services["connect"]["build"]
+    assert connect["dockerfile"] == "deploy/connect.Dockerfile"
+    assert connect["args"]["CONNECT_IMAGE"] == img["connect"]
     v = versions()
     assert services["kafka"]["image"].endswith(f":{v['kafka']}")
-    assert services["connect"]["image"].endswith(f":{v['debezium']}")
+    assert img["connect"].endswith(f":{v['debezium']}")
     assert services["registry"]["image"].endswith(f":{v['apicurio.registry']}")
     assert services["postgres"]["image"].startswith(f"postgres:{POSTGRES_MAJOR}.")
     # ... and those are what the local stack runs: the jars it fetched, its PostgreSQL.

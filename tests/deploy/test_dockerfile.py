@@ -15,20 +15,22 @@ from typing import Any
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
+from cdc.stack.images import images
+from cdc.stack.jvm import jvm_home
 from tests.deploy.conftest import ROOT
 
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+CONNECT_DOCKERFILE = ROOT / "deploy" / "connect.Dockerfile"
 
 
-def parsed() -> DockerfileParser:
-    parser = DockerfileParser(fileobj=DOCKERFILE.open("rb"))
-    return parser
+def parsed(path: Path = DOCKERFILE) -> DockerfileParser:
+    return DockerfileParser(fileobj=path.open("rb"))
 
 
-def stages() -> list[list[dict[str, Any]]]:
-    """Instructions per stage, ARGs before the first FROM substituted."""
+def stages(path: Path = DOCKERFILE) -> list[list[dict[str, Any]]]:
+    """Instructions per stage."""
     out: list[list[dict[str, Any]]] = []
-    for instruction in parsed().structure:
+    for instruction in parsed(path).structure:
         if instruction["instruction"] == "FROM":
             out.append([])
         if out:
@@ -36,19 +38,24 @@ def stages() -> list[list[dict[str, Any]]]:
     return out
 
 
-def base_images() -> list[str]:
+def global_args(path: Path = DOCKERFILE) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults."""
     args = {}
-    for instruction in parsed().structure:
+    for instruction in parsed(path).structure:
         if instruction["instruction"] == "FROM":
             break
         if instruction["instruction"] == "ARG":
             name, _, default = instruction["value"].partition("=")
             args[name] = default
-    images = []
-    for stage in stages():
-        image = stage[0]["value"].split()[0]
-        images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
-    return images
+    return args
+
+
+def base_images(path: Path = DOCKERFILE) -> list[str]:
+    args = global_args(path)
+    return [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], stage[0]["value"].split()[0])
+        for stage in stages(path)
+    ]
 
 
 def final_stage_uid() -> int:
@@ -146,3 +153,30 @@ def test_build_context_and_build_stage(tmp_path: Path) -> None:
     # The pins travel with the package: versions and `cdc stack fetch` work installed.
     assert "cdc/jvm_poms/pom.xml" in names
     assert "cdc/deploy/compose.py" in names
+
+
+def test_connect_image_adds_the_local_stacks_converter(tmp_path: Path) -> None:
+    """deploy/connect.Dockerfile: the pinned Debezium image plus the Apicurio converter,
+    fetched by the plugins stage with our pom: its RUN, run here, gives the same jars the
+    local stack's worker loads."""
+    maven, connect = base_images(CONNECT_DOCKERFILE)
+    assert re.fullmatch(r"maven:\d+\.\d+\.\d+-eclipse-temurin-17", maven), maven
+    assert connect == images()["connect"]
+    plugins, final = stages(CONNECT_DOCKERFILE)
+    (copy_poms,) = [i["value"] for i in plugins if i["instruction"] == "COPY"]
+    assert copy_poms == "debezium /debezium"
+    (run,) = [i["value"] for i in plugins if i["instruction"] == "RUN"]
+    (copy_plugin,) = [i["value"] for i in final if i["instruction"] == "COPY"]
+    source, target = copy_plugin.removeprefix("--from=plugins ").split()
+    assert target == "/kafka/connect/apicurio-converter"
+
+    poms = _context(tmp_path) / "debezium"
+    out = tmp_path / "out"
+    argv = run.replace("/debezium/", f"{poms}/").replace("=/out", f"={out}").split()
+    subprocess.run(argv, check=True, capture_output=True)
+    made = sorted(p.name for p in (out / source.removeprefix("/out/")).iterdir())
+    local = sorted(
+        p.name for p in (jvm_home(fetch=False) / "plugins" / "apicurio-converter").iterdir()
+    )
+    assert made == local
+    assert any(name.startswith("apicurio-registry-utils-converter-") for name in made)
