@@ -56,7 +56,9 @@ def _meta(name: str, target: Target, **extra: Any) -> dict[str, Any]:
 def kafka_connector(watched: WatchedTables, settings: Settings, cluster: str) -> dict[str, Any]:
     """The connector as a Strimzi ``KafkaConnector``: the config ``cdc connector apply``
     puts, with the class and task count moved to where Strimzi wants them."""
-    connector = dict(render_config(watched, settings))
+    # Always the reference: a password in the resource would sit in YAML and in etcd.
+    by_reference = settings.model_copy(update={"debezium_password_inline": False})
+    connector = dict(render_config(watched, by_reference))
     cls = connector.pop("connector.class")
     tasks = int(connector.pop("tasks.max"))
     return {
@@ -337,11 +339,7 @@ def consumer_manifests(
 def strimzi_settings(settings: Settings, target: Target) -> Settings:
     """Settings as Strimzi's Connect pods reach PostgreSQL and the registry."""
     return settings.model_copy(
-        update={
-            "connect_pg_host": target.pg_host,
-            "connect_registry_url": target.registry_url,
-            "debezium_password_inline": False,
-        }
+        update={"connect_pg_host": target.pg_host, "connect_registry_url": target.registry_url}
     )
 
 

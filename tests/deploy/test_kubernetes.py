@@ -128,6 +128,15 @@ def test_connector_render_strimzi_is_the_applied_config(
     assert applied["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
 
 
+def test_kafka_connector_never_holds_the_password() -> None:
+    inline = Settings(debezium_password="s3cret-pw", debezium_password_inline=True)
+    watched = load_watched_tables(ROOT / "cdc.yaml")
+    assert render_config(watched, inline)["database.password"] == "s3cret-pw"
+    resource = k8s.kafka_connector(watched, inline, "my-connect")
+    assert resource["spec"]["config"]["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
+    assert "s3cret-pw" not in str(resource)
+
+
 def test_kafka_connect_runs_the_local_stacks_connector_and_worker_settings(
     manifests: dict[str, list[dict[str, Any]]],
 ) -> None:
