@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cdc.deploy.kubernetes import Target
+from cdc.deploy import Target
 from cdc.errors import CdcError, ConfigError
 from cdc.logs import configure_logging
 from cdc.settings import Settings, load_settings, stack_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cdc.deploy import consumer_env, grace_period_s, served_port
 from cdc.deploy.yaml_out import dump
 from cdc.settings import Settings
 from cdc.stack import config, images
@@ -56,6 +57,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
         "CDC_KAFKA_BOOTSTRAP": f"{images.KAFKA_HOST}:{images.KAFKA_PORT}",
         "CDC_CONNECT_URL": f"http://{images.CONNECT_HOST}:{images.CONNECT_PORT}",
         "CDC_REGISTRY_URL": f"http://{images.REGISTRY_HOST}:{images.REGISTRY_PORT}",
+        **consumer_env(defaults),
     }
     app = {
         "build": {"context": ".", "dockerfile": "deploy/Dockerfile"},
@@ -63,7 +65,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
         "environment": cdc_env,
         "volumes": [secrets_ro, f"./cdc.yaml:{APP_DIR}/cdc.yaml:ro"],
     }
-    http = f"{defaults.http_port or 9400}"
+    http = served_port(defaults)
     worker = images.worker_properties()
     return {
         "services": {
@@ -163,7 +165,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
                 "command": ["run"],
                 "ports": [f"127.0.0.1:{http}:{http}"],
                 "restart": "unless-stopped",
-                "stop_grace_period": f"{int(defaults.shutdown_deadline_s) + 10}s",
+                "stop_grace_period": f"{grace_period_s(defaults)}s",
             },
             # A few writes and what the handlers made of them, as `make run` shows.
             "demo": app

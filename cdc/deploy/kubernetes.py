@@ -5,11 +5,10 @@ the watched-tables file and the settings. ``cdc deploy kubernetes`` and
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from cdc.connect import render_config
+from cdc.deploy import Target, consumer_env, grace_period_s, served_port
 from cdc.deploy.yaml_out import dump_all
 from cdc.settings import Settings
 from cdc.stack import config
@@ -25,25 +24,8 @@ SECRETS_DIR = "/etc/cdc/secrets"
 SECRET_NAME = "cdc"  # noqa: S105 - a name
 DEBEZIUM_SECRET_NAME = "cdc-debezium"  # noqa: S105 - a name
 DEBEZIUM_PASSWORD_KEY = "password"  # noqa: S105 - a key
-# Beyond the shutdown deadline: time to close the consumer and leave the group cleanly.
-GRACE_MARGIN_S = 15
-# Worker settings Strimzi sets itself and refuses in spec.config.
-_STRIMZI_OWNED = ("bootstrap.servers", "listeners", "rest.", "plugin.path")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the manifests go and what they point at."""
-
-    image: str = "registry.example.com/cdc-app:1.0.0"
-    name: str = "cdc"
-    namespace: str | None = None
-    replicas: int = 2
-    kafka_bootstrap: str = "my-cluster-kafka-bootstrap:9092"
-    connect_cluster: str = "my-connect"
-    connect_image: str = "registry.example.com/cdc-connect:1.0.0"
-    pg_host: str = "postgres"
-    registry_url: str = "http://apicurio-registry:8080"
+# Worker settings Strimzi refuses in spec.config, or takes as spec fields.
+_NOT_IN_SPEC_CONFIG = ("bootstrap.servers", "listeners", "rest.", "plugin.path", "group.id")
 
 
 def _meta(name: str, target: Target, **extra: Any) -> dict[str, Any]:
@@ -87,13 +69,14 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
         rest_port=8083,
         plugin_path=None,
     )
+    # Connect's own topics: the local stack's single-broker sizes are left out, and
+    # production clusters replicate them as the broker defaults say.
     spec_config = {
         k: val
         for k, val in worker.items()
-        if not k.startswith(_STRIMZI_OWNED) and not k.endswith("replication.factor")
-    }
-    # Production clusters replicate Connect's own topics as the broker defaults say.
-    spec_config |= {f"{t}.storage.replication.factor": "-1" for t in ("config", "offset", "status")}
+        if not k.startswith(_NOT_IN_SPEC_CONFIG)
+        and not k.endswith((".storage.topic", ".replication.factor", ".partitions"))
+    } | {f"{t}.storage.replication.factor": "-1" for t in ("config", "offset", "status")}
     plugins = [
         _maven_plugin(
             "debezium-connector-postgres",
@@ -131,11 +114,7 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
             "configStorageTopic": worker["config.storage.topic"],
             "offsetStorageTopic": worker["offset.storage.topic"],
             "statusStorageTopic": worker["status.storage.topic"],
-            "config": {
-                k: val
-                for k, val in spec_config.items()
-                if k not in ("group.id",) and not k.endswith("storage.topic")
-            },
+            "config": spec_config,
             "build": {
                 "output": {"type": "docker", "image": target.connect_image},
                 "plugins": plugins,
@@ -183,17 +162,8 @@ def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
         "CDC_REGISTRY_URL": target.registry_url,
         # Strimzi owns the connector: the consumer checks the database, not Connect.
         "CDC_CONNECT_URL": "",
-        "CDC_SHUTDOWN_DEADLINE_S": f"{settings.shutdown_deadline_s:g}",
-        "CDC_HTTP_PORT": str(_http_port(settings)),
+        **consumer_env(settings),
     }
-
-
-def _http_port(settings: Settings) -> int:
-    return settings.http_port or 9400
-
-
-def grace_period_s(settings: Settings) -> int:
-    return math.ceil(settings.shutdown_deadline_s) + GRACE_MARGIN_S
 
 
 def consumer_manifests(
@@ -203,7 +173,7 @@ def consumer_manifests(
     PodDisruptionBudget. The Secret ``cdc`` is the operator's to create."""
     name = target.name
     labels = {"app.kubernetes.io/name": "cdc", "app.kubernetes.io/instance": name}
-    port = _http_port(settings)
+    port = served_port(settings)
     tables_map, settings_map = f"{name}-watched-tables", f"{name}-settings"
     env = consumer_settings(settings, target)
     digest = hashlib.sha256(watched_text.encode() + repr(sorted(env.items())).encode())
@@ -336,18 +306,14 @@ def consumer_manifests(
     ]
 
 
-def strimzi_settings(settings: Settings, target: Target) -> Settings:
-    """Settings as Strimzi's Connect pods reach PostgreSQL and the registry."""
-    return settings.model_copy(
-        update={"connect_pg_host": target.pg_host, "connect_registry_url": target.registry_url}
-    )
-
-
 def render_kubernetes(
     watched_text: str, watched: WatchedTables, settings: Settings, target: Target
 ) -> str:
     """Everything for a namespace: the consumer, and Kafka Connect with the connector."""
-    connect = strimzi_settings(settings, target)
+    # As Strimzi's Connect pods reach PostgreSQL and the registry.
+    connect = settings.model_copy(
+        update={"connect_pg_host": target.pg_host, "connect_registry_url": target.registry_url}
+    )
     connector = kafka_connector(watched, connect, target.connect_cluster)
     cluster = kafka_connect(watched, target)
     for doc in (connector, cluster):

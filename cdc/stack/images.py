@@ -96,15 +96,3 @@ def connect_env(props: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"the Debezium image cannot take {key!r} from its environment")
         env[own.get(key, "CONNECT_" + key.replace(".", "_").upper())] = value
     return env
-
-
-def env_properties(env: dict[str, str], prefix: str) -> dict[str, str]:
-    """The properties an image makes of its ``<prefix>*`` variables (the inverse of
-    :func:`kafka_env`), for checking what a compose file passes."""
-    out = {}
-    for name, value in env.items():
-        if name.startswith(prefix):
-            # The image's own steps: _ to ., then ... to -, then .. to _.
-            key = name.removeprefix(prefix).lower().replace("_", ".")
-            out[key.replace("...", "-").replace("..", "_")] = value
-    return out

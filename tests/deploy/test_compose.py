@@ -25,6 +25,18 @@ from tests.deploy.conftest import ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 
+def env_properties(env: dict[str, str], prefix: str) -> dict[str, str]:
+    """The properties an image makes of its ``<prefix>*`` variables (the inverse of
+    :func:`cdc.stack.images.kafka_env`)."""
+    out = {}
+    for name, value in env.items():
+        if name.startswith(prefix):
+            # The image's own steps: _ to ., then ... to -, then .. to _.
+            key = name.removeprefix(prefix).lower().replace("_", ".")
+            out[key.replace("...", "-").replace("..", "_")] = value
+    return out
+
+
 def compose_command() -> list[str]:
     if exe := shutil.which("docker-compose"):
         return [exe]
@@ -112,6 +124,13 @@ def test_services_start_in_order_with_health_checks(normalized: dict[str, Any]) 
     # The consumer's health check is the image's (deploy/Dockerfile).
     assert services["consumer"]["build"]["dockerfile"] == "deploy/Dockerfile"
     assert services["consumer"]["command"] == ["run"]
+    # The port published and the stop grace period are the ones the consumer is given.
+    env = services["consumer"]["environment"]
+    (port,) = services["consumer"]["ports"]
+    published = port["target"] if isinstance(port, dict) else port.split(":")[-1].split("/")[0]
+    assert str(published) == env["CDC_HTTP_PORT"]
+    grace = int(services["consumer"]["stop_grace_period"].removesuffix("s"))
+    assert grace > float(env["CDC_SHUTDOWN_DEADLINE_S"]) + 5
 
 
 def test_state_in_named_volumes_and_ports_on_loopback(normalized: dict[str, Any]) -> None:
@@ -147,7 +166,7 @@ def test_broker_and_worker_configured_as_on_the_local_stack(normalized: dict[str
         "listener.security.protocol.map",
         "log.dirs",
     }
-    broker = images.env_properties(services["kafka"]["environment"], "KAFKA_")
+    broker = env_properties(services["kafka"]["environment"], "KAFKA_")
     assert {k: v for k, v in broker.items() if k not in placement} == {
         k: v for k, v in local.items() if k not in placement
     }
@@ -225,7 +244,7 @@ def test_image_variable_names_round_trip() -> None:
     props = {"a-b.c_d": "1", "log.dirs": "/data"}
     env = images.kafka_env(props, "cluster")
     assert env == {"KAFKA_A___B_C__D": "1", "KAFKA_LOG_DIRS": "/data", "CLUSTER_ID": "cluster"}
-    assert images.env_properties(env, "KAFKA_") == props
+    assert env_properties(env, "KAFKA_") == props
     # The Debezium image has no escapes: a key it cannot take is refused, not mangled.
     with pytest.raises(ValueError, match="cannot take"):
         images.connect_env({"a_b": "1"})

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cdc.connect import render_config
+from cdc.deploy import GRACE_MARGIN_S, Target
 from cdc.deploy import kubernetes as k8s
 from cdc.settings import Settings
 from cdc.stack.versions import versions
@@ -47,7 +48,7 @@ def manifests() -> dict[str, list[dict[str, Any]]]:
 def test_committed_manifests_are_what_the_code_makes(clean_settings: Settings) -> None:
     path = ROOT / "cdc.yaml"
     made = k8s.render_kubernetes(
-        path.read_text(), load_watched_tables(path), clean_settings, k8s.Target()
+        path.read_text(), load_watched_tables(path), clean_settings, Target()
     )
     assert MANIFESTS.read_text() == made, "run `make deploy-files`"
 
@@ -232,13 +233,13 @@ def test_grace_period_follows_the_shutdown_deadline(tmp_path: Path) -> None:
                 path.read_text(),
                 load_watched_tables(path),
                 settings,
-                k8s.Target(namespace="shop", image="example/app:2"),
+                Target(namespace="shop", image="example/app:2"),
             )
         )
     )
     (deployment,) = docs["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 63 + k8s.GRACE_MARGIN_S
+    assert pod["terminationGracePeriodSeconds"] == 63 + GRACE_MARGIN_S
     assert pod["containers"][0]["ports"][0]["containerPort"] == 9500
     assert pod["containers"][0]["image"] == "example/app:2"
     assert {d["metadata"].get("namespace") for ds in docs.values() for d in ds} == {"shop"}

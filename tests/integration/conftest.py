@@ -66,6 +66,14 @@ class Pipeline:
     def apply(self) -> str:
         return apply_connector(self.watched(), self.settings)
 
+    def put_as_strimzi(self, resource: dict[str, Any]) -> None:
+        """What Strimzi's operator does with a ``KafkaConnector``: its class, task count and
+        config into Connect; then wait for the task."""
+        spec = resource["spec"]
+        config = {"connector.class": spec["class"], "tasks.max": str(spec["tasksMax"])}
+        self.connect.put_config(self.name, config | spec["config"])
+        self.connect.wait_running(self.name, 90)
+
     def topic(self, table: str) -> str:
         return f"{self.id}.public.{table}"
 

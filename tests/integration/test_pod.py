@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cdc.deploy import Target
 from cdc.deploy import kubernetes as k8s
 from cdc.settings import Settings
 from cdc.stack.local import free_port
@@ -47,7 +48,7 @@ def _pod(pipeline: Pipeline, module: str, port: int) -> dict[str, Any]:
         http_port=port,
         shutdown_deadline_s=10,
     )
-    target = k8s.Target(kafka_bootstrap=stack.kafka_bootstrap, pg_host=stack.pg_host)
+    target = Target(kafka_bootstrap=stack.kafka_bootstrap, pg_host=stack.pg_host)
     docs = k8s.consumer_manifests(pipeline.file.read_text(), settings, target)
     return {d["kind"] + "/" + d["metadata"]["name"]: d for d in docs}
 
@@ -121,17 +122,7 @@ def test_the_pod_prepares_runs_answers_its_probes_and_stops_in_time(
         "SELECT count(*) FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
         (pipeline.id, notes),
     ) == [(1,)]
-    # What Strimzi's operator does with the KafkaConnector.
-    connector = k8s.kafka_connector(pipeline.watched(), pipeline.settings, "my-connect")["spec"]
-    pipeline.connect.put_config(
-        pipeline.name,
-        {
-            "connector.class": connector["class"],
-            "tasks.max": str(connector["tasksMax"]),
-            **connector["config"],
-        },
-    )
-    pipeline.connect.wait_running(pipeline.name, 90)
+    pipeline.put_as_strimzi(k8s.kafka_connector(pipeline.watched(), pipeline.settings, "c"))
 
     proc = start(consumer)
     try:

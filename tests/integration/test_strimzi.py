@@ -44,15 +44,10 @@ def test_prepare_then_the_kafka_connector_streams(pipeline: Pipeline) -> None:
         (pipeline.settings.debezium_user, f"public.{items}"),
     ) == [(True,)]
 
-    # Strimzi's operator puts spec.class, spec.tasksMax and spec.config into Connect.
+    # Put into Connect as Strimzi's operator puts it.
     resource = kafka_connector(watched, pipeline.settings, "my-connect")
     jsonschema.validate(resource, strimzi_schemas()["KafkaConnector"])
-    spec = resource["spec"]
-    pipeline.connect.put_config(
-        pipeline.name,
-        {"connector.class": spec["class"], "tasks.max": str(spec["tasksMax"]), **spec["config"]},
-    )
-    pipeline.connect.wait_running(pipeline.name, 90)
+    pipeline.put_as_strimzi(resource)
     pipeline.sql(f"INSERT INTO {items} VALUES (1, 'from strimzi')")
     with RecordReader(pipeline.stack.kafka_bootstrap, [pipeline.topic(items)]) as reader:
         records = reader.wait(lambda r: any(m.value() for m in r))
