@@ -145,13 +145,32 @@ class LocalStack:
         self.state.pids.clear()
         self.state.save(self._state_file) if self.dir.exists() else None
 
-    def status(self) -> dict[str, dict[str, object]]:
-        checks: dict[str, Callable[[], bool]] = {
+    def restart(self, name: str, *, crash: bool = False, timeout: float = 180.0) -> None:
+        """Stop one component (``crash``: SIGKILL, no clean shutdown) and start it again on
+        the same port and data; return once it is ready. For fault drills."""
+        if name not in COMPONENTS:
+            raise StackError(name, f"not a component: one of {', '.join(COMPONENTS)}")
+        home = jvm_home()
+        starts: dict[str, Callable[[], None]] = {
+            "postgres": self._start_postgres,
+            "kafka": lambda: self._start_kafka(home),
+            "connect": lambda: self._start_connect(home),
+            "registry": lambda: self._start_registry(home),
+        }
+        self._stop(name, 0 if crash else 30)
+        self._ensure(name, starts[name])
+        self._wait(name, self._checks()[name], time.monotonic() + timeout)
+
+    def _checks(self) -> dict[str, Callable[[], bool]]:
+        return {
             "postgres": self._postgres_ready,
             "kafka": self._kafka_ready,
             "connect": self._connect_ready,
             "registry": self._registry_ready,
         }
+
+    def status(self) -> dict[str, dict[str, object]]:
+        checks = self._checks()
         out: dict[str, dict[str, object]] = {}
         for name in COMPONENTS:
             pid = self.state.pids.get(name)
@@ -297,8 +316,9 @@ class LocalStack:
         assert pid is not None
         # postgres: SIGINT is its fast shutdown; the JVMs shut down cleanly on SIGTERM.
         sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
+        if timeout > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
         end = time.monotonic() + timeout
         while time.monotonic() < end and _pid_alive(pid, str(self.dir)):
             time.sleep(0.2)

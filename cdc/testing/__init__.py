@@ -5,7 +5,7 @@ from cdc.testing.factories import ChangeFactory
 from cdc.testing.kafka import RecordReader, read_records
 from cdc.testing.pipeline import Pipelines, isolated, remove_connector
 from cdc.testing.run import HandlerRunner, run_handler
-from cdc.testing.stack import start_stack
+from cdc.testing.stack import RunningStack, running_stack, start_stack
 
 __all__ = [
     "ChangeFactory",
@@ -13,9 +13,11 @@ __all__ = [
     "Pipelines",
     "RecordReader",
     "RunningConsumer",
+    "RunningStack",
     "isolated",
     "read_records",
     "remove_connector",
     "run_handler",
+    "running_stack",
     "start_stack",
 ]

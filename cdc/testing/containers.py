@@ -18,12 +18,13 @@ from cdc.stack import config, images, probes
 from cdc.stack.endpoints import StackEndpoints
 from cdc.stack.jvm import jvm_home
 from cdc.stack.local import free_port, kafka_cluster_id
+from cdc.testing.stack import RunningStack
 
 log = structlog.get_logger("cdc.testing.containers")
 
 
 @contextlib.contextmanager
-def container_stack() -> Iterator[StackEndpoints]:
+def container_stack() -> Iterator[RunningStack]:
     """The stack in containers on a private network, removed on exit."""
     from testcontainers.core.network import Network
 
@@ -43,7 +44,7 @@ def container_stack() -> Iterator[StackEndpoints]:
                     container.stop()
 
 
-def _start(network: Any, started: list[Any]) -> StackEndpoints:
+def _start(network: Any, started: list[Any]) -> RunningStack:
     from testcontainers.core.container import DockerContainer
 
     img = images.images()
@@ -54,11 +55,14 @@ def _start(network: Any, started: list[Any]) -> StackEndpoints:
         started.append(container.start())
         return container
 
+    def published(image: str, port: int) -> Any:
+        # A fixed host port, so a restarted container answers where it did before.
+        return DockerContainer(image).with_bind_ports(port, free_port())
+
     pg = start(
         images.POSTGRES_HOST,
-        DockerContainer(img["postgres"])
+        published(img["postgres"], images.POSTGRES_PORT)
         .with_env("POSTGRES_PASSWORD", su)
-        .with_exposed_ports(images.POSTGRES_PORT)
         .with_command(images.postgres_command(config.PG_SETTINGS)),
     )
 
@@ -71,15 +75,13 @@ def _start(network: Any, started: list[Any]) -> StackEndpoints:
 
     registry = start(
         images.REGISTRY_HOST,
-        DockerContainer(img["registry"]).with_exposed_ports(images.REGISTRY_PORT),
+        published(img["registry"], images.REGISTRY_PORT),
     )
 
     # The image's own Apicurio converter is 3.x; mount the pinned one the local stack uses.
     converter = jvm_home() / "plugins" / "apicurio-converter"
-    connect = (
-        DockerContainer(img["connect"])
-        .with_exposed_ports(images.CONNECT_PORT)
-        .with_volume_mapping(str(converter), f"{images.CONNECT_PLUGINS}/apicurio-converter", "ro")
+    connect = published(img["connect"], images.CONNECT_PORT).with_volume_mapping(
+        str(converter), f"{images.CONNECT_PLUGINS}/apicurio-converter", "ro"
     )
     env = images.connect_env(images.worker_properties()) | {"CDC_DEBEZIUM_PASSWORD": dbz}
     for key, value in env.items():
@@ -90,14 +92,30 @@ def _start(network: Any, started: list[Any]) -> StackEndpoints:
         return f"http://{c.get_container_host_ip()}:{c.get_exposed_port(port)}"
 
     pg_host, pg_port = pg.get_container_host_ip(), int(pg.get_exposed_port(images.POSTGRES_PORT))
-    _wait("postgres", lambda: probes.postgres_ready(pg_host, pg_port, su))
+    bootstrap = f"127.0.0.1:{host_port}"
+    ready: dict[str, tuple[Any, Callable[[], bool]]] = {
+        "postgres": (pg, lambda: probes.postgres_ready(pg_host, pg_port, su)),
+        "kafka": (kafka, lambda: probes.kafka_ready(bootstrap)),
+        "registry": (registry, lambda: probes.registry_ready(url(registry, images.REGISTRY_PORT))),
+        "connect": (connect, lambda: probes.connect_ready(url(connect, images.CONNECT_PORT))),
+    }
+    _wait("postgres", ready["postgres"][1])
     with probes.connect_superuser(pg_host, pg_port, su) as conn:
         config.bootstrap_postgres(conn, config.DatabaseRoles(app, dbz))
-    bootstrap = f"127.0.0.1:{host_port}"
-    _wait("kafka", lambda: probes.kafka_ready(bootstrap))
-    _wait("registry", lambda: probes.registry_ready(url(registry, images.REGISTRY_PORT)))
-    _wait("connect", lambda: probes.connect_ready(url(connect, images.CONNECT_PORT)))
-    return StackEndpoints(
+    for name in ("kafka", "registry", "connect"):
+        _wait(name, ready[name][1])
+
+    def restart(name: str, crash: bool) -> None:
+        container, check = ready[name]
+        wrapped = container.get_wrapped_container()
+        if crash:
+            wrapped.kill()
+            wrapped.start()
+        else:
+            wrapped.restart()
+        _wait(name, check)
+
+    endpoints = StackEndpoints(
         kafka_bootstrap=bootstrap,
         connect_url=url(connect, images.CONNECT_PORT),
         registry_url=url(registry, images.REGISTRY_PORT),
@@ -113,6 +131,7 @@ def _start(network: Any, started: list[Any]) -> StackEndpoints:
         connect_pg_port=images.POSTGRES_PORT,
         connect_registry_url=f"http://{images.REGISTRY_HOST}:{images.REGISTRY_PORT}",
     )
+    return RunningStack(endpoints, restart)
 
 
 def _wait(name: str, ready: Callable[[], bool], timeout: float = 180.0) -> None:

@@ -1,6 +1,7 @@
 """pytest plugin (installed with the package): the real stack and consumers on it.
 
-- ``cdc_stack``: PostgreSQL, Kafka, Kafka Connect with Debezium and Apicurio, for the session.
+- ``cdc_stack``: PostgreSQL, Kafka, Kafka Connect with Debezium and Apicurio, for the session
+  (``cdc_running_stack``: the same, with ``restart(component, crash=...)`` for fault drills).
 - ``cdc_settings``: ``Settings`` pointing at it.
 - ``cdc_pipelines``: start the consumer with your handlers and your watched-tables file
   (``cdc_pipelines.start(Path("cdc.yaml"), ["myapp.handlers"], schema=[Path("schema.sql")])``)
@@ -16,14 +17,20 @@ import pytest
 from cdc.settings import Settings
 from cdc.stack.endpoints import StackEndpoints
 from cdc.testing.pipeline import Pipelines
-from cdc.testing.stack import start_stack
+from cdc.testing.stack import RunningStack, running_stack
 
 
 @pytest.fixture(scope="session")
-def cdc_stack() -> Iterator[StackEndpoints]:
+def cdc_running_stack() -> Iterator[RunningStack]:
+    """The real stack, with ``restart(component, crash=...)`` for fault drills."""
+    with running_stack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def cdc_stack(cdc_running_stack: RunningStack) -> StackEndpoints:
     """The real stack: PostgreSQL, Kafka, Kafka Connect with Debezium, Apicurio Registry."""
-    with start_stack() as endpoints:
-        yield endpoints
+    return cdc_running_stack.endpoints
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cdc.stack.endpoints import StackEndpoints
@@ -30,8 +31,21 @@ def stack_mode() -> str:
     return mode
 
 
+@dataclass(frozen=True)
+class RunningStack:
+    """A started stack: where it answers, and how to restart one of its components
+    (``postgres``, ``kafka``, ``connect``, ``registry``; ``crash=True`` kills it outright)
+    on the same address and data, for fault drills."""
+
+    endpoints: StackEndpoints
+    _restart: Callable[[str, bool], None]
+
+    def restart(self, component: str, *, crash: bool = False) -> None:
+        self._restart(component, crash)
+
+
 @contextlib.contextmanager
-def start_stack() -> Iterator[StackEndpoints]:
+def running_stack() -> Iterator[RunningStack]:
     """A running stack for the duration of the block.
 
     Native: a running stack in ``$CDC_STACK_DIR`` is reused and left running; otherwise a
@@ -39,16 +53,27 @@ def start_stack() -> Iterator[StackEndpoints]:
     if stack_mode() == "containers":
         from cdc.testing.containers import container_stack
 
-        with container_stack() as endpoints:
-            yield endpoints
+        with container_stack() as containers:
+            yield containers
         return
     if env_dir := os.environ.get("CDC_STACK_DIR"):
-        stack = LocalStack(Path(env_dir))
-        if all(s["ready"] for s in stack.status().values()):
-            yield stack.endpoints()
+        shared = LocalStack(Path(env_dir))
+        if all(s["ready"] for s in shared.status().values()):
+            yield _local(shared, shared.endpoints())
             return
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix="cdc-stack-")))
+    private = LocalStack(Path(tempfile.mkdtemp(prefix="cdc-stack-")))
     try:
-        yield stack.up()
+        yield _local(private, private.up())
     finally:
-        stack.destroy()
+        private.destroy()
+
+
+def _local(stack: LocalStack, endpoints: StackEndpoints) -> RunningStack:
+    return RunningStack(endpoints, lambda name, crash: stack.restart(name, crash=crash))
+
+
+@contextlib.contextmanager
+def start_stack() -> Iterator[StackEndpoints]:
+    """The endpoints of a running stack for the duration of the block (see ``running_stack``)."""
+    with running_stack() as stack:
+        yield stack.endpoints
