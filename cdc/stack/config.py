@@ -3,7 +3,7 @@ the same stack."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -33,8 +33,8 @@ DEBEZIUM_USER = "cdc_debezium"
 class DatabaseRoles:
     """The application's database and role, and Debezium's least-privilege role."""
 
-    app_password: str
-    debezium_password: str
+    app_password: str = field(repr=False)
+    debezium_password: str = field(repr=False)
     database: str = APP_DATABASE
     app_user: str = APP_USER
     debezium_user: str = DEBEZIUM_USER
@@ -42,7 +42,8 @@ class DatabaseRoles:
 
 def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> None:
     """As superuser (autocommit): the application role and database, and the Debezium role
-    with REPLICATION LOGIN and nothing more; table grants come from ``connector apply``."""
+    with REPLICATION LOGIN and nothing more (a role that existed with more is cut back);
+    table grants come from ``connector apply``."""
     for user in (roles.app_user, roles.debezium_user):
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
@@ -52,9 +53,10 @@ def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> N
         )
     )
     conn.execute(
-        sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
-            sql.Identifier(roles.debezium_user), sql.Literal(roles.debezium_password)
-        )
+        sql.SQL(
+            "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            "NOBYPASSRLS PASSWORD {}"
+        ).format(sql.Identifier(roles.debezium_user), sql.Literal(roles.debezium_password))
     )
     exists = conn.execute(
         "SELECT 1 FROM pg_database WHERE datname = %s", (roles.database,)
@@ -67,6 +69,41 @@ def bootstrap_postgres(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> N
         )
 
 
+# Clients authenticate on the SASL_SSL listener with this mechanism; its users are SCRAM
+# credentials in the cluster metadata (made with the Admin API).
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "cdc"
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """TLS (``SSL``) and SASL/SCRAM over TLS (``SASL_SSL``) listeners beside ``PLAINTEXT``,
+    which the controller, inter-broker traffic and Kafka Connect keep using."""
+
+    ssl_port: int
+    sasl_port: int
+    key: str = field(repr=False)  # PEM, PKCS#8
+    certificate_chain: str  # PEM: the broker's certificate, then the CA's
+
+
+# The keys `security` adds or changes: the rest of the broker is configured the same with or
+# without it (docker compose, which has no TLS listener, is compared on the others).
+SECURITY_KEYS = frozenset(
+    {
+        "listeners",
+        "advertised.listeners",
+        "listener.security.protocol.map",
+        "ssl.keystore.type",
+        "ssl.keystore.key",
+        "ssl.keystore.certificate.chain",
+        "ssl.client.auth",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms",
+        f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config",
+    }
+)
+
+
 def broker_properties(
     *,
     port: int,
@@ -74,8 +111,9 @@ def broker_properties(
     host: str = "127.0.0.1",
     advertised_host: str = "127.0.0.1",
     log_dir: str,
+    security: BrokerSecurity | None = None,
 ) -> dict[str, str]:
-    return {
+    props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{advertised_host}:{controller_port}",
@@ -94,6 +132,25 @@ def broker_properties(
         "share.coordinator.state.topic.min.isr": "1",
         "min.insync.replicas": "1",
         "group.initial.rebalance.delay.ms": "0",
+    }
+    if security is None:
+        return props
+    ssl, sasl = security.ssl_port, security.sasl_port
+    props["listeners"] += f",SSL://{host}:{ssl},SASL_SSL://{host}:{sasl}"
+    props["advertised.listeners"] += (
+        f",SSL://{advertised_host}:{ssl},SASL_SSL://{advertised_host}:{sasl}"
+    )
+    props["listener.security.protocol.map"] += ",SSL:SSL,SASL_SSL:SASL_SSL"
+    mechanism = SCRAM_MECHANISM.lower()
+    return props | {
+        # The PEM text itself (a PEM key store file needs an encrypted key, see cdc.stack.tls).
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.key": security.key,
+        "ssl.keystore.certificate.chain": security.certificate_chain,
+        # Clients prove who they are with SCRAM (SASL_SSL) or not at all (SSL): no mTLS.
+        "ssl.client.auth": "none",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config": f"{SCRAM_LOGIN_MODULE} required;",
     }
 
 

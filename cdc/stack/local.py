@@ -25,7 +25,7 @@ import structlog
 
 from cdc.errors import StackError
 from cdc.settings import STACK_ENV_FILE
-from cdc.stack import config, probes
+from cdc.stack import config, probes, tls
 from cdc.stack.endpoints import StackEndpoints
 from cdc.stack.jvm import jvm_home
 
@@ -120,6 +120,8 @@ class LocalStack:
         home = jvm_home()  # a first fetch does not count against the start-up deadline
         started = time.monotonic()
         self._ensure_secrets()
+        if self._ensure_tls() and _pid_alive(self.state.pids.get("kafka"), str(self.dir)):
+            self._stop("kafka", 30)  # it still presents the certificate it started with
         deadline = started + timeout
         # The JVMs start slowly; start the independent ones together.
         for name, start in (
@@ -129,6 +131,15 @@ class LocalStack:
         ):
             self._ensure(name, start)
         self._wait("kafka", self._kafka_ready, deadline)
+        self._ensure_scram_user()
+        if self._has_secure_listeners():
+            self._wait("kafka", self._kafka_secure_ready, deadline)
+        else:
+            log.warning(
+                "stack.kafka.no_tls",
+                hint="this broker started before it had TLS and SCRAM listeners; "
+                "`cdc stack down` then `cdc stack up` adds them",
+            )
         self._ensure("connect", lambda: self._start_connect(home))
         self._wait("postgres", self._postgres_ready, deadline)
         self._bootstrap_postgres()
@@ -145,9 +156,12 @@ class LocalStack:
         self.state.pids.clear()
         self.state.save(self._state_file) if self.dir.exists() else None
 
-    def restart(self, name: str, *, crash: bool = False, timeout: float = 180.0) -> None:
-        """Stop one component (``crash``: SIGKILL, no clean shutdown) and start it again on
-        the same port and data; return once it is ready. For fault drills."""
+    def restart(
+        self, name: str, *, crash: bool = False, down_s: float = 0.0, timeout: float = 180.0
+    ) -> None:
+        """Stop one component (``crash``: SIGKILL, no clean shutdown), leave it down for
+        ``down_s`` and start it again on the same port and data; return once it is ready.
+        For fault drills."""
         if name not in COMPONENTS:
             raise StackError(name, f"not a component: one of {', '.join(COMPONENTS)}")
         home = jvm_home()
@@ -158,6 +172,13 @@ class LocalStack:
             "registry": lambda: self._start_registry(home),
         }
         self._stop(name, 0 if crash else 30)
+        # A killed JVM's threads outlive its main one for a moment, and its ports with them:
+        # starting again before they are free would move the component to new ports.
+        ports = [p for n, p in self.state.ports.items() if n.split("-")[0] == name]
+        deadline = time.monotonic() + 30
+        while any(port_open(p) for p in ports) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(down_s)
         self._ensure(name, starts[name])
         self._wait(name, self._checks()[name], time.monotonic() + timeout)
 
@@ -186,6 +207,7 @@ class LocalStack:
 
     def endpoints(self) -> StackEndpoints:
         p, s = self.state.ports, self.state.secrets
+        secure = self._has_secure_listeners()
         return StackEndpoints(
             kafka_bootstrap=f"{HOST}:{p['kafka']}",
             connect_url=f"http://{HOST}:{p['connect']}",
@@ -198,6 +220,13 @@ class LocalStack:
             app_password=s["app"],
             debezium_user=config.DEBEZIUM_USER,
             debezium_password=s["debezium"],
+            kafka_tls_bootstrap=f"{HOST}:{p['kafka-ssl']}" if secure else None,
+            kafka_sasl_bootstrap=f"{HOST}:{p['kafka-sasl']}" if secure else None,
+            kafka_ca_location=str(self._tls_dir / "ca.pem") if secure else None,
+            kafka_sasl_mechanism=config.SCRAM_MECHANISM if secure else None,
+            kafka_sasl_username=config.SCRAM_USER if secure else None,
+            kafka_sasl_password=s["kafka_scram"] if secure else None,
+            log_dir=str(self.logs),
         )
 
     def destroy(self) -> None:
@@ -225,9 +254,34 @@ class LocalStack:
                 )
 
     def _ensure_secrets(self) -> None:
-        for key in ("postgres", "app", "debezium"):
+        for key in ("postgres", "app", "debezium", "kafka_scram"):
             self.state.secrets.setdefault(key, secrets.token_urlsafe(18))
         self.state.save(self._state_file)
+
+    @property
+    def _tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    def _tls_files(self) -> tuple[Path, Path, Path]:
+        """The broker's key, its certificate chain, the CA certificate."""
+        d = self._tls_dir
+        return d / "server-key.pem", d / "server-chain.pem", d / "ca.pem"
+
+    def _ensure_tls(self) -> bool:
+        """The CA certificate and the broker's key store, made once and again only near
+        their end; return whether they were (re)made. The CA's key is never written down:
+        it signs the one broker certificate and is gone."""
+        key, chain, ca_file = self._tls_files()
+        if not tls.needs_renewal(key, chain, ca_file):
+            return False
+        self._tls_dir.mkdir(mode=0o700, exist_ok=True)
+        ca = tls.make_authority()
+        key_pem, chain_pem = tls.server_keystore(ca)
+        _write_private(key, key_pem.decode())
+        _write_private(chain, chain_pem.decode())
+        _write_private(ca_file, ca.pem.decode())
+        log.info("stack.tls", ca=str(ca_file))
+        return True
 
     def _port(self, name: str) -> int:
         port = self.state.ports.get(name)
@@ -326,6 +380,11 @@ class LocalStack:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+        # Not our child when another process started it: wait until it is gone, or a restart
+        # would find it still alive and not start it again.
+        end = time.monotonic() + 10
+        while time.monotonic() < end and _pid_alive(pid, str(self.dir)):
+            time.sleep(0.05)
         log.info("stack.stop", component=name, pid=pid)
 
     # -- PostgreSQL -------------------------------------------------------------------
@@ -362,6 +421,12 @@ class LocalStack:
                 pwfile.unlink(missing_ok=True)
             if proc.returncode != 0:
                 raise StackError("postgres", "initdb failed", proc.stdout + proc.stderr)
+        lock = data / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # After a crash its pid may linger as a zombie nobody reaps, which PostgreSQL
+            # takes for a running postmaster: the lock is stale once that process is dead.
+            if not _pid_alive(int(lock.read_text().split()[0]), str(self.dir)):
+                lock.unlink()
         settings = {
             **config.PG_SETTINGS,
             "listen_addresses": HOST,
@@ -405,12 +470,23 @@ class LocalStack:
 
     def _start_kafka(self, home: Path) -> None:
         port, cport = self._port("kafka"), self._port("kafka-controller")
+        key, chain, _ = self._tls_files()
+        security = config.BrokerSecurity(
+            ssl_port=self._port("kafka-ssl"),
+            sasl_port=self._port("kafka-sasl"),
+            key=key.read_text(),
+            certificate_chain=chain.read_text(),
+        )
         props = config.broker_properties(
-            port=port, controller_port=cport, log_dir=str(self.dir / "kafka" / "data")
+            port=port,
+            controller_port=cport,
+            log_dir=str(self.dir / "kafka" / "data"),
+            security=security,
         )
         path = self.dir / "kafka" / "server.properties"
         path.parent.mkdir(exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        # It holds the broker's private key.
+        _write_private(path, "".join(f"{k}={_properties_value(v)}\n" for k, v in props.items()))
         cp = ["-cp", f"{home / 'lib'}/*"]
         if not (self.dir / "kafka" / "data" / "meta.properties").exists():
             self.state.cluster_id = self.state.cluster_id or kafka_cluster_id()
@@ -437,6 +513,53 @@ class LocalStack:
 
     def _kafka_ready(self) -> bool:
         return probes.kafka_ready(f"{HOST}:{self.state.ports['kafka']}")
+
+    def _has_secure_listeners(self) -> bool:
+        """Whether the running broker was started with the TLS and SCRAM listeners (one
+        started by an older ``up`` has the PLAINTEXT one only)."""
+        props = self.dir / "kafka" / "server.properties"
+        try:
+            return "SASL_SSL://" in props.read_text()
+        except OSError:
+            return False
+
+    def _ensure_scram_user(self) -> None:
+        """The SCRAM user of the SASL_SSL listener, with the stack's password; an upsert, so
+        every ``up`` leaves it as the state file says. Made over PLAINTEXT (loopback)."""
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": f"{HOST}:{self.state.ports['kafka']}"})
+        upsert = UserScramCredentialUpsertion(
+            config.SCRAM_USER,
+            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+            self.state.secrets["kafka_scram"].encode(),
+        )
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            try:
+                future.result()
+            except Exception as exc:
+                # The error names the user, never the password.
+                raise StackError("kafka", f"cannot create the SCRAM user: {exc}") from exc
+
+    def _kafka_secure_ready(self) -> bool:
+        """Both secure listeners answer, with the CA verified and the SCRAM user known."""
+        p, ca = self.state.ports, str(self._tls_dir / "ca.pem")
+        tls_conf = {"security.protocol": "SSL", "ssl.ca.location": ca}
+        sasl_conf = {
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": ca,
+            "sasl.mechanism": config.SCRAM_MECHANISM,
+            "sasl.username": config.SCRAM_USER,
+            "sasl.password": self.state.secrets["kafka_scram"],
+        }
+        return probes.kafka_ready(f"{HOST}:{p['kafka-ssl']}", tls_conf) and probes.kafka_ready(
+            f"{HOST}:{p['kafka-sasl']}", sasl_conf
+        )
 
     # -- Kafka Connect ------------------------------------------------------------------
     def _start_connect(self, home: Path) -> None:
@@ -477,8 +600,20 @@ class LocalStack:
 
     def _write_env(self, endpoints: StackEndpoints) -> None:
         # Single quotes: dotenv readers must not expand ${env:...} references.
-        lines = "".join(f"{k}='{v}'\n" for k, v in endpoints.env().items())
-        _write_private(self.dir / STACK_ENV_FILE, lines)
+        def lines(env: dict[str, str]) -> str:
+            return "".join(f"{k}='{v}'\n" for k, v in env.items())
+
+        _write_private(self.dir / STACK_ENV_FILE, lines(endpoints.env()))
+        # The same stack through the broker's TLS or SCRAM listener: CDC_ENV_FILE=<this file>.
+        if endpoints.kafka_tls_bootstrap is not None:
+            _write_private(self.dir / "kafka-tls.env", lines(endpoints.env("SSL")))
+            _write_private(self.dir / "kafka-sasl.env", lines(endpoints.env("SASL_SSL")))
+
+
+def _properties_value(value: str) -> str:
+    """A value as java.util.Properties reads it back: backslashes and line breaks escaped
+    (the PEM texts span lines)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _as_user(user: str | None) -> dict[str, Any]:

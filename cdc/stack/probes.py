@@ -37,14 +37,17 @@ def postgres_ready(host: str, port: int, password: str) -> bool:
         return conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def kafka_ready(bootstrap: str) -> bool:
+def kafka_ready(bootstrap: str, security: dict[str, str] | None = None) -> bool:
+    """The broker answers metadata requests (through a TLS or SASL listener with
+    ``security``: librdkafka's ``security.protocol``, ``ssl.*``, ``sasl.*``)."""
     conf: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "socket.timeout.ms": 2000,
         "logger": _quiet,
+        **(security or {}),
     }
     admin = AdminClient(conf)  # type: ignore[arg-type]  # librdkafka takes a Logger here
-    return len(admin.list_topics(timeout=2).brokers) >= 1
+    return len(admin.list_topics(timeout=3).brokers) >= 1
 
 
 def connect_ready(url: str) -> bool:

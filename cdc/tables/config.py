@@ -19,11 +19,15 @@ from pydantic import (
 
 from cdc.errors import ConfigError
 
-# Plain unquoted PostgreSQL identifiers only: names reach generated SQL (always quoted) and
-# Debezium regex lists, and a strict shape keeps both exact.
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
-Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
-_NAME = IDENTIFIER.pattern.strip("^$")
+# Plain unquoted PostgreSQL identifiers only: names reach generated SQL (always quoted),
+# Debezium regex lists and Kafka topic names, and a strict shape keeps all three exact. At
+# most 63 bytes (NAMEDATALEN - 1): PostgreSQL would silently truncate a longer one. No `$`,
+# which PostgreSQL allows but a topic name does not (Debezium would rename the topic).
+_NAME = r"[a-z_][a-z0-9_]{0,62}"
+# \Z, not $: Python's $ also matches before a trailing newline ("users\n").
+IDENTIFIER = re.compile(rf"^{_NAME}\Z")
+# pydantic checks patterns with Rust's regex, where $ is the end of the text.
+Identifier = Annotated[str, Field(pattern=rf"^{_NAME}$")]
 
 
 class ReplicaIdentity(StrEnum):
@@ -50,6 +54,7 @@ class TableOptions(BaseModel):
 class ConnectorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Part of Kafka Connect's REST paths (/connectors/<name>/...): "." and ".." are refused.
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "cdc"
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")] = "cdc"
     slot: Identifier = "cdc"
@@ -63,6 +68,13 @@ class ConnectorOptions(BaseModel):
     transaction_metadata: bool = False
     topic_partitions: Annotated[int, Field(ge=-1)] = -1
     topic_replication_factor: Annotated[int, Field(ge=-1)] = -1
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_path_segment(cls, name: str) -> str:
+        if set(name) == {"."}:
+            raise ValueError(f"connector name {name!r} would be a path segment of its own")
+        return name
 
 
 class OutboxOptions(BaseModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from cdc.tables.config import Encoding, TableName, WatchedTables
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
@@ -38,9 +40,14 @@ def _regex(*parts: str) -> str:
 
 
 def heartbeat_action_query(table: TableName) -> str:
+    # Debezium runs this text as is: quoted by psycopg, like every statement we run ourselves.
     return (
-        f'INSERT INTO "{table.schema_}"."{table.table}" (id, ts) VALUES (1, now()) '
-        "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
+        sql.SQL(
+            "INSERT INTO {} (id, ts) VALUES (1, now()) "
+            "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
+        )
+        .format(sql.Identifier(table.schema_, table.table))
+        .as_string()
     )
 
 

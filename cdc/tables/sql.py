@@ -130,8 +130,9 @@ def prepare_tables(
             continue  # the outbox: inserts only, DEFAULT identity is all it needs
         wanted = watched.tables[str(t)].replica_identity
         current = conn.execute(
-            "SELECT relreplident FROM pg_class WHERE oid = %s::regclass",
-            (f'"{t.schema_}"."{t.table}"',),
+            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (t.schema_, t.table),
         ).fetchone()
         if current is None or current[0] != _RELREPLIDENT[wanted]:
             conn.execute(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from cdc.connect import ConnectClient, apply_connector
 from cdc.stack.endpoints import StackEndpoints
@@ -53,8 +54,7 @@ def remove_connector(stack: StackEndpoints, c: ConnectorOptions, timeout: float 
                 su.execute("SELECT pg_drop_replication_slot(%s)", (c.slot,))
                 break
             time.sleep(0.3)
-        # Names are validated identifiers (see cdc.tables.config).
-        su.execute(f'DROP PUBLICATION IF EXISTS "{c.publication}"')
+        su.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(c.publication)))
 
 
 class Pipelines:

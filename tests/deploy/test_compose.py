@@ -248,3 +248,19 @@ def test_image_variable_names_round_trip() -> None:
     # The Debezium image has no escapes: a key it cannot take is refused, not mangled.
     with pytest.raises(ValueError, match="cannot take"):
         images.connect_env({"a_b": "1"})
+
+
+def test_the_local_stacks_secure_listeners_change_only_security_keys() -> None:
+    """The local stack's broker adds TLS and SASL/SCRAM listeners (docker compose has none: its
+    consumer reaches Kafka on the container network), so the comparison above holds for it
+    too: everything outside ``SECURITY_KEYS`` is the same with or without them."""
+    args: dict[str, Any] = {"port": 9092, "controller_port": 9093, "log_dir": "/d"}
+    plain = config.broker_properties(**args)
+    security = config.BrokerSecurity(
+        ssl_port=9094, sasl_port=9095, key="KEY", certificate_chain="CHAIN"
+    )
+    secure = config.broker_properties(**args, security=security)
+    changed = {k for k in plain.keys() | secure.keys() if plain.get(k) != secure.get(k)}
+    assert changed == config.SECURITY_KEYS
+    assert secure["listener.security.protocol.map"].endswith(",SSL:SSL,SASL_SSL:SASL_SSL")
+    assert "KEY" not in repr(security)

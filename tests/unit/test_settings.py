@@ -68,3 +68,38 @@ def test_load_settings_reads_env_file_and_secrets_dir(
     assert s.group_id == "from-file"
     assert s.pg_user == "env-user"  # the environment wins over the file
     assert s.pg_password.get_secret_value() == "mounted"
+
+
+def test_stack_endpoints_keep_their_secrets_out_of_repr() -> None:
+    from cdc.stack.endpoints import StackEndpoints
+
+    secrets = {f"s3cret-{n}" for n in range(4)}
+    su, app, dbz, scram = sorted(secrets)
+    endpoints = StackEndpoints(
+        kafka_bootstrap="127.0.0.1:1",
+        connect_url="http://127.0.0.1:2",
+        registry_url="http://127.0.0.1:3",
+        pg_host="127.0.0.1",
+        pg_port=4,
+        pg_superuser_password=su,
+        app_database="app",
+        app_user="app",
+        app_password=app,
+        debezium_user="cdc_debezium",
+        debezium_password=dbz,
+        kafka_tls_bootstrap="127.0.0.1:5",
+        kafka_sasl_bootstrap="127.0.0.1:6",
+        kafka_ca_location="/ca.pem",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="cdc",
+        kafka_sasl_password=scram,
+    )
+    settings = endpoints.settings(**endpoints.kafka_security("SASL_SSL"))
+    for shown in (repr(endpoints), repr(settings), str(settings.masked())):
+        assert not any(s in shown for s in secrets), shown
+    config = settings.kafka_config()
+    assert config["bootstrap.servers"] == "127.0.0.1:6"
+    assert config["sasl.password"] == scram
+    assert config["ssl.endpoint.identification.algorithm"] == "https"
+    assert endpoints.env("SSL")["CDC_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+    assert "CDC_KAFKA_SASL_PASSWORD" not in endpoints.env("SSL")

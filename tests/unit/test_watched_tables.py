@@ -116,6 +116,13 @@ def test_encodings_pick_converters() -> None:
         ("outbox:\n  topic_prefix: cdc\n", "must not be connector.topic_prefix 'cdc'"),
         ("outbox:\n  topic_prefix: cdc.events\n", "or under it"),
         (f"outbox:\n  topic_prefix: {'x' * 49}\n", "at most 48 characters"),
+        # Python's $ matches before a final newline; the names must not.
+        ('tables:\n  "public.users\\n": {}\n', "must be written schema.table"),
+        ('tables:\n  public.users:\n    exclude_columns: ["x\\n"]\n', "exclude_columns.0"),
+        # Valid in PostgreSQL, not in a Kafka topic name.
+        ("tables:\n  public.a$b: {}\n", "must be written schema.table"),
+        (f"tables:\n  public.{'a' * 64}: {{}}\n", "must be written schema.table"),
+        ("connector:\n  name: '..'\ntables:\n  public.a: {}\n", "path segment"),
     ],
 )
 def test_bad_files_name_the_problem(text: str, fragment: str) -> None:
