@@ -5,7 +5,13 @@ from __future__ import annotations
 from cdc.decoding.avro_format import AvroDecoder
 from cdc.decoding.base import Decoder, coordinates
 from cdc.decoding.json_format import JsonDecoder
-from cdc.decoding.registry import RegistrySchemas, SchemaSource, StaticSchemas, UnknownSchema
+from cdc.decoding.registry import (
+    NotAvro,
+    RegistrySchemas,
+    SchemaSource,
+    StaticSchemas,
+    UnknownSchema,
+)
 from cdc.tables.config import Encoding
 
 
@@ -22,6 +28,7 @@ __all__ = [
     "AvroDecoder",
     "Decoder",
     "JsonDecoder",
+    "NotAvro",
     "RegistrySchemas",
     "SchemaSource",
     "StaticSchemas",

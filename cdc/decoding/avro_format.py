@@ -10,7 +10,7 @@ import fastavro
 
 from cdc.decoding.base import Decoder
 from cdc.decoding.connect_schema import Convert, Mismatch, guarded, toast_aware
-from cdc.decoding.registry import SchemaSource, UnknownSchema
+from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
 from cdc.events.values import logical_converter
 
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -25,7 +25,8 @@ class AvroDecoder(Decoder):
         if len(raw) < 5:
             raise Mismatch("", f"{len(raw)} bytes: too short for the Avro wire format")
         if raw[0] != 0:
-            raise Mismatch("", f"wrong magic byte 0x{raw[0]:02x}: not the Avro wire format")
+            looks = " (JSON text?)" if raw[:1] in (b"{", b"[", b'"') else ""
+            raise Mismatch("", f"wrong magic byte 0x{raw[0]:02x}: not the Avro wire format{looks}")
         schema_id = int.from_bytes(raw[1:5], "big")
         reader = self._readers.get(schema_id) or self._reader(schema_id)
         parsed, convert, name = reader
@@ -35,6 +36,16 @@ class AvroDecoder(Decoder):
             data = fastavro.schemaless_reader(buffer, parsed, None)
         except (EOFError, StopIteration):
             raise Mismatch("", f"truncated Avro data (schema {schema_id})") from None
+        except UnicodeDecodeError as exc:
+            raise Mismatch(
+                "", f"invalid UTF-8 in an Avro string at byte {exc.start} (schema {schema_id})"
+            ) from None
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+            # fastavro reading bytes that are not a record of this schema: a union branch out
+            # of range, a negative length, an enum symbol that does not exist...
+            raise Mismatch(
+                "", f"not a record of schema {schema_id}: {type(exc).__name__}: {exc}"
+            ) from None
         if buffer.tell() != len(raw):
             raise Mismatch("", f"{len(raw) - buffer.tell()} bytes left after the Avro record")
         return convert(data), name
@@ -42,9 +53,16 @@ class AvroDecoder(Decoder):
     def _reader(self, schema_id: int) -> tuple[Any, Convert, str | None]:
         try:
             schema = self._schemas.schema(schema_id)
+        except NotAvro as exc:
+            raise Mismatch("", f"schema id {schema_id} is not an Avro schema: {exc}") from None
         except UnknownSchema as exc:
             raise Mismatch("", f"unknown schema id {schema_id}: {exc}") from None
-        parsed = fastavro.parse_schema(schema)
+        try:
+            parsed = fastavro.parse_schema(schema)
+        except Exception as exc:  # fastavro raises a zoo of types for a schema it refuses
+            raise Mismatch(
+                "", f"schema id {schema_id} is not an Avro schema: {type(exc).__name__}: {exc}"
+            ) from None
         name = None
         if isinstance(schema, dict):
             name = schema.get("connect.name") or _fullname(schema, "")

@@ -46,14 +46,17 @@ class Decoder(ABC):
         """``outbox``: the record is a domain event the Outbox Event Router wrote."""
         part = "key"
         try:
-            key_data = None if key is None else self.read(key)[0]
+            key_data = None if key is None else self._read(key)[0]
             part = "value"
             if outbox:
-                value_data = None if value is None else self.read(value)[0]
+                value_data = None if value is None else self._read(value)[0]
                 return build_domain_event(value_data, key_data, kafka, raw=self.raw)
             if value is None:
                 return build_event(None, None, key_data, kafka, raw=self.raw)
-            value_data, schema_name = self.read(value)
+            value_data, schema_name = self._read(value)
+            if value_data is None:
+                # Only a null record is a tombstone; a value that reads as null is not one.
+                raise Mismatch("", "the value reads as null: not a change, and not a tombstone")
             return build_event(value_data, schema_name, key_data, kafka, raw=self.raw)
         except (DecodeError, RegistryError):
             raise
@@ -63,10 +66,15 @@ class Decoder(ABC):
         except RecursionError:
             raise self._error("nested too deeply", kafka, part) from None
         except Exception as exc:  # any other failure is still this record's fault
-            raise self._error(f"{type(exc).__name__}: {exc}", kafka, part) from exc
+            raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, part) from exc
 
     def decode_message(self, msg: Message, *, outbox: bool = False) -> Event:
         return self.decode(msg.key(), msg.value(), coordinates(msg), outbox=outbox)
+
+    def _read(self, raw: bytes) -> tuple[Any, str | None]:
+        if not raw:
+            raise Mismatch("", "empty (0 bytes): not a change, and not a tombstone")
+        return self.read(raw)
 
     @abstractmethod
     def read(self, raw: bytes) -> tuple[Any, str | None]:

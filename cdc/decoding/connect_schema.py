@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,21 @@ class Mismatch(ValueError):
 
     def under(self, name: str) -> Mismatch:
         return Mismatch(f"{name}.{self.path}" if self.path else name, self.reason)
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlevel = 2
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` cut short: a reason must stay readable whatever the record holds."""
+    text = _BRIEF.repr(value)
+    if isinstance(value, str | bytes) and len(value) > 60:
+        text += (
+            f" ({len(value)} characters)" if isinstance(value, str) else f" ({len(value)} bytes)"
+        )
+    return text
 
 
 def _typename(value: Any) -> str:
@@ -74,7 +90,7 @@ def compile_schema(schema: Any) -> Convert:
     """A converter for non-null values of `schema`. Nulls are handled by the enclosing struct,
     array or map, which knows whether the value is optional."""
     if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
-        raise Mismatch("", f"not a Connect schema: {str(schema)[:80]}")
+        raise Mismatch("", f"not a Connect schema: {brief(schema)}")
     kind = schema["type"]
     if kind == "struct":
         base = _struct(schema)
@@ -85,7 +101,7 @@ def compile_schema(schema: Any) -> Convert:
     elif kind in _PRIMITIVES:
         base = _PRIMITIVES[kind]
     else:
-        raise Mismatch("", f"unknown Connect type {kind!r}")
+        raise Mismatch("", f"unknown Connect type {brief(kind)}")
     logical = logical_converter(schema.get("name"), schema.get("parameters"))
     convert = base if logical is None else guarded(lambda value: logical(base(value)))
     if kind in ("string", "bytes", "array", "map"):

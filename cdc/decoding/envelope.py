@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from cdc.decoding.connect_schema import Mismatch
+from cdc.decoding.connect_schema import Mismatch, brief
 from cdc.events.change import (
     Change,
     DomainEvent,
@@ -102,7 +102,7 @@ def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool)
     if op is None:
         if raw_op is None:
             raise Mismatch("op", "missing: not a Debezium change event")
-        raise Mismatch("op", f"unknown operation {raw_op!r}")
+        raise Mismatch("op", f"unknown operation {brief(raw_op)}")
     source = _validated(Source, value.get("source"), "source")
     transaction = value.get("transaction")
     message = value.get("message")

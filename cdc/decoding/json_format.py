@@ -25,7 +25,13 @@ class JsonDecoder(Decoder):
 
     def read(self, raw: bytes) -> tuple[Any, str | None]:
         if not self.schemas:
-            return _loads(raw), None
+            value = _loads(raw)
+            if isinstance(value, dict) and set(value) == {"schema", "payload"}:
+                raise Mismatch(
+                    "",
+                    "a {schema, payload} envelope: is the converter writing schemas.enable=true?",
+                )
+            return value, None
         # JsonConverter writes the schema first. Once a schema's exact bytes have been seen
         # and checked, only the payload needs parsing: the schema is most of the record.
         split = raw.find(_SPLIT)
@@ -56,18 +62,28 @@ class JsonDecoder(Decoder):
 
 
 def _loads(raw: bytes) -> Any:
+    # JsonConverter writes UTF-8 only. json.loads(bytes) would also take UTF-16 and UTF-32
+    # (and a BOM): text the connector never wrote, so it is refused rather than guessed at.
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        # Both UnicodeDecodeError and JSONDecodeError are ValueErrors.
-        what = (
-            f"invalid UTF-8 at byte {exc.start}"
-            if isinstance(exc, UnicodeDecodeError)
-            else f"malformed JSON: {exc}"
-        )
-        if raw[:1] == b"\0":
-            what += " (an Avro record? it starts with the wire-format magic byte)"
-        raise Mismatch("", what) from None
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise Mismatch("", f"invalid UTF-8 at byte {exc.start}{_hint(raw)}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise Mismatch("", f"malformed JSON: {exc}{_hint(raw)}") from None
+
+
+def _hint(raw: bytes) -> str:
+    """What the bytes look like instead, when that is plain from their start."""
+    if raw[:1] == b"\0":
+        return " (an Avro record? it starts with the wire-format magic byte)"
+    # A byte order mark, or ASCII with every other byte zero.
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or raw[1:4:2] == b"\0\0":
+        return " (UTF-16 or UTF-32 text? the JSON converter writes UTF-8)"
+    if raw[:3] == b"\xef\xbb\xbf":
+        return " (a byte order mark: the JSON converter writes none)"
+    return ""
 
 
 def _head_is(head: bytes, schema: Any) -> bool:

@@ -16,6 +16,10 @@ class UnknownSchema(LookupError):
     """The registry has no schema with this id: the record cannot be read, ever."""
 
 
+class NotAvro(UnknownSchema):
+    """The id names a schema of another kind (JSON Schema, Protobuf): no Avro record uses it."""
+
+
 class SchemaSource(Protocol):
     def schema(self, schema_id: int) -> Any:
         """The parsed Avro schema (JSON) for an id; `UnknownSchema` if there is none."""
@@ -44,9 +48,19 @@ class RegistrySchemas:
         if response.status_code != 200:
             raise RegistryError(self.url, f"GET schema {schema_id} -> {response.status_code}")
         try:
-            schema = json.loads(response.json()["schema"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(self.url, f"schema {schema_id} is not Avro JSON: {exc}") from exc
+            body = response.json()
+            text = body["schema"]
+            kind = body.get("schemaType") or "AVRO"  # the Confluent API leaves it out for Avro
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RegistryError(self.url, f"GET schema {schema_id}: not a schema: {exc}") from exc
+        # The registry answered about this id: what it holds is the record's problem, not an
+        # outage, so it must not be waited out.
+        if kind != "AVRO":
+            raise NotAvro(f"the registry holds a {kind} schema under id {schema_id}")
+        try:
+            schema = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise NotAvro(f"schema {schema_id} is not Avro JSON: {exc}") from None
         self._schemas[schema_id] = schema
         return schema
 

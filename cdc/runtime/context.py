@@ -25,6 +25,10 @@ from cdc.settings import Settings
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
+# What our producer takes: a record parked in the dead-letter topic is its original plus our
+# headers, so it must fit more than the 1 MB a topic holds by default. Well under the broker's
+# socket.request.max.bytes (100 MiB); each topic's max.message.bytes still applies.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Outgoing:
     topic: str
     value: bytes | None
     key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def _encode(value: Any) -> bytes | None:
@@ -105,7 +109,12 @@ class Resources:
             if self._producer is None:
                 self._producer = Producer(
                     self.settings.kafka_config(
-                        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+                        **{
+                            "enable.idempotence": True,
+                            "acks": "all",
+                            "linger.ms": 5,
+                            "message.max.bytes": MAX_RECORD_BYTES,
+                        }
                     )
                 )
             return self._producer

@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from cdc.runtime.consumer import Handled, Runtime, record_headers
 from cdc.runtime.dead_letter import HEADER
@@ -38,7 +45,7 @@ class Parked:
     attempts: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]  # the original record's own headers
+    headers: tuple[tuple[str, bytes | None], ...]  # the original record's own headers
     source_timestamp_ms: int | None = None
 
     @classmethod
@@ -48,7 +55,7 @@ class Parked:
         theirs = tuple((k, v) for k, v in pairs if not k.startswith(HEADER))
 
         def text(name: str) -> str:
-            return ours.get(name, b"").decode(errors="replace")
+            return (ours.get(name) or b"").decode(errors="replace")
 
         def number(name: str) -> int:
             try:
@@ -72,6 +79,7 @@ class Parked:
             key=msg.key(),
             value=msg.value(),
             headers=theirs,
+            source_timestamp_ms=number("timestamp") if "timestamp" in ours else None,
         )
 
     def original(self) -> Message:
@@ -98,11 +106,12 @@ class _Original:
     def value(self) -> bytes | None:
         return self._p.value
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         return list(self._p.headers)
 
     def timestamp(self) -> tuple[int, int]:
-        return (0, -1)  # the original timestamp is not kept
+        ts = self._p.source_timestamp_ms
+        return (0, -1) if ts is None else (TIMESTAMP_CREATE_TIME, ts)
 
     def error(self) -> None:
         return None

@@ -130,6 +130,11 @@ def test_cdc_run(pipeline: Pipeline, tmp_path: Path) -> None:
     assert headers["cdc.dlq.error"] == "ValueError"
     assert headers["cdc.dlq.attempts"] == "2"
     assert headers["cdc.dlq.reason"] == "gave up after 2 attempts: ValueError: cannot digest poison"
+    # The original record's timestamp travels along, for a replay to restore.
+    with RecordReader(pipeline.stack.kafka_bootstrap, [topic]) as reader:
+        records = reader.wait(lambda rs: len(rs) >= 3, timeout=30)
+    (original,) = [r for r in records if r.offset() == 2]
+    assert headers["cdc.dlq.timestamp"] == str(original.timestamp()[1])
     assert b'"poison"' in (parked.value() or b"")
     assert parked.key() is not None
     assert b'"id":2' in parked.key()

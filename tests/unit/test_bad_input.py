@@ -1,182 +1,142 @@
-"""Every kind of bad record raises a DecodeError that names topic, partition, offset and the
-reason, and nothing else. The bad records are real corpus records, broken on purpose."""
+"""Every kind of bad record (`tests.corpus.hostile`, real corpus records broken on purpose)
+is refused where it should be: by the decoder with a `DecodeError` naming topic, partition,
+offset, part and a short, readable reason; or, when well-formed, by the router (an unknown
+table or event type) or by its handler's model. The reliability test produces the same kinds
+on the real stack."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from cdc import DecodeError
-from cdc.events import KafkaCoordinates
-from tests.corpus.load import DATA, decoder, records
-
-KAFKA = KafkaCoordinates(topic=DATA, partition=3, offset=1234)
-
-
-def corpus_bytes(encoding: str, op: str = "c") -> tuple[bytes | None, bytes]:
-    dec = decoder(encoding)
-    for r in records(encoding):
-        if r.kafka.topic == DATA and r.value is not None:
-            event = dec.decode(r.key, r.value, r.kafka)
-            if getattr(event, "op", None) == op:
-                return r.key, r.value
-    raise AssertionError(f"no {op} record in the {encoding} corpus")
-
-
-def edit_json(encoding: str, change: Callable[[dict[str, Any]], None]) -> bytes:
-    """A corpus create with its payload (or bare value) edited."""
-    _, value = corpus_bytes(encoding)
-    body = json.loads(value)
-    change(body["payload"] if encoding == "json" else body)
-    return json.dumps(body).encode()
-
-
-def edit_avro_schema_id(schema_id: int) -> bytes:
-    _, value = corpus_bytes("avro")
-    return b"\0" + schema_id.to_bytes(4, "big") + value[5:]
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    *parents, last = path.split(".")
-
-    def change(body: dict[str, Any]) -> None:
-        for part in parents:
-            body = body[part]
-        body[last] = value
-
-    return change
-
-
-def _drop(name: str) -> Callable[[dict[str, Any]], None]:
-    return lambda body: body.pop(name)
-
-
-def _deep(depth: int) -> bytes:
-    return b'{"payload":' + b"[" * depth + b"]" * depth + b',"schema":null}'
-
-
-BAD: list[tuple[str, str, Callable[[], bytes], str]] = [
-    ("malformed JSON", "json", lambda: b'{"schema": {"type":', "malformed JSON"),
-    ("invalid UTF-8", "json-noschema", lambda: b'{"op": "c\xff\xfe"}', "UTF-8"),
-    ("empty value", "json", lambda: b"", "malformed JSON"),
-    ("Avro bytes to a JSON decoder", "json", lambda: corpus_bytes("avro")[1], "Avro record?"),
-    ("no schema envelope", "json", lambda: corpus_bytes("json-noschema")[1], "schemas.enable"),
-    ("a JSON array", "json-noschema", lambda: b"[1, 2, 3]", "expected an object"),
-    ("deep nesting", "json-noschema", lambda: _deep(100_000), "nested too deeply"),
-    ("missing op", "json", lambda: edit_json("json", _drop("op")), "op: missing"),
-    ("no op at all", "json-noschema", lambda: b'{"before": null}', "op: missing"),
-    ("unknown op", "json-noschema", lambda: edit_json("json-noschema", _set("op", "x")), "'x'"),
-    (
-        "op of the wrong type",
-        "json-noschema",
-        lambda: edit_json("json-noschema", _set("op", 1)),
-        "op",
-    ),
-    (
-        "missing source",
-        "json-noschema",
-        lambda: edit_json("json-noschema", _drop("source")),
-        "source",
-    ),
-    (
-        "source without its table",
-        "json-noschema",
-        lambda: edit_json("json-noschema", lambda b: b["source"].pop("table")),
-        "source.table",
-    ),
-    (
-        "ts_ms of the wrong type",
-        "json-noschema",
-        lambda: edit_json("json-noschema", _set("ts_ms", "soon")),
-        "ts_ms",
-    ),
-    (
-        "int column holding text",
-        "json",
-        lambda: edit_json("json", _set("after.c_int", "7")),
-        "after.c_int: expected an integer",
-    ),
-    (
-        "uuid column holding junk",
-        "json",
-        lambda: edit_json("json", _set("after.c_uuid", "not-a-uuid")),
-        "after.c_uuid",
-    ),
-    (
-        "decimal that is not base64",
-        "json",
-        lambda: edit_json("json", _set("after.c_numeric", "%%%")),
-        "after.c_numeric",
-    ),
-    (
-        "required column null",
-        "json",
-        lambda: edit_json("json", _set("after.id", None)),
-        "after.id: required value is null",
-    ),
-    (
-        "Json column that is not JSON",
-        "json",
-        lambda: edit_json("json", _set("after.c_jsonb", "{nope")),
-        "after.c_jsonb",
-    ),
-    (
-        "array column holding a number",
-        "json",
-        lambda: edit_json("json", _set("after.c_int_array", 5)),
-        "after.c_int_array",
-    ),
-    (
-        "after of the wrong type",
-        "json-noschema",
-        lambda: edit_json("json-noschema", _set("after", "row")),
-        "after",
-    ),
-    (
-        "snapshot marker unknown",
-        "json-noschema",
-        lambda: edit_json("json-noschema", _set("source.snapshot", "maybe")),
-        "source.snapshot",
-    ),
-    ("truncated Avro", "avro", lambda: corpus_bytes("avro")[1][:40], "truncated"),
-    ("wrong magic byte", "avro", lambda: b"\x01" + corpus_bytes("avro")[1][1:], "magic byte"),
-    ("too short for Avro", "avro", lambda: b"\0\0\0", "too short"),
-    ("unknown schema id", "avro", lambda: edit_avro_schema_id(999_999), "unknown schema id"),
-    ("schema id of another record", "avro", lambda: edit_avro_schema_id(4), "left after"),
-    ("bytes after the Avro record", "avro", lambda: corpus_bytes("avro")[1] + b"\0\0", "left"),
-]
-
-
-@pytest.mark.parametrize(
-    ("encoding", "make", "reason"),
-    [pytest.param(enc, make, reason, id=name) for name, enc, make, reason in BAD],
+from cdc.decoding.connect_schema import brief
+from cdc.events import Change, DomainEvent, KafkaCoordinates
+from tests.corpus.hostile import (
+    ENCODINGS,
+    HUGE,
+    KINDS,
+    UNKNOWN_EVENT,
+    UNWATCHED,
+    Headers,
+    Kind,
+    Sample,
+    corpus_decoder,
+    corpus_sample,
 )
-def test_bad_value(encoding: str, make: Callable[[], bytes], reason: str) -> None:
-    dec = decoder(encoding)
-    key, _ = corpus_bytes(encoding)
-    with pytest.raises(DecodeError) as caught:
-        dec.decode(key, make(), KAFKA)
-    error = caught.value
-    assert (error.topic, error.partition, error.offset, error.part) == (DATA, 3, 1234, "value")
-    assert reason in error.reason
-    assert f"{DATA}[3]@1234 value:" in str(error)
+from tests.corpus.load import DATA, OrderPlaced
+
+ORDERS = "corpus_outbox.order"
 
 
-@pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])
-def test_bad_key(encoding: str) -> None:
-    _, value = corpus_bytes(encoding)
-    with pytest.raises(DecodeError) as caught:
-        decoder(encoding).decode(b"\x07garbage", value, KAFKA)
-    assert caught.value.part == "key"
+def _cases() -> list[Any]:
+    cases = []
+    for encoding in ENCODINGS:
+        for kind in KINDS:
+            if kind.applies(corpus_sample(encoding, kind.target)):
+                cases.append(pytest.param(encoding, kind, id=f"{encoding}-{kind.name}"))
+    return cases
+
+
+def _coordinates(kind: Kind, headers: Headers) -> KafkaCoordinates:
+    topic = DATA if kind.target == "table" else ORDERS
+    return KafkaCoordinates(topic=topic, partition=3, offset=1234, headers=headers)
+
+
+def test_the_corpus_has_at_least_25_kinds_on_every_encoding() -> None:
+    assert len({k.name for k in KINDS}) >= 40
+    for encoding in ENCODINGS:
+        applicable = [k for k in KINDS if k.applies(corpus_sample(encoding, k.target))]
+        assert len(applicable) >= 25, encoding
+
+
+@pytest.mark.parametrize(("encoding", "kind"), _cases())
+def test_hostile_record(encoding: str, kind: Kind) -> None:
+    sample = corpus_sample(encoding, kind.target)
+    bad = kind.build(sample)
+    kafka = _coordinates(kind, bad.headers)
+    dec = corpus_decoder(encoding)
+    outbox = kind.target == "outbox"
+    if kind.stage == "decode":
+        with pytest.raises(DecodeError) as caught:
+            dec.decode(bad.key, bad.value, kafka, outbox=outbox)
+        error = caught.value
+        assert (error.topic, error.partition, error.offset) == (kafka.topic, 3, 1234)
+        assert error.part == kind.part
+        assert kind.reason_for(encoding) in error.reason
+        assert f"{kafka.topic}[3]@1234 {kind.part}:" in str(error)
+        # Readable whatever the record holds: the huge ones are cut short.
+        assert len(error.reason) < 500, error.reason[:500]
+        return
+    event = dec.decode(bad.key, bad.value, kafka, outbox=outbox)
+    if kind.stage == "route" and kind.target == "table":
+        assert isinstance(event, Change)
+        assert event.table.endswith(f".{UNWATCHED}")
+    elif kind.stage == "route":
+        assert isinstance(event, DomainEvent)
+        assert event.type == UNKNOWN_EVENT
+    else:
+        assert isinstance(event, DomainEvent)
+        with pytest.raises(ValidationError):
+            OrderPlaced.model_validate(event.payload)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_huge_records_are_close_to_the_broker_limit(encoding: str) -> None:
+    sample = corpus_sample(encoding, "table")
+    huge = [k for k in KINDS if k.name.startswith("huge")]
+    assert len(huge) == 2
+    for kind in huge:
+        value = kind.build(sample).value
+        assert value is not None
+        assert HUGE - 64 <= len(value) <= HUGE
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_the_samples_themselves_decode(encoding: str) -> None:
+    """The kinds break good records: unbroken, each sample is a change or an event."""
+    for target, wanted in (("table", Change), ("outbox", DomainEvent)):
+        sample: Sample = corpus_sample(encoding, target)  # type: ignore[arg-type]
+        kind = next(k for k in KINDS if k.target == target)
+        kafka = _coordinates(kind, sample.headers)
+        event = corpus_decoder(encoding).decode(
+            sample.key, sample.value, kafka, outbox=target == "outbox"
+        )
+        assert isinstance(event, wanted)
 
 
 def test_a_good_record_after_bad_ones_still_decodes() -> None:
-    dec = decoder("json")
-    key, value = corpus_bytes("json")
-    for bad in (b"{", edit_json("json", _drop("op")), b""):
-        with pytest.raises(DecodeError):
-            dec.decode(key, bad, KAFKA)
-    assert dec.decode(key, value, KAFKA).kind.value == "change"
+    dec = corpus_decoder("json")
+    sample = corpus_sample("json", "table")
+    kafka = KafkaCoordinates(topic=DATA, partition=3, offset=1234)
+    for kind in KINDS:
+        if kind.target == "table" and kind.stage == "decode" and kind.applies(sample):
+            bad = kind.build(sample)
+            with pytest.raises(DecodeError):
+                dec.decode(bad.key, bad.value, kafka)
+    assert dec.decode(sample.key, sample.value, kafka).kind.value == "change"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"op": "c"}'.encode("utf-16-le"), "UTF-16 or UTF-32 text?"),
+        ('{"op": "c"}'.encode("utf-32"), "UTF-16 or UTF-32 text?"),
+        (b'\xef\xbb\xbf{"op": "c"}', "byte order mark"),
+    ],
+)
+def test_json_is_utf8_only(text: bytes, reason: str) -> None:
+    """JsonConverter writes UTF-8: other encodings json.loads would guess are refused."""
+    dec = corpus_decoder("json-noschema")
+    with pytest.raises(DecodeError) as caught:
+        dec.decode(None, text, KafkaCoordinates(topic=DATA, partition=0, offset=1))
+    assert reason in caught.value.reason
+
+
+def test_brief_keeps_reasons_short() -> None:
+    assert brief("x" * 900_000).endswith("(900000 characters)")
+    assert len(brief("x" * 900_000)) < 100
+    assert len(brief([[[[1]]]] * 10_000)) < 100
+    assert brief("x") == "'x'"
