@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CDC := $(BIN)/cdc
 
-.PHONY: run test setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
+.PHONY: run test reliability setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,6 +53,12 @@ lint: $(VENV)/.installed
 
 test: setup lint
 	$(BIN)/pytest
+
+# The reliability suite at full size (20 SIGKILLs over 100k changes, each component crashed
+# and restarted, 10 minutes of load, ...); `make test` runs it short. Figures: .cdc/reliability/.
+reliability: setup
+	CDC_RELIABILITY=full $(BIN)/pytest -m reliability tests/reliability
+	CDC_RELIABILITY=full $(BIN)/python -m tests.reliability.report
 
 psql:
 	@set -a; . "$$($(BIN)/python -c 'from cdc.settings import stack_dir; print(stack_dir())')/stack.env"; \

@@ -41,6 +41,19 @@ class ConnectError(CdcError):
         super().__init__(f"Kafka Connect {method} {path} -> {status}: {body}")
 
 
+class KafkaRefused(CdcError):
+    """The broker kept refusing our credentials or its certificate our trust: retrying
+    does not help until the settings change."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        self.seconds = seconds
+        self.reason = reason
+        super().__init__(
+            f"Kafka refused the connection for {seconds:.0f}s: {reason} (check the "
+            "kafka_sasl_* and kafka_ssl_* settings)"
+        )
+
+
 class DecodeError(CdcError):
     """A Kafka record that cannot be read as a Debezium event. It is the record's fault:
     retrying will not help, so it belongs in the dead-letter topic."""

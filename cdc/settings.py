@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # The consumer.
     handlers: str = "handlers"  # module(s) or package(s) to import, comma-separated
     group_id: str = "cdc"
+    # How long the group waits for a consumer that stopped heartbeating (killed, or cut off)
+    # before its partitions move to the others. librdkafka heartbeats from a thread of its
+    # own, so a busy handler does not count against it; Kafka's own default is 45 s.
+    kafka_session_timeout_ms: Annotated[int, Field(ge=6000)] = 10000
     dead_letter_topic: str | None = None  # default: <topic_prefix>.dlq
     unrouted: Literal["skip", "dead-letter"] = "skip"  # no handler for its table or event type
     retry_attempts: Annotated[int, Field(ge=1)] = 5
@@ -110,6 +114,9 @@ class Settings(BaseSettings):
     concurrency: Annotated[int, Field(ge=1)] = 8  # records of different keys at once
     max_in_flight: Annotated[int, Field(ge=1)] = 1000  # fetching pauses beyond this
     shutdown_deadline_s: Annotated[float, Field(ge=0)] = 20.0  # then in-flight work is dropped
+    # The broker refusing our credentials or certificate this long (no broker up meanwhile)
+    # stops `cdc run` with an error rather than leaving it running and doing nothing.
+    kafka_refused_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     pg_pool_size: Annotated[int, Field(ge=1)] | None = None  # default: concurrency
     ledger_table: str = "cdc_processed_changes"
     ledger_retention_days: Annotated[float, Field(gt=0)] = 14.0

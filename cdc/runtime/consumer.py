@@ -10,6 +10,7 @@ are held: beyond that, fetching pauses.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cdc.decoding import Decoder, decoder_for
-from cdc.errors import ConfigError, DecodeError, RegistryError
+from cdc.errors import ConfigError, DecodeError, KafkaRefused, RegistryError
 from cdc.events import Change, DomainEvent, Event
 from cdc.routing import Routable, Route, Router
 from cdc.runtime.context import Resources
@@ -37,6 +38,7 @@ log = structlog.get_logger("cdc.consumer")
 T = TypeVar("T")
 _BATCH = 500
 _QUIET_ERRORS = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF)
+_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Runtime:
         self._partitions: dict[tuple[str, int], PartitionWork] = {}
         self._paused = False
         self._warned: set[str] = set()
+        self._refused: tuple[float, str] | None = None  # since when, why
 
     def stop(self) -> None:
         self._stop.set()
@@ -124,6 +127,8 @@ class Runtime:
             s.kafka_config(
                 **{
                     "group.id": s.group_id,
+                    "session.timeout.ms": s.kafka_session_timeout_ms,
+                    "heartbeat.interval.ms": s.kafka_session_timeout_ms // 5,
                     "auto.offset.reset": "earliest",
                     "enable.auto.commit": True,
                     "enable.auto.offset.store": False,
@@ -134,7 +139,8 @@ class Runtime:
                     # Topics appear when Debezium first writes to them; notice them quickly.
                     "topic.metadata.refresh.interval.ms": 5000,
                     "statistics.interval.ms": 5000,
-                    "stats_cb": self.metrics.librdkafka_stats,
+                    "stats_cb": self._stats,
+                    "error_cb": self._kafka_error,
                     # librdkafka's prefetch queue is the other half of bounded memory.
                     "queued.max.messages.kbytes": 16384,
                 }
@@ -161,6 +167,10 @@ class Runtime:
         )
         try:
             while not self._stop.is_set():
+                if self._refused is not None:
+                    since, reason = self._refused
+                    if time.monotonic() - since > s.kafka_refused_timeout_s:
+                        raise KafkaRefused(time.monotonic() - since, reason)
                 self.probes.beat()
                 room = s.max_in_flight - self._in_flight()
                 batch = consumer.consume(max(1, min(_BATCH, room)), 0.2)
@@ -176,6 +186,25 @@ class Runtime:
                 self._flow(consumer)
         finally:
             self._shut_down(consumer, workers)
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors. Refused credentials or certificates are counted
+        from the first; anything else (a broker down, a timeout) is waited out."""
+        if err.code() in _REFUSED:
+            if self._refused is None:
+                self._refused = (time.monotonic(), str(err))
+            log.error("kafka.refused", error=str(err))
+        elif err.code() not in _QUIET_ERRORS:
+            log.warning("kafka.error", error=str(err))
+
+    def _stats(self, raw: str) -> None:
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        self.metrics.librdkafka_stats(stats)
+        if any(b.get("state") == "UP" for b in stats.get("brokers", {}).values()):
+            self._refused = None  # a broker took us after all: whatever it was has passed
 
     def _shut_down(self, consumer: Consumer, workers: KeyedWorkers) -> None:
         """Stop fetching; let running work finish until the deadline; commit what finished."""
@@ -354,7 +383,8 @@ class Runtime:
         try:
             event = self._decode(msg)
         except DecodeError as exc:
-            self._park(msg, exc.reason, "DecodeError", wait=self._stop.wait)
+            reason = exc.reason if exc.part == "value" else f"{exc.part}: {exc.reason}"
+            self._park(msg, reason, "DecodeError", wait=self._stop.wait)
             self._count("undecodable", "", "")
             return Handled(*coordinates, None, parked=(str(exc),))
         table, op = self._labels(event)
@@ -492,10 +522,12 @@ class Runtime:
         """Send the record to the dead-letter topic; wait out a broker outage (`Stopping` if
         ``wait`` gives up: the record is then not finished)."""
         topic, partition, offset = _coordinates(msg)
+        kind, timestamp = msg.timestamp()
         rejected = Rejected(
             topic=topic,
             partition=partition,
             offset=offset,
+            timestamp_ms=timestamp if kind else None,
             key=msg.key(),
             value=msg.value(),
             headers=record_headers(msg),
@@ -533,7 +565,8 @@ def _names(partitions: Sequence[TopicPartition]) -> list[str]:
     return [f"{p.topic}[{p.partition}]" for p in partitions]
 
 
-def record_headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
+def record_headers(msg: Message) -> tuple[tuple[str, bytes | None], ...]:
     raw = msg.headers() or []
     pairs = list(raw.items()) if isinstance(raw, dict) else raw
-    return tuple((k, v if isinstance(v, bytes) else v.encode()) for k, v in pairs if v is not None)
+    # A header without a value is kept as one: the parked copy is the record as it was.
+    return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in pairs)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from cdc.errors import EmitError
@@ -136,11 +138,22 @@ class Dispatcher:
         log.info("handler.start")
         attempt = 1
         spent = 0.0
+        outage = 0  # failed attempts in a row because the database was unreachable
         while True:
             run = self.attempt(route, change, attempt, log=log)
             spent += run.seconds
             run.seconds = spent
             ms = round(spent * 1000, 2)
+            if run.outcome is Outcome.RETRY and unreachable(run.error):
+                # The database is down, not the change at fault: wait it out, whatever
+                # the attempts allow, and try the same attempt again.
+                outage += 1
+                delay = self.backoff.delay(outage)
+                log.warning("handler.db_unreachable", reason=run.reason, delay_s=round(delay, 3))
+                if wait(delay):
+                    raise Stopping
+                continue
+            outage = 0
             if run.outcome is Outcome.DONE:
                 log.info("handler.done", attempt=attempt, ms=ms)
                 return run
@@ -186,6 +199,22 @@ class Dispatcher:
         thread.join(10)
         if not thread.is_alive():
             loop.close()
+
+
+# Connection exceptions (class 08) and the server shutting down or starting (57P01-57P03).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def unreachable(error: BaseException | None) -> bool:
+    """Whether ``error`` says the database cannot be reached (refused, dropped, shutting
+    down, no pooled connection in time), as opposed to refusing what the handler did."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    # No SQLSTATE: the client lost or never had the connection (psycopg's own error).
+    return state is None or state.startswith(_UNREACHABLE_STATES)
 
 
 def _sleep(seconds: float) -> bool:

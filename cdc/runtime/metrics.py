@@ -4,7 +4,6 @@ for Kubernetes probes, served on one small HTTP endpoint."""
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -84,12 +83,8 @@ class Metrics:
             "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
         )
 
-    def librdkafka_stats(self, raw: str) -> None:
+    def librdkafka_stats(self, stats: dict[str, Any]) -> None:
         """Consumer lag per partition, from librdkafka's periodic statistics."""
-        try:
-            stats = json.loads(raw)
-        except ValueError:
-            return
         for topic, t in stats.get("topics", {}).items():
             for partition, p in t.get("partitions", {}).items():
                 lag = p.get("consumer_lag", -1)

@@ -105,14 +105,15 @@ def _start(network: Any, started: list[Any]) -> RunningStack:
     for name in ("kafka", "registry", "connect"):
         _wait(name, ready[name][1])
 
-    def restart(name: str, crash: bool) -> None:
+    def restart(name: str, crash: bool, down_s: float) -> None:
         container, check = ready[name]
         wrapped = container.get_wrapped_container()
         if crash:
             wrapped.kill()
-            wrapped.start()
         else:
-            wrapped.restart()
+            wrapped.stop()
+        time.sleep(down_s)
+        wrapped.start()
         _wait(name, check)
 
     endpoints = StackEndpoints(

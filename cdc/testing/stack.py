@@ -34,14 +34,14 @@ def stack_mode() -> str:
 @dataclass(frozen=True)
 class RunningStack:
     """A started stack: where it answers, and how to restart one of its components
-    (``postgres``, ``kafka``, ``connect``, ``registry``; ``crash=True`` kills it outright)
-    on the same address and data, for fault drills."""
+    (``postgres``, ``kafka``, ``connect``, ``registry``; ``crash=True`` kills it outright;
+    ``down_s``: how long it stays down) on the same address and data, for fault drills."""
 
     endpoints: StackEndpoints
-    _restart: Callable[[str, bool], None]
+    _restart: Callable[[str, bool, float], None]
 
-    def restart(self, component: str, *, crash: bool = False) -> None:
-        self._restart(component, crash)
+    def restart(self, component: str, *, crash: bool = False, down_s: float = 0.0) -> None:
+        self._restart(component, crash, down_s)
 
 
 @contextlib.contextmanager
@@ -69,7 +69,9 @@ def running_stack() -> Iterator[RunningStack]:
 
 
 def _local(stack: LocalStack, endpoints: StackEndpoints) -> RunningStack:
-    return RunningStack(endpoints, lambda name, crash: stack.restart(name, crash=crash))
+    return RunningStack(
+        endpoints, lambda name, crash, down_s: stack.restart(name, crash=crash, down_s=down_s)
+    )
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ readiness goes down while the consumer drains."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from cdc.stack.endpoints import StackEndpoints
 from cdc.tables.connector import data_topic
 from cdc.testing import RunningConsumer
 from tests.integration.conftest import Pipeline
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -38,20 +38,6 @@ Function = Callable[[Change, Context], None]
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def eventually(
-    probe: Callable[[], T], done: Callable[[T], bool] = bool, what: str = "", timeout: float = 90.0
-) -> T:
-    """Call ``probe`` until ``done`` holds for what it returns; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what or probe} not within {timeout}s; last: {value!r}")
-        time.sleep(0.2)
 
 
 def settings(pipeline: Pipeline, **overrides: Any) -> Settings:

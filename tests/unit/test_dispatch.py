@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from cdc import (
     Change,
@@ -124,6 +126,44 @@ def test_always_failing_is_dead_lettered_after_the_last_attempt() -> None:
     assert run.reason == "gave up after 4 attempts: OSError: down"
     assert len(waits.delays) == 3
     assert max(waits.delays) <= 0.3  # capped
+
+
+def test_an_unreachable_database_is_waited_out_beyond_the_attempts() -> None:
+    calls: list[int] = []
+    outage = [
+        psycopg.OperationalError("connection refused"),  # no SQLSTATE: never connected
+        PoolTimeout("couldn't get a connection after 30.00 sec"),
+        psycopg.errors.AdminShutdown(),  # 57P01: terminating connection
+        psycopg.errors.CannotConnectNow(),  # 57P03: the database system is starting up
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+    ]
+
+    def during_restart(change: Change, ctx: Context) -> None:
+        calls.append(ctx.attempt)
+        if len(calls) <= len(outage):
+            raise outage[len(calls) - 1]
+
+    waits = Waits()
+    run = dispatcher(waits, attempts=2).run(route(during_restart), CHANGE)
+    # Five failures against two attempts allowed: none of them counted against the change.
+    assert (run.outcome, run.attempts) == (Outcome.DONE, 1)
+    assert calls == [1] * 6
+    assert len(waits.delays) == 5
+    assert max(waits.delays) <= 0.3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.UniqueViolation(),  # the handler's own statement is refused
+        psycopg.errors.QueryCanceled(),  # statement_timeout: an OperationalError, not an outage
+        psycopg.errors.DeadlockDetected(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_from_a_reachable_database_count_as_attempts(error: Exception) -> None:
+    run = dispatcher(attempts=3).run(route(returning(error)), CHANGE)
+    assert (run.outcome, run.attempts) == (Outcome.DEAD_LETTER, 3)
 
 
 def test_retry_after_is_honoured_and_stopping_abandons() -> None:
