@@ -4,8 +4,9 @@ At-least-once: a record's offset is stored only once every handler that wants it
 or the record is in the dead-letter topic, and only when every record before it in its
 partition is too; stored offsets are committed every second, when partitions are revoked
 and on close. Records with the same key are handled one at a time, in order; records with
-different keys run on up to ``concurrency`` worker threads. At most ``max_in_flight`` records
-are held: beyond that, fetching pauses.
+different keys run on up to ``concurrency`` worker threads. At most about ``max_in_flight``
+records are held, shared between the assigned partitions: a partition holding its share
+pauses until half of it is done, and the others go on.
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ class Runtime:
         self.probes = Probes()
         self.endpoint: Endpoint | None = None
         self._partitions: dict[tuple[str, int], PartitionWork] = {}
-        self._paused = False
         self._warned: set[str] = set()
         self._refused: tuple[float, str] | None = None  # since when, why
 
@@ -239,8 +239,10 @@ class Runtime:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._partitions.setdefault((p.topic, p.partition), PartitionWork(p.topic, p.partition))
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        if partitions:
+            # librdkafka keeps a partition's pause across losing and regaining it: one
+            # paused when the session was lost would never fetch again.
+            consumer.resume(partitions)
         self.metrics.assigned.set(len(self._partitions))
         log.info("partitions.assigned", partitions=_names(partitions))
 
@@ -285,17 +287,29 @@ class Runtime:
         return n
 
     def _flow(self, consumer: Consumer) -> None:
-        """Pause fetching when the in-flight window is full; resume when half empty."""
-        n = self._in_flight()
-        if not self._paused and n >= self.settings.max_in_flight:
-            self._paused = True
-            consumer.pause(consumer.assignment())
-            log.info("fetch.paused", in_flight=n)
-        elif self._paused and n <= self.settings.max_in_flight // 2:
-            self._paused = False
-            consumer.resume(consumer.assignment())
-            log.info("fetch.resumed", in_flight=n)
-        self.metrics.paused.set(int(self._paused))
+        """Pause a partition holding its share of the in-flight window; resume it when half
+        of that is done. Per partition, not all at once: pausing drops what librdkafka
+        prefetched, and a global pause would always hand the next fetch's first partition
+        the whole window while the partitions behind it starve."""
+        works = list(self._partitions.values())
+        share = max(1, self.settings.max_in_flight // max(1, len(works)))
+        pause: list[PartitionWork] = []
+        resume: list[PartitionWork] = []
+        for work in works:
+            n = work.in_flight
+            if not work.paused and n >= share:
+                pause.append(work)
+            elif work.paused and n <= share // 2:
+                resume.append(work)
+        for changed, paused in ((pause, True), (resume, False)):
+            if not changed:
+                continue
+            for work in changed:
+                work.paused = paused
+            tps = [TopicPartition(w.topic, w.partition) for w in changed]
+            (consumer.pause if paused else consumer.resume)(tps)
+            log.debug("fetch.paused" if paused else "fetch.resumed", partitions=_names(tps))
+        self.metrics.paused.set(sum(w.paused for w in works))
 
     def _store(self, consumer: Consumer) -> None:
         for work in list(self._partitions.values()):

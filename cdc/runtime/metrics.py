@@ -76,7 +76,7 @@ class Metrics:
         self.in_flight = Gauge("cdc_in_flight", "Records fetched and not yet finished.", registry=r)
         self.paused = Gauge(
             "cdc_fetch_paused",
-            "1 while fetching is paused because the in-flight window is full.",
+            "Partitions whose fetching is paused: they hold their share of the in-flight window.",
             registry=r,
         )
         self.assigned = Gauge(

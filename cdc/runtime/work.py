@@ -35,6 +35,7 @@ class PartitionWork:
         self._running = 0
         self._position: int | None = None  # next offset to commit
         self._stored: int | None = None
+        self.paused = False  # fetching paused for this partition (the consumer thread's)
 
     def give_up(self) -> None:
         self.hurry.set()

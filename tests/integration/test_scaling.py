@@ -6,6 +6,7 @@ readiness goes down while the consumer drains."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -173,6 +175,52 @@ def test_two_consumers_share_partitions_and_hand_them_over(pipeline: Pipeline) -
     assert set(applied) == first | later
     assert Counter(i for i, _ in handled_by_a + inserts(b)) == applied
     assert set(applied.values()) == {1}
+
+
+def test_a_busy_table_does_not_starve_a_quiet_one(pipeline: Pipeline) -> None:
+    """A backlog far larger than the in-flight window on one table and a few changes on
+    another: the few are handled long before the backlog is worked off."""
+    (busy, quiet), _ = create_tables(pipeline, "busy", "quiet")
+    pipeline.apply()
+    backlog = 3000
+    pipeline.sql(f"INSERT INTO {busy} SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g")
+    pipeline.sql(f"INSERT INTO {quiet} SELECT g, 'v' FROM generate_series(1, 20) g")
+    topics = {pipeline.topic(t): n for t, n in ((busy, backlog), (quiet, 20))}
+    probe = Consumer(pipeline.settings.kafka_config(**{"group.id": f"{pipeline.id}-probe"}))
+
+    def written() -> list[int] | None:
+        try:
+            probe.list_topics(timeout=10)  # a topic made since the last look is known now
+            return [probe.get_watermark_offsets(TopicPartition(t, 0), 10)[1] for t in topics]
+        except KafkaException:
+            return None  # a topic not made yet
+
+    try:
+        # Debezium first: the whole backlog is waiting in Kafka when the consumer starts.
+        eventually(written, lambda highs: highs == list(topics.values()), "the backlog in Kafka")
+    finally:
+        probe.close()
+
+    def work(change: Change, ctx: Context) -> None:
+        time.sleep(0.002)
+
+    def glance(change: Change, ctx: Context) -> None:
+        pass
+
+    running = consumer(
+        pipeline, declared(work, busy), declared(glance, quiet), max_in_flight=40, concurrency=2
+    )
+    try:
+
+        def handled(table: str) -> int:
+            name = f"public.{table}"
+            return sum(1 for h in list(running.handled) if h.event and h.event.table == name)
+
+        eventually(lambda: handled(quiet), lambda n: n == 20, "the quiet table's changes")
+        assert handled(busy) < backlog // 2
+        eventually(lambda: handled(busy), lambda n: n == backlog, "the backlog")
+    finally:
+        running.stop()
 
 
 # -- metrics, retries and probes after a known workload --------------------------------------

@@ -91,7 +91,9 @@ def test_restarts_under_load(
     an outage is waited out, never blamed on the changes."""
     app = ExampleApp(pipeline)
     app.seed(USERS, POSTS)
-    run = CdcRun(app, tmp_path / "run.log")
+    # A small in-flight window keeps fetching paused much of the time, so a session lost
+    # during the outage is lost while paused (regained partitions must fetch again).
+    run = CdcRun(app, tmp_path / "run.log", CDC_MAX_IN_FLIGHT="50")
     writer = Writer(app, rate=scaled(150, 300), batch=10).start()
     connect = ConnectClient(pipeline.stack.connect_url)
     survived = []
