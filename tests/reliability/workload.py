@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psycopg
@@ -217,6 +217,8 @@ class CdcRun:
     """`cdc run` with the example handlers on the app's pipeline, as a process of its own,
     logging to a file (a pipe would fill up and block it)."""
 
+    started: ClassVar[list[CdcRun]] = []  # killed after each test: see conftest
+
     def __init__(self, app: ExampleApp, log: Path, **env: str) -> None:
         self.port = free_port()
         pipeline = app.pipeline
@@ -237,6 +239,7 @@ class CdcRun:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        CdcRun.started.append(self)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
