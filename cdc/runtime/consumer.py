@@ -165,6 +165,7 @@ class Runtime:
             http_port=self.endpoint.port if self.endpoint else None,
             settings=s.masked(),
         )
+        in_flight = 0
         try:
             while not self._stop.is_set():
                 if self._refused is not None:
@@ -172,7 +173,7 @@ class Runtime:
                     if time.monotonic() - since > s.kafka_refused_timeout_s:
                         raise KafkaRefused(time.monotonic() - since, reason)
                 self.probes.beat()
-                room = s.max_in_flight - self._in_flight()
+                room = s.max_in_flight - in_flight
                 batch = consumer.consume(max(1, min(_BATCH, room)), 0.2)
                 # Ready once fetching: a group with no partitions yet (Debezium makes a topic
                 # on its table's first change) is still a healthy consumer.
@@ -183,7 +184,7 @@ class Runtime:
                     except Stopping:
                         break  # stopping while the registry is down: this record is read again
                 self._store(consumer)
-                self._flow(consumer)
+                in_flight = self._flow(consumer)
         finally:
             self._shut_down(consumer, workers)
 
@@ -281,22 +282,19 @@ class Runtime:
         self.metrics.assigned.set(len(self._partitions))
         return works
 
-    def _in_flight(self) -> int:
-        n = sum(w.in_flight for w in list(self._partitions.values()))
-        self.metrics.in_flight.set(n)
-        return n
-
-    def _flow(self, consumer: Consumer) -> None:
+    def _flow(self, consumer: Consumer) -> int:
         """Pause a partition holding its share of the in-flight window; resume it when half
-        of that is done. Per partition, not all at once: pausing drops what librdkafka
-        prefetched, and a global pause would always hand the next fetch's first partition
-        the whole window while the partitions behind it starve."""
+        of that is done; return the records in flight. Per partition, not all at once:
+        pausing drops what librdkafka prefetched, and a global pause would always hand the
+        next fetch's first partition the whole window while the partitions behind it starve."""
         works = list(self._partitions.values())
         share = max(1, self.settings.max_in_flight // max(1, len(works)))
         pause: list[PartitionWork] = []
         resume: list[PartitionWork] = []
+        total = 0
         for work in works:
             n = work.in_flight
+            total += n
             if not work.paused and n >= share:
                 pause.append(work)
             elif work.paused and n <= share // 2:
@@ -310,6 +308,8 @@ class Runtime:
             (consumer.pause if paused else consumer.resume)(tps)
             log.debug("fetch.paused" if paused else "fetch.resumed", partitions=_names(tps))
         self.metrics.paused.set(sum(w.paused for w in works))
+        self.metrics.in_flight.set(total)
+        return total
 
     def _store(self, consumer: Consumer) -> None:
         for work in list(self._partitions.values()):

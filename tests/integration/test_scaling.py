@@ -183,7 +183,9 @@ def test_a_busy_table_does_not_starve_a_quiet_one(pipeline: Pipeline) -> None:
     (busy, quiet), _ = create_tables(pipeline, "busy", "quiet")
     pipeline.apply()
     backlog = 3000
-    pipeline.sql(f"INSERT INTO {busy} SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g")
+    pipeline.sql(
+        f"INSERT INTO {busy} SELECT g, repeat('x', 200) FROM generate_series(1, {backlog}) g"
+    )
     pipeline.sql(f"INSERT INTO {quiet} SELECT g, 'v' FROM generate_series(1, 20) g")
     topics = {pipeline.topic(t): n for t, n in ((busy, backlog), (quiet, 20))}
     probe = Consumer(pipeline.settings.kafka_config(**{"group.id": f"{pipeline.id}-probe"}))

@@ -12,15 +12,7 @@ import pytest
 
 from tests.integration.conftest import Pipeline
 from tests.reliability.report import record, scaled
-from tests.reliability.workload import (
-    POSTS,
-    USERS,
-    CdcRun,
-    ExampleApp,
-    Writer,
-    finish,
-    group_lag,
-)
+from tests.reliability.workload import POSTS, USERS, CdcRun, ExampleApp, Writer, finish, group_lag
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.stack, pytest.mark.reliability]
