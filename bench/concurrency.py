@@ -40,7 +40,7 @@ def measure(workers: int, changes: int, keys: int) -> float:
     change = first_insert()
     start = time.perf_counter()
     for i in range(changes):
-        pool.submit(i % keys, lambda: dispatcher.run(route, change) and None)
+        pool.submit([(i % keys, lambda: dispatcher.run(route, change) and None)])
     pool.wait_idle()
     elapsed = time.perf_counter() - start
     pool.close()

@@ -68,6 +68,10 @@ class Decoder(ABC):
         except Exception as exc:  # any other failure is still this record's fault
             raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, part) from exc
 
+    def peek_op(self, value: bytes) -> str | None:
+        """The change's ``op`` if it can be read without decoding, else None."""
+        return None
+
     def decode_message(self, msg: Message, *, outbox: bool = False) -> Event:
         return self.decode(msg.key(), msg.value(), coordinates(msg), outbox=outbox)
 

@@ -10,6 +10,7 @@ from cdc.decoding.connect_schema import Convert, Mismatch, compile_schema
 
 _HEAD = b'{"schema":'
 _SPLIT = b',"payload":'
+_OP = b'"op":"'
 
 
 class JsonDecoder(Decoder):
@@ -22,6 +23,15 @@ class JsonDecoder(Decoder):
         self.raw = not schemas
         self._cache: dict[bytes, tuple[Convert, str | None]] = {}
         self._cache_size = cache_size
+
+    def peek_op(self, value: bytes) -> str | None:
+        # The envelope's op follows before, after, source and transaction; only the ts_*
+        # numbers come after it. Inside a string a quote is escaped, so the last `"op":"`
+        # is the envelope's own.
+        at = value.rfind(_OP)
+        if at < 0 or value[at + 7 : at + 8] != b'"':
+            return None
+        return chr(value[at + 6])
 
     def read(self, raw: bytes) -> tuple[Any, str | None]:
         if not self.schemas:

@@ -58,6 +58,13 @@ class DeliveryGate:
             self.held_back[kind, event.table] += 1
         return bool(admitted)
 
+    def admit_read(self, table: str) -> bool:
+        """`admit` for a snapshot read of ``table`` known before decoding it."""
+        if self.tables.get(table, self.default).snapshot_reads:
+            return True
+        self.held_back[Kind.SNAPSHOT_READ, table] += 1
+        return False
+
 
 _POLICY_FIELD = {
     Kind.SNAPSHOT_READ: "snapshot_reads",

@@ -23,6 +23,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cdc.decoding import Decoder, decoder_for
+from cdc.decoding.envelope import table_of_topic
 from cdc.errors import ConfigError, DecodeError, KafkaRefused, RegistryError
 from cdc.events import Change, DomainEvent, Event
 from cdc.routing import Routable, Route, Router
@@ -30,7 +31,7 @@ from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Outcome, Stopping
 from cdc.runtime.metrics import Endpoint, Metrics, Probes
-from cdc.runtime.work import KeyedWorkers, PartitionWork
+from cdc.runtime.work import Key, KeyedWorkers, PartitionWork
 from cdc.settings import Settings
 from cdc.tables.config import OutboxOptions, WatchedTables
 from cdc.tables.connector import outbox_topic_pattern
@@ -143,6 +144,9 @@ class Runtime:
                     "error_cb": self._kafka_error,
                     # librdkafka's prefetch queue is the other half of bounded memory.
                     "queued.max.messages.kbytes": 16384,
+                    # Once that queue is full, fetch again soon after it drains (the default
+                    # waits a second, leaving a fast consumer idle).
+                    "fetch.queue.backoff.ms": 50,
                 }
             )
         )
@@ -173,20 +177,32 @@ class Runtime:
                     if time.monotonic() - since > s.kafka_refused_timeout_s:
                         raise KafkaRefused(time.monotonic() - since, reason)
                 self.probes.beat()
-                room = s.max_in_flight - in_flight
-                batch = consumer.consume(max(1, min(_BATCH, room)), 0.2)
+                batch = self._fetch(consumer, max(1, min(_BATCH, s.max_in_flight - in_flight)))
                 # Ready once fetching: a group with no partitions yet (Debezium makes a topic
                 # on its table's first change) is still a healthy consumer.
                 self.probes.fetching = True
+                tasks: list[tuple[Key, Callable[[], None]]] = []
                 for msg in batch:
                     try:
-                        self._accept(msg, workers)
+                        self._accept(msg, tasks)
                     except Stopping:
                         break  # stopping while the registry is down: this record is read again
+                workers.submit(tasks)
                 self._store(consumer)
                 in_flight = self._flow(consumer)
         finally:
             self._shut_down(consumer, workers)
+
+    @staticmethod
+    def _fetch(consumer: Consumer, most: int) -> list[Message]:
+        """What librdkafka holds, up to ``most``, without waiting; when it holds nothing, wait
+        up to 0.2 s for the first record. (``consume(n, timeout)`` alone waits for all ``n``
+        until the timeout: a change arriving alone would sit there for it.)"""
+        batch = consumer.consume(most, 0)
+        if batch or most == 1:
+            return batch or consumer.consume(1, 0.2)
+        batch = consumer.consume(1, 0.2)
+        return batch + consumer.consume(most - 1, 0) if batch else batch
 
     def _kafka_error(self, err: KafkaError) -> None:
         """librdkafka's client-level errors. Refused credentials or certificates are counted
@@ -283,21 +299,22 @@ class Runtime:
         return works
 
     def _flow(self, consumer: Consumer) -> int:
-        """Pause a partition holding its share of the in-flight window; resume it when half
-        of that is done; return the records in flight. Per partition, not all at once:
-        pausing drops what librdkafka prefetched, and a global pause would always hand the
-        next fetch's first partition the whole window while the partitions behind it starve."""
+        """Once the in-flight window is full, pause the partitions holding their share of it;
+        resume one when half of its share is done, or half the window; return the records in
+        flight. Per partition, not all at once: a global pause would always hand the next
+        fetch's first partition the whole window while the partitions behind it starve. Only
+        when full: pausing drops what librdkafka prefetched, to be fetched again."""
         works = list(self._partitions.values())
-        share = max(1, self.settings.max_in_flight // max(1, len(works)))
+        window = self.settings.max_in_flight
+        share = max(1, window // max(1, len(works)))
+        counts = [work.in_flight for work in works]
+        total = sum(counts)
         pause: list[PartitionWork] = []
         resume: list[PartitionWork] = []
-        total = 0
-        for work in works:
-            n = work.in_flight
-            total += n
-            if not work.paused and n >= share:
+        for work, n in zip(works, counts, strict=True):
+            if not work.paused and n >= share and total >= window:
                 pause.append(work)
-            elif work.paused and n <= share // 2:
+            elif work.paused and (n <= share // 2 or total <= window // 2):
                 resume.append(work)
         for changed, paused in ((pause, True), (resume, False)):
             if not changed:
@@ -324,7 +341,8 @@ class Runtime:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _accept(self, msg: Message, workers: KeyedWorkers) -> None:
+    def _accept(self, msg: Message, tasks: list[tuple[Key, Callable[[], None]]]) -> None:
+        """Finish a record that needs no handler, or add its handlers' task to ``tasks``."""
         err = msg.error()
         if err is not None:
             if err.code() not in _QUIET_ERRORS:
@@ -346,7 +364,7 @@ class Runtime:
             self._handle(work, msg, event, routes)
 
         # One key at a time, in partition order; a record without a key orders per partition.
-        workers.submit((topic, partition, msg.key()), task)
+        tasks.append(((topic, partition, msg.key()), task))
 
     def _handle(
         self, work: PartitionWork, msg: Message, event: Routable, routes: list[Route]
@@ -394,8 +412,17 @@ class Runtime:
     ) -> Handled | tuple[Routable, list[Route]]:
         """Decode and route: a finished record, or the change and the handlers to run."""
         coordinates = _coordinates(msg)
+        outbox = self._outbox_topic is not None and bool(self._outbox_topic.match(coordinates[0]))
+        value = msg.value()
+        if not outbox and value is not None and only is None and self.decoder.peek_op(value) == "r":
+            # A snapshot read no handler of its table takes is not worth decoding. (Its topic
+            # names its table: <prefix>.<schema>.<table>.)
+            table = table_of_topic(coordinates[0])
+            if not self.router.gate.admit_read(table):
+                self._count("held_back", table, "r")
+                return Handled(*coordinates, None)
         try:
-            event = self._decode(msg)
+            event = self._decode(msg, outbox)
         except DecodeError as exc:
             reason = exc.reason if exc.part == "value" else f"{exc.part}: {exc.reason}"
             self._park(msg, reason, "DecodeError", wait=self._stop.wait)
@@ -469,8 +496,7 @@ class Runtime:
     def _count(self, outcome: str, table: str, op: str) -> None:
         self.metrics.records.labels(table, op, outcome).inc()
 
-    def _decode(self, msg: Message) -> Event:
-        outbox = self._outbox_topic is not None and bool(self._outbox_topic.match(str(msg.topic())))
+    def _decode(self, msg: Message, outbox: bool) -> Event:
         # A registry outage is not the record's fault: wait it out rather than park the record.
         return self._persist(
             "registry",

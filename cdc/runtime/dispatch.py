@@ -135,7 +135,7 @@ class Dispatcher:
         (the consumer stops or loses the partition): then `Stopping` is raised."""
         wait = wait or self._wait
         log = bound_logger(change, route.name)
-        log.info("handler.start")
+        log.debug("handler.start")
         attempt = 1
         spent = 0.0
         outage = 0  # failed attempts in a row because the database was unreachable
@@ -155,7 +155,7 @@ class Dispatcher:
                 continue
             outage = 0
             if run.outcome is Outcome.DONE:
-                log.info("handler.done", attempt=attempt, ms=ms)
+                log.debug("handler.done", attempt=attempt, ms=ms)
                 return run
             if run.outcome is Outcome.DUPLICATE:
                 log.info("handler.duplicate", attempt=attempt, reason=run.reason)

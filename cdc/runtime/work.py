@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 import structlog
 
@@ -113,15 +113,21 @@ class KeyedWorkers:
         for t in self._threads:
             t.start()
 
-    def submit(self, key: Key, task: Callable[[], None]) -> None:
+    def submit(self, tasks: Iterable[tuple[Key, Callable[[], None]]]) -> None:
+        """Queue ``(key, task)`` pairs; wake one thread per key that became ready. A whole
+        fetch at once: waking a thread per task hands the GIL back and forth per record."""
         with self._lock:
-            queue = self._queues.get(key)
-            if queue is None:
-                self._queues[key] = deque([task])
-                self._ready.append(key)
-                self._wake.notify()
-            else:
-                queue.append(task)  # runs after the tasks ahead of it with this key
+            ready = 0
+            for key, task in tasks:
+                queue = self._queues.get(key)
+                if queue is None:
+                    self._queues[key] = deque([task])
+                    self._ready.append(key)
+                    ready += 1
+                else:
+                    queue.append(task)  # runs after the tasks ahead of it with this key
+            if ready:
+                self._wake.notify(ready)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every submitted task is finished; False on timeout."""
@@ -136,8 +142,20 @@ class KeyedWorkers:
             self._wake.notify_all()
 
     def _work(self) -> None:
+        key: Key = None
+        done = False  # whether the task of `key` just ran
         while True:
+            # One critical section per task: the last one's bookkeeping and taking the next.
             with self._lock:
+                if done:
+                    queue = self._queues[key]
+                    queue.popleft()
+                    if queue:
+                        self._ready.append(key)
+                    else:
+                        del self._queues[key]
+                        if not self._queues:
+                            self._idle.notify_all()
                 while not self._ready and not self._closed:
                     self._wake.wait()
                 if self._closed:
@@ -149,14 +167,4 @@ class KeyedWorkers:
             except Exception:
                 # A task handles its own failures; one that escapes must not kill the thread.
                 log.exception("worker.task_failed", key=repr(key))
-            finally:
-                with self._lock:
-                    queue = self._queues[key]
-                    queue.popleft()
-                    if queue:
-                        self._ready.append(key)
-                        self._wake.notify()
-                    else:
-                        del self._queues[key]
-                        if not self._queues:
-                            self._idle.notify_all()
+            done = True

@@ -233,6 +233,8 @@ class CdcRun:
                 "CDC_HANDLERS": "handlers",
                 "CDC_GROUP_ID": pipeline.id,
                 "CDC_HTTP_PORT": str(self.port),
+                # The drills count handler runs from their log lines (`handler.done`).
+                "CDC_LOG_LEVEL": "DEBUG",
                 **env,
             },
             stdout=log.open("a"),

@@ -65,8 +65,8 @@ def test_same_key_in_order_other_keys_concurrently() -> None:
             active["n"] -= 1
 
     for i in range(20):
-        for key in seen:
-            workers.submit(key, lambda k=key, n=i: task(k, n))  # type: ignore[misc]
+        # One fetch's worth at a time, as the consumer submits them.
+        workers.submit([(key, lambda k=key, n=i: task(k, n)) for key in seen])  # type: ignore[misc]
     assert workers.wait_idle(30)
     workers.close()
     assert all(order == list(range(20)) for order in seen.values())
@@ -81,8 +81,7 @@ def test_a_failing_task_does_not_stop_its_worker() -> None:
     def boom() -> None:
         raise ValueError("bug")
 
-    workers.submit("k", boom)
-    workers.submit("k", lambda: ran.append(1))
+    workers.submit([("k", boom), ("k", lambda: ran.append(1))])
     assert workers.wait_idle(5)
     workers.close()
     assert ran == [1]
