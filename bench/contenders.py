@@ -1,0 +1,209 @@
+"""The contenders of the throughput benchmark, each run as a process of its own on a backlog:
+
+- ``raw``: confluent-kafka's ``consume()`` in batches, nothing done with the bytes (the limit);
+- ``baseline``: what teams write by hand: ``poll()``, ``json.loads``, skip tombstones,
+  heartbeats and snapshot reads, ``match`` on the table, offsets auto-committed;
+- ``ours``: the runtime with a no-op handler per table, as ``cdc run`` runs it.
+
+    python -m bench.contenders ours --prefix bench_json --encoding json --records 1000000
+
+Kafka and the registry come from the ``CDC_*`` settings. Each reads the backlog from the
+start in a new consumer group, stops once it has taken ``--records`` records (``0``: until
+SIGTERM), and prints one JSON line: records, seconds and CPU seconds from its first record
+to its last, and what it routed where. The quixstreams contender is `bench/quix_app.py`."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+from cdc import Change, Context, Settings, on_change
+from cdc.logs import configure_logging
+from cdc.routing import Router, handlers_of
+from cdc.runtime import Runtime
+from cdc.runtime.consumer import Handled
+
+TABLES = ("customers", "orders", "products")
+
+
+class Clock:
+    """Wall and CPU time (every thread of the process) from the first record to the last."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.first: tuple[float, float] | None = None
+        self.last: tuple[float, float] = (0.0, 0.0)
+
+    def tick(self, n: int = 1) -> None:
+        now = (time.time(), time.process_time())
+        if self.first is None:
+            self.first = now
+        self.records += n
+        self.last = now
+
+    def report(self, **extra: Any) -> dict[str, Any]:
+        first = self.first or self.last
+        return {
+            "records": self.records,
+            "first": first[0],
+            "last": self.last[0],
+            "seconds": self.last[0] - first[0],
+            "cpu_seconds": self.last[1] - first[1],
+            "peak_rss_mb": peak_rss_mb(),
+            **extra,
+        }
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _consumer(settings: Settings, **extra: Any) -> Consumer:
+    return Consumer(
+        settings.kafka_config(
+            **{"group.id": settings.group_id, "auto.offset.reset": "earliest", **extra}
+        )
+    )
+
+
+def raw(settings: Settings, topics: list[str], records: int, stop: threading.Event) -> Clock:
+    consumer = _consumer(settings)
+    consumer.subscribe(topics)
+    clock = Clock()
+    try:
+        while clock.records < records and not stop.is_set():
+            batch = consumer.consume(500, 0.5)
+            taken = sum(1 for m in batch if m.error() is None)
+            if taken:
+                clock.tick(taken)
+    finally:
+        consumer.close()
+    return clock
+
+
+def baseline(
+    settings: Settings, topics: list[str], records: int, stop: threading.Event
+) -> tuple[Clock, Counter[str]]:
+    consumer = _consumer(settings)
+    consumer.subscribe(topics)
+    clock = Clock()
+    routed: Counter[str] = Counter()
+
+    def customers(row: dict[str, Any], op: str) -> None:
+        routed["customers"] += 1
+
+    def orders(row: dict[str, Any], op: str) -> None:
+        routed["orders"] += 1
+
+    def products(row: dict[str, Any], op: str) -> None:
+        routed["products"] += 1
+
+    try:
+        while clock.records < records and not stop.is_set():
+            msg: Message | None = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            clock.tick()
+            raw_value = msg.value()
+            if raw_value is None:
+                continue  # tombstone
+            event = json.loads(raw_value)
+            event = event.get("payload", event)  # JSON with schemas wraps it
+            op = event.get("op")
+            if op is None or op == "r":
+                continue  # heartbeat, snapshot read
+            row = event["before"] if op == "d" else event["after"]
+            match event["source"]["table"]:
+                case "customers":
+                    customers(row, op)
+                case "orders":
+                    orders(row, op)
+                case "products":
+                    products(row, op)
+                case other:
+                    routed[f"unknown {other}"] += 1
+    finally:
+        consumer.close()
+    return clock, routed
+
+
+def ours(
+    settings: Settings, prefix: str, encoding: str, records: int, stop: threading.Event
+) -> tuple[Clock, Counter[str]]:
+    from bench.backlog import watched_tables
+
+    watched = watched_tables(prefix, encoding)
+    handlers = [h for f in (customers, orders, products) for h in handlers_of(f)]
+    clock = Clock()
+    taken = itertools.count(1)
+    runtime: Runtime
+
+    def observe(handled: Handled) -> None:
+        # Called from every worker thread: no lock, next() on a count is atomic.
+        if next(taken) >= records:
+            runtime.stop()
+        clock.tick()
+
+    runtime = Runtime(settings, watched, Router(handlers, watched.tables), observer=observe)
+    threading.Thread(target=lambda: stop.wait() and runtime.stop(), daemon=True).start()
+    runtime.run()
+    clock.records = next(taken) - 1  # the threads' own += may have raced
+    routed: Counter[str] = Counter(runtime.metrics.record_totals())
+    return clock, routed
+
+
+@on_change("bench.customers")
+def customers(change: Change, ctx: Context) -> None:
+    pass
+
+
+@on_change("bench.orders")
+def orders(change: Change, ctx: Context) -> None:
+    pass
+
+
+@on_change("bench.products")
+def products(change: Change, ctx: Context) -> None:
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("contender", choices=("raw", "baseline", "ours"))
+    parser.add_argument("--prefix", required=True, help="the backlog's topic prefix")
+    parser.add_argument("--encoding", default="json")
+    parser.add_argument("--records", type=int, default=0, help="stop after these; 0: SIGTERM")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    configure_logging(args.log_level, json=True)
+    settings = Settings(http_port=None)
+    records = args.records or sys.maxsize
+    topics = [f"{args.prefix}.bench.{t}" for t in TABLES]
+    routed: Counter[str] = Counter()
+    if args.contender == "raw":
+        clock = raw(settings, topics, records, stop)
+    elif args.contender == "baseline":
+        clock, routed = baseline(settings, topics, records, stop)
+    else:
+        clock, routed = ours(settings, args.prefix, args.encoding, records, stop)
+    print(json.dumps(clock.report(routed=dict(routed))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
