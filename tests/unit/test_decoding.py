@@ -34,6 +34,7 @@ from tests.corpus.load import (
     ENCODINGS,
     HEARTBEAT,
     MESSAGE,
+    OUTBOX,
     TX,
     decode,
     decoder,
@@ -317,3 +318,34 @@ def test_every_form_of_the_toast_placeholder(placeholder: Any) -> None:
         col: Any
 
     assert Wide.model_validate({"col": placeholder}).col is UNAVAILABLE
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_peek_op_agrees_with_decoding_or_abstains(encoding: str) -> None:
+    """The consumer skips a snapshot read nobody takes on the op peeked from its bytes, so a
+    peeked op is always the decoded one."""
+    dec = decoder(encoding)
+    peeked = []
+    for r in records(encoding):
+        if r.value is None:
+            continue
+        event = dec.decode(r.key, r.value, r.kafka, outbox=r.kafka.topic.startswith(OUTBOX))
+        op = dec.peek_op(r.value)
+        if op is not None:
+            assert isinstance(event, Change)
+            assert event.op.value == op
+            peeked.append(op)
+    if encoding == "avro":
+        assert peeked == []  # the op is inside the binary body
+    else:
+        assert set(peeked) >= {"r", "c", "u", "d", "t", "m"}
+
+
+def test_peek_op_is_not_fooled_by_a_column_named_op() -> None:
+    update = next(r for r in records("json-noschema") if r.value and b'"op":"u"' in r.value).value
+    assert update is not None
+    body = json.loads(update)
+    body["after"] = {"op": "r", **body["after"]}
+    value = json.dumps(body, separators=(",", ":")).encode()
+    assert b'"op":"r"' in value
+    assert decoder("json-noschema").peek_op(value) == "u"

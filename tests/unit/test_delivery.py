@@ -54,3 +54,10 @@ def test_other_tables_keep_the_default() -> None:
     gate = DeliveryGate({"public.other": Delivery(snapshot_reads=True)})
     assert Kind.SNAPSHOT_READ not in run_gate(gate)
     assert gate.held_back[Kind.SNAPSHOT_READ, TABLE] == 4
+
+
+def test_a_read_known_before_decoding_is_judged_and_counted_the_same() -> None:
+    gate = DeliveryGate({TABLE: Delivery(snapshot_reads=True)})
+    assert gate.admit_read(TABLE)
+    assert not gate.admit_read("public.other")
+    assert gate.held_back == {(Kind.SNAPSHOT_READ, "public.other"): 1}
