@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CDC := $(BIN)/cdc
 
-.PHONY: run test reliability setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
+.PHONY: run test reliability bench setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -59,6 +59,12 @@ test: setup lint
 reliability: setup
 	CDC_RELIABILITY=full $(BIN)/pytest -m reliability tests/reliability
 	CDC_RELIABILITY=full $(BIN)/python -m tests.reliability.report
+
+# The benchmarks (bench/): throughput of every contender on a 1M-record backlog, then latency
+# under live load, on the local stack. Figures: .cdc/bench/throughput.json and latency.json.
+bench: stack-up
+	export CDC_STACK_DIR="$$($(BIN)/python -c 'from cdc.settings import stack_dir; print(stack_dir())')"; \
+	$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.latency
 
 psql:
 	@set -a; . "$$($(BIN)/python -c 'from cdc.settings import stack_dir; print(stack_dir())')/stack.env"; \
