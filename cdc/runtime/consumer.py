@@ -54,6 +54,7 @@ class Handled:
     event: Event | None
     runs: tuple[HandlerRun, ...] = ()
     parked: tuple[str, ...] = field(default=())
+    read_of: str = ""  # the table of a snapshot read held back without decoding it
 
 
 Observer = Callable[[Handled], None]
@@ -420,7 +421,7 @@ class Runtime:
             table = table_of_topic(coordinates[0])
             if not self.router.gate.admit_read(table):
                 self._count("held_back", table, "r")
-                return Handled(*coordinates, None)
+                return Handled(*coordinates, None, read_of=table)
         try:
             event = self._decode(msg, outbox)
         except DecodeError as exc:

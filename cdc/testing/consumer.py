@@ -73,6 +73,8 @@ class RunningConsumer:
 
         def matches(h: Handled) -> bool:
             e = h.event
+            if h.read_of:  # a snapshot read held back before decoding: table and op known
+                return h.read_of == table and wanted in (None, Op.READ) and where is None
             return (
                 isinstance(e, Change)
                 and e.table == table
