@@ -4,6 +4,7 @@ keep records of one key in order while records of other keys run side by side.""
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 
@@ -97,37 +98,57 @@ Key = Hashable
 
 class KeyedWorkers:
     """``workers`` threads run submitted tasks; tasks with equal keys run one at a time, in
-    the order submitted."""
+    the order submitted.
 
-    def __init__(self, workers: int, name: str = "cdc-worker") -> None:
+    Threads are woken as the tasks need them: while tasks finish quickly (CPU work, under
+    the GIL) one thread runs them all, since more would only take the GIL from each other
+    and from the consumer thread; once a task runs longer than ``slow_s`` (it waits on I/O)
+    every ready key gets a thread."""
+
+    def __init__(self, workers: int, name: str = "cdc-worker", slow_s: float = 0.001) -> None:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queues: dict[Key, deque[Callable[[], None]]] = {}
         self._ready: deque[Key] = deque()
         self._wake = threading.Condition(self._lock)
         self._closed = False
+        self._slow_s = slow_s
+        self._slow = False  # the last task to finish ran longer than slow_s
+        self._waiting = 0  # threads waiting for a task
+        self._started: dict[int, float] = {}  # running tasks' start, per thread
         self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(workers)
         ]
         for t in self._threads:
             t.start()
 
     def submit(self, tasks: Iterable[tuple[Key, Callable[[], None]]]) -> None:
-        """Queue ``(key, task)`` pairs; wake one thread per key that became ready. A whole
-        fetch at once: waking a thread per task hands the GIL back and forth per record."""
+        """Queue ``(key, task)`` pairs (a whole fetch at once) and wake threads as needed.
+        Called with nothing, it still wakes threads for ready keys stuck behind a slow task."""
         with self._lock:
-            ready = 0
             for key, task in tasks:
                 queue = self._queues.get(key)
                 if queue is None:
                     self._queues[key] = deque([task])
                     self._ready.append(key)
-                    ready += 1
                 else:
                     queue.append(task)  # runs after the tasks ahead of it with this key
-            if ready:
-                self._wake.notify(ready)
+            self._wake_some()
+
+    def _wake_some(self) -> None:
+        """(Lock held.) One thread when none runs; one per ready key when tasks are slow."""
+        if not self._ready or not self._waiting:
+            return
+        if not self._started:
+            self._wake.notify(1)
+            return
+        slow = self._slow
+        if not slow:
+            since = time.monotonic() - self._slow_s
+            slow = any(t < since for t in self._started.values())
+        if slow:
+            self._wake.notify(min(len(self._ready), self._waiting))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every submitted task is finished; False on timeout."""
@@ -141,13 +162,15 @@ class KeyedWorkers:
             self._closed = True
             self._wake.notify_all()
 
-    def _work(self) -> None:
+    def _work(self, me: int) -> None:
         key: Key = None
-        done = False  # whether the task of `key` just ran
+        took: float | None = None  # how long the task of `key` just ran
         while True:
             # One critical section per task: the last one's bookkeeping and taking the next.
             with self._lock:
-                if done:
+                if took is not None:
+                    del self._started[me]
+                    self._slow = took > self._slow_s
                     queue = self._queues[key]
                     queue.popleft()
                     if queue:
@@ -156,15 +179,20 @@ class KeyedWorkers:
                         del self._queues[key]
                         if not self._queues:
                             self._idle.notify_all()
+                    if self._slow:
+                        self._wake_some()
                 while not self._ready and not self._closed:
+                    self._waiting += 1
                     self._wake.wait()
+                    self._waiting -= 1
                 if self._closed:
                     return
                 key = self._ready.popleft()
                 task = self._queues[key][0]
+                started = self._started[me] = time.monotonic()
             try:
                 task()
             except Exception:
                 # A task handles its own failures; one that escapes must not kill the thread.
                 log.exception("worker.task_failed", key=repr(key))
-            done = True
+            took = time.monotonic() - started
