@@ -24,5 +24,6 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        # Configured once, at start: every logger can keep what it built.
+        cache_logger_on_first_use=True,
     )

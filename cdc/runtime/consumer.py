@@ -483,19 +483,19 @@ class Runtime:
         self._count(outcome, table, op)
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
         if committed_ms is not None:
-            self.metrics.end_to_end.labels(table).observe(
+            self.metrics.child(self.metrics.end_to_end, table).observe(
                 max(0.0, time.time() - committed_ms / 1000)
             )
         return Handled(*_coordinates(msg), event, tuple(runs), tuple(parked))
 
     def _observe_run(self, route: Route, table: str, run: HandlerRun) -> None:
         m = self.metrics
-        m.handler_seconds.labels(route.name, table, run.outcome.value).observe(run.seconds)
+        m.child(m.handler_seconds, route.name, table, run.outcome.value).observe(run.seconds)
         if run.attempts > 1:
             m.retries.labels(route.name, table).inc(run.attempts - 1)
 
     def _count(self, outcome: str, table: str, op: str) -> None:
-        self.metrics.records.labels(table, op, outcome).inc()
+        self.metrics.child(self.metrics.records, table, op, outcome).inc()
 
     def _decode(self, msg: Message, outbox: bool) -> Event:
         # A registry outage is not the record's fault: wait it out rather than park the record.

@@ -246,6 +246,11 @@ class Context:
         self.published.append(Outgoing(topic, _encode(value), _encode(key), tuple(cause + extra)))
 
 
+# One proxy for every run: with `cache_logger_on_first_use` it builds its logger once, and
+# binding a run's fields is then a dict copy (a new proxy per run builds a logger each time).
+_HANDLER_LOG = structlog.get_logger("cdc.handler")
+
+
 def bound_logger(event: Change | DomainEvent, handler: str) -> Any:
     k = event.kafka
     what = (
@@ -258,6 +263,6 @@ def bound_logger(event: Change | DomainEvent, handler: str) -> Any:
             "event_id": event.id,
         }
     )
-    return structlog.get_logger("cdc.handler").bind(
+    return _HANDLER_LOG.bind(
         topic=k.topic, partition=k.partition, offset=k.offset, **what, handler=handler
     )

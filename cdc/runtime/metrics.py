@@ -34,6 +34,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.records = Counter(
             "cdc_records",
             "Records finished, by table, operation and outcome (handled, dead_lettered, "
@@ -82,6 +83,15 @@ class Metrics:
         self.assigned = Gauge(
             "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
         )
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: the per-record series are looked up once each
+        (labels() takes a lock and checks its arguments every time)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:  # two threads may both get here: labels() gives both the same child
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def librdkafka_stats(self, stats: dict[str, Any]) -> None:
         """Consumer lag per partition, from librdkafka's periodic statistics."""
