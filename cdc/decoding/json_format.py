@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from cdc.decoding.base import Decoder
 from cdc.decoding.connect_schema import Convert, Mismatch, compile_schema
 
@@ -72,6 +74,14 @@ class JsonDecoder(Decoder):
 
 
 def _loads(raw: bytes) -> Any:
+    # orjson parses in a third of the time and takes exactly UTF-8 JSON. What it refuses
+    # goes through the stdlib, which either reads it (NaN, lone surrogates: Jackson can
+    # write those) or says precisely what is wrong. (An integer beyond 64 bits, which
+    # Debezium never writes, becomes a float in orjson.)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     # JsonConverter writes UTF-8 only. json.loads(bytes) would also take UTF-16 and UTF-32
     # (and a BOM): text the connector never wrote, so it is refused rather than guessed at.
     try:
