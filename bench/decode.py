@@ -21,7 +21,7 @@ from typing import Any
 
 import fastavro
 
-from tests.corpus.load import DATA, ENCODINGS, Record, avro_schemas, decoder, records
+from tests.corpus.load import DATA, ENCODINGS, Record, avro_schemas, decode, decoder, records
 
 
 def rate(work: Callable[[Record], Any], sample: list[Record], count: int) -> float:
@@ -73,7 +73,7 @@ def main() -> None:
             ("all", corpus),
             ("data_topic", [r for r in corpus if r.kafka.topic == DATA]),
         ):
-            ours = rate(lambda r, d=dec: d.decode(r.key, r.value, r.kafka), sample, count)
+            ours = rate(lambda r, d=dec: decode(d, r), sample, count)
             base = rate(baseline, sample, count)
             results[f"{encoding}/{subset}"] = {
                 "decode_per_s": round(ours),
