@@ -50,20 +50,17 @@ class DeliveryGate:
         kind = event.kind
         if kind is Kind.CHANGE or kind is Kind.EVENT:
             return True
+        return self.admits(kind, event.table)
+
+    def admits(self, kind: Kind, table: str) -> bool:
+        """`admit` for a record whose kind and table are known (before decoding it, too)."""
         admitted = self._tableless.get(kind)
         if admitted is None:
-            policy = self.tables.get(event.table, self.default)
+            policy = self.tables.get(table, self.default)
             admitted = getattr(policy, _POLICY_FIELD[kind])
         if not admitted:
-            self.held_back[kind, event.table] += 1
+            self.held_back[kind, table] += 1
         return bool(admitted)
-
-    def admit_read(self, table: str) -> bool:
-        """`admit` for a snapshot read of ``table`` known before decoding it."""
-        if self.tables.get(table, self.default).snapshot_reads:
-            return True
-        self.held_back[Kind.SNAPSHOT_READ, table] += 1
-        return False
 
 
 _POLICY_FIELD = {

@@ -5,8 +5,8 @@ or the record is in the dead-letter topic, and only when every record before it 
 partition is too; stored offsets are committed every second, when partitions are revoked
 and on close. Records with the same key are handled one at a time, in order; records with
 different keys run on up to ``concurrency`` worker threads. At most about ``max_in_flight``
-records are held, shared between the assigned partitions: a partition holding its share
-pauses until half of it is done, and the others go on.
+records are held: once that many are, a partition holding its share of them pauses until
+half of that is done, and the others go on.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from cdc.decoding import Decoder, decoder_for
 from cdc.decoding.envelope import table_of_topic
 from cdc.errors import ConfigError, DecodeError, KafkaRefused, RegistryError
-from cdc.events import Change, DomainEvent, Event
+from cdc.events import Change, DomainEvent, Event, Kind
 from cdc.routing import Routable, Route, Router
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
@@ -419,7 +419,7 @@ class Runtime:
             # A snapshot read no handler of its table takes is not worth decoding. (Its topic
             # names its table: <prefix>.<schema>.<table>.)
             table = table_of_topic(coordinates[0])
-            if not self.router.gate.admit_read(table):
+            if not self.router.gate.admits(Kind.SNAPSHOT_READ, table):
                 self._count("held_back", table, "r")
                 return Handled(*coordinates, None, read_of=table)
         try:

@@ -58,6 +58,6 @@ def test_other_tables_keep_the_default() -> None:
 
 def test_a_read_known_before_decoding_is_judged_and_counted_the_same() -> None:
     gate = DeliveryGate({TABLE: Delivery(snapshot_reads=True)})
-    assert gate.admit_read(TABLE)
-    assert not gate.admit_read("public.other")
+    assert gate.admits(Kind.SNAPSHOT_READ, TABLE)
+    assert not gate.admits(Kind.SNAPSHOT_READ, "public.other")
     assert gate.held_back == {(Kind.SNAPSHOT_READ, "public.other"): 1}
