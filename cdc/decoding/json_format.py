@@ -23,7 +23,9 @@ class JsonDecoder(Decoder):
     def __init__(self, *, schemas: bool = True, cache_size: int = 512) -> None:
         self.schemas = schemas
         self.raw = not schemas
-        self._cache: dict[bytes, tuple[Convert, str | None]] = {}
+        # Per length of the schema's bytes: those bytes, their converter and name.
+        self._cache: dict[int, list[tuple[bytes, Convert, str | None]]] = {}
+        self._cached = 0
         self._cache_size = cache_size
 
     def peek_op(self, value: bytes) -> str | None:
@@ -46,14 +48,14 @@ class JsonDecoder(Decoder):
             return value, None
         # JsonConverter writes the schema first. Once a schema's exact bytes have been seen
         # and checked, only the payload needs parsing: the schema is most of the record.
+        # Known schemas are found by where the payload starts, then compared byte for byte
+        # (hashing kilobytes of schema per record would cost more than parsing the payload).
         split = raw.find(_SPLIT)
         if split > 0 and raw.startswith(_HEAD) and raw.endswith(b"}"):
-            head = raw[:split]
-            cached = self._cache.get(head)
-            if cached is not None:
-                convert, name = cached
-                payload = _loads(raw[split + len(_SPLIT) : -1])
-                return (None if payload is None else convert(payload)), name
+            for head, convert, name in self._cache.get(split, ()):
+                if raw.startswith(head):
+                    payload = _loads(raw[split + len(_SPLIT) : -1])
+                    return (None if payload is None else convert(payload)), name
         whole = _loads(raw)
         if not isinstance(whole, dict) or set(whole) != {"schema", "payload"}:
             raise Mismatch(
@@ -67,9 +69,11 @@ class JsonDecoder(Decoder):
         convert = compile_schema(schema)
         name = schema.get("name")
         if split > 0 and _head_is(raw[len(_HEAD) : split], schema):
-            if len(self._cache) >= self._cache_size:
+            if self._cached >= self._cache_size:
                 self._cache.clear()
-            self._cache[raw[:split]] = (convert, name)
+                self._cached = 0
+            self._cache.setdefault(split, []).append((raw[:split], convert, name))
+            self._cached += 1
         return (None if payload is None else convert(payload)), name
 
 

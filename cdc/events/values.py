@@ -77,13 +77,15 @@ _PLACEHOLDER_FORMS: Final[list[Any]] = [
 
 
 _PLACEHOLDER_B64: Final = _PLACEHOLDER_FORMS[2]
+# The placeholder's forms as text (a string column, or base64 of a bytea one).
+PLACEHOLDER_TEXT: Final = (PLACEHOLDER, _PLACEHOLDER_B64)
 
 
 def is_placeholder(value: Any) -> bool:
     """True when a raw column value is Debezium's stand-in for an unchanged TOAST value."""
     kind = type(value)  # exact types: this runs for every column of every raw row
     if kind is str:
-        return value in (PLACEHOLDER, _PLACEHOLDER_B64)
+        return value in PLACEHOLDER_TEXT
     if kind is bytes:
         return bool(value == _PLACEHOLDER_BYTES)
     if kind is list or kind is dict:

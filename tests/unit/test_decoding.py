@@ -28,6 +28,7 @@ from cdc import (
     Unavailable,
 )
 from cdc.decoding import JsonDecoder
+from cdc.decoding.connect_schema import Mismatch
 from cdc.events import Event
 from tests.corpus.load import (
     DATA,
@@ -292,6 +293,28 @@ def test_schema_cache_is_only_used_when_the_split_is_exact() -> None:
         assert raw.find(b',"payload":') < raw.rfind(b',"payload":')
         data, name = dec.read(raw)
         assert (data, name) == ({"op": op, "note": "n"}, "odd.Value")
+
+
+def test_schemas_of_equal_length_are_told_apart() -> None:
+    """Known schemas are looked up by their length, then compared byte for byte."""
+
+    def record(field: str, kind: str, value: object) -> bytes:
+        schema = {
+            "type": "struct",
+            "name": "same.Value",
+            "fields": [{"type": kind, "optional": False, "field": field}],
+        }
+        payload = {field: value}
+        return json.dumps({"schema": schema, "payload": payload}, separators=(",", ":")).encode()
+
+    dec = JsonDecoder()
+    ints, texts = record("aaa", "int64", 7), record("bb", "string", "x")
+    assert ints.find(b',"payload":') == texts.find(b',"payload":')
+    for _ in range(2):  # the first read of each caches its schema; the second uses it
+        assert dec.read(ints) == ({"aaa": 7}, "same.Value")
+        assert dec.read(texts) == ({"bb": "x"}, "same.Value")
+    with pytest.raises(Mismatch, match="bb: expected a string, got int"):
+        dec.read(record("bb", "string", 7))
 
 
 def _java_name_uuid(name: bytes) -> str:
