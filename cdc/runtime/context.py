@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -162,7 +163,7 @@ class Context:
     event: Change | DomainEvent
     handler: str
     attempt: int
-    log: Any  # structlog BoundLogger, bound to topic, partition, offset, table, op, handler
+    log: Any  # a structlog logger bound to topic, partition, offset, table, op, handler
     resources: Resources
     ledger: Ledger | None = None  # set for a handler declared with ledger=True
     published: list[Outgoing] = field(default_factory=list)
@@ -251,18 +252,39 @@ class Context:
 _HANDLER_LOG = structlog.get_logger("cdc.handler")
 
 
-def bound_logger(event: Change | DomainEvent, handler: str) -> Any:
-    k = event.kafka
-    what = (
-        {"table": event.table, "op": event.op.value}
-        if isinstance(event, Change)
-        else {
-            "event_type": event.type,
-            "aggregate_type": event.aggregate_type,
-            "aggregate_id": event.aggregate_id,
-            "event_id": event.id,
-        }
-    )
-    return _HANDLER_LOG.bind(
-        topic=k.topic, partition=k.partition, offset=k.offset, **what, handler=handler
-    )
+class RecordLog:
+    """A logger bound to a record (topic, partition, offset, table and op, or the domain
+    event's type and ids) and its handler. Bound on first use: most runs log nothing, and
+    binding costs about what running a quick handler does."""
+
+    __slots__ = ("_bound", "_event", "_handler")
+
+    def __init__(self, event: Change | DomainEvent, handler: str) -> None:
+        self._event = event
+        self._handler = handler
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            event = self._event
+            k = event.kafka
+            what = (
+                {"table": event.table, "op": event.op.value}
+                if isinstance(event, Change)
+                else {
+                    "event_type": event.type,
+                    "aggregate_type": event.aggregate_type,
+                    "aggregate_id": event.aggregate_id,
+                    "event_id": event.id,
+                }
+            )
+            self._bound = _HANDLER_LOG.bind(
+                topic=k.topic, partition=k.partition, offset=k.offset, **what, handler=self._handler
+            )
+        return getattr(self._bound, name)
+
+
+def debug_enabled() -> bool:
+    """Whether the logging configured now lets DEBUG through."""
+    enabled = getattr(_HANDLER_LOG.bind(), "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.DEBUG))

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from cdc.errors import EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Retry, Routable, Route
-from cdc.runtime.context import Context, Outgoing, Resources, bound_logger
+from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
 from cdc.runtime.ledger import AlreadyProcessed
 
 
@@ -60,6 +60,17 @@ class Backoff:
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
 
 
+@dataclass(frozen=True)
+class Later:
+    """A handler run waiting before its next attempt: which attempt, the time spent in the
+    handler so far, database outages in a row, and how long to wait."""
+
+    attempt: int
+    spent: float
+    outage: int
+    delay: float
+
+
 class Stopping(Exception):
     """The consumer is stopping while a change waits for its next attempt."""
 
@@ -82,6 +93,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
+        self._debug = debug_enabled()  # the per-run lines (logging is configured by now)
 
     def attempt(
         self,
@@ -105,7 +117,7 @@ class Dispatcher:
             return HandlerRun(
                 name, Outcome.DEAD_LETTER, attempt, f"{what} does not fit {model}: {exc}", exc
             )
-        ctx = Context(typed, name, attempt, log or bound_logger(change, name), self.resources)
+        ctx = Context(typed, name, attempt, log or RecordLog(change, name), self.resources)
         try:
             if handler.ledger:  # its table is made on first use: the database may be down
                 ctx.ledger = self.resources.ledger()
@@ -127,18 +139,44 @@ class Dispatcher:
         return run
 
     def run(
-        self, route: Route, change: Routable, wait: Callable[[float], bool] | None = None
+        self,
+        route: Route,
+        change: Routable,
+        wait: Callable[[float], bool] | None = None,
+        *,
+        later: Later | None = None,
     ) -> HandlerRun:
         """Attempts until done, dead-lettered or out of attempts (then dead-lettered).
 
         ``wait(seconds)`` sleeps between attempts and returns True to give up on the change
-        (the consumer stops or loses the partition): then `Stopping` is raised."""
-        wait = wait or self._wait
-        log = bound_logger(change, route.name)
-        log.debug("handler.start")
-        attempt = 1
-        spent = 0.0
-        outage = 0  # failed attempts in a row because the database was unreachable
+        (the consumer stops or loses the partition): then `Stopping` is raised. ``later``:
+        go on with a run `try_run` left waiting."""
+        run = self._attempts(route, change, wait or self._wait, later)
+        assert isinstance(run, HandlerRun)
+        return run
+
+    def try_run(self, route: Route, change: Routable) -> HandlerRun | Later:
+        """Like `run`, but where it would wait before another attempt, return that state
+        instead (for `run` to go on with on a thread that may wait)."""
+        return self._attempts(route, change, None, None)
+
+    def _attempts(
+        self,
+        route: Route,
+        change: Routable,
+        wait: Callable[[float], bool] | None,
+        later: Later | None,
+    ) -> HandlerRun | Later:
+        log = RecordLog(change, route.name)
+        if later is None:
+            if self._debug:
+                log.debug("handler.start")
+            attempt, spent, outage = 1, 0.0, 0
+        else:
+            attempt, spent, outage = later.attempt, later.spent, later.outage
+            assert wait is not None
+            if wait(later.delay):
+                raise Stopping
         while True:
             run = self.attempt(route, change, attempt, log=log)
             spent += run.seconds
@@ -150,12 +188,15 @@ class Dispatcher:
                 outage += 1
                 delay = self.backoff.delay(outage)
                 log.warning("handler.db_unreachable", reason=run.reason, delay_s=round(delay, 3))
+                if wait is None:
+                    return Later(attempt, spent, outage, delay)
                 if wait(delay):
                     raise Stopping
                 continue
             outage = 0
             if run.outcome is Outcome.DONE:
-                log.debug("handler.done", attempt=attempt, ms=ms)
+                if self._debug:
+                    log.debug("handler.done", attempt=attempt, ms=ms)
                 return run
             if run.outcome is Outcome.DUPLICATE:
                 log.info("handler.duplicate", attempt=attempt, reason=run.reason)
@@ -172,6 +213,8 @@ class Dispatcher:
             log.warning(
                 "handler.retry", attempt=attempt, reason=run.reason, delay_s=round(delay, 3)
             )
+            if wait is None:
+                return Later(attempt + 1, spent, 0, delay)
             if wait(delay):
                 raise Stopping
             attempt += 1

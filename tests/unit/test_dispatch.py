@@ -23,7 +23,7 @@ from cdc import (
 )
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Resources
-from cdc.runtime.dispatch import Stopping
+from cdc.runtime.dispatch import HandlerRun, Later, Stopping
 from cdc.testing import run_handler
 from tests.corpus.load import first_insert
 
@@ -171,6 +171,36 @@ def test_retry_after_is_honoured_and_stopping_abandons() -> None:
     with pytest.raises(Stopping):
         dispatcher(waits).run(route(returning(Retry("later", after=7))), CHANGE)
     assert waits.delays == [7]
+
+
+def test_try_run_returns_where_it_would_wait_and_run_goes_on_from_there() -> None:
+    """The consumer thread never waits: `try_run` hands back the state of a run that must
+    wait, and `run` goes on with it on a worker, attempts and outages counted on."""
+    calls: list[int] = []
+    failures: list[Exception] = [
+        psycopg.OperationalError("connection refused"),  # an outage: the same attempt again
+        ValueError("not yet"),  # attempt 1 failed: attempt 2 next
+    ]
+
+    def flaky(change: Change, ctx: Context) -> None:
+        calls.append(ctx.attempt)
+        if failures:
+            raise failures.pop(0)
+
+    d, waits, r = dispatcher(), Waits(), route(flaky)
+    later = d.try_run(r, CHANGE)
+    assert isinstance(later, Later)
+    assert (later.attempt, later.outage) == (1, 1)
+    assert 0.05 <= later.delay <= 0.1
+    run = d.run(r, CHANGE, waits, later=later)
+    assert (run.outcome, run.attempts) == (Outcome.DONE, 2)
+    assert calls == [1, 1, 2]
+    assert waits.delays[0] == later.delay  # first the wait try_run did not do
+    assert isinstance(d.try_run(route(returning(None)), CHANGE), HandlerRun)
+    stopped = Waits(stop_after=1)
+    with pytest.raises(Stopping):
+        d.run(r, CHANGE, stopped, later=Later(2, 0.0, 0, 3.0))
+    assert stopped.delays == [3.0]
 
 
 def test_async_handlers_share_one_loop() -> None:
