@@ -56,6 +56,7 @@ def test_connector_config_is_derived_from_the_file() -> None:
         r"public\.users\.password_hash,public\.users\.totp_secret"
     )
     assert config["heartbeat.interval.ms"] == "2000"
+    assert config["poll.interval.ms"] == "20"  # not Debezium's 500: half-second bursts
     assert config["heartbeat.action.query"].startswith('INSERT INTO "cdc"."heartbeat"')
     assert config["signal.data.collection"] == "cdc.signal"
     assert config["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
