@@ -3,7 +3,10 @@ for Kubernetes probes, served on one small HTTP endpoint."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +19,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import HistogramMetricFamily
 
 log = structlog.get_logger("cdc.consumer")
 
@@ -26,6 +29,55 @@ log = structlog.get_logger("cdc.consumer")
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Commit to handled: Debezium's own delay is around a second; backlogs run to hours.
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class PlainHistogram:
+    """A labelled histogram whose ``observe`` costs a third of prometheus_client's (which
+    takes a lock per bucket and per sum, and looks for the bucket in a Python loop): counts
+    kept per series in a list, exposed as a histogram family when scraped. Two of these are
+    observed per record."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: list[str],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._bounds = [*buckets, math.inf]
+        # The `le` labels as prometheus_client writes them: 0.5, 1.0, +Inf.
+        self._les = [repr(float(b)) for b in buckets] + ["+Inf"]
+        # Per series: the count in each bucket (not cumulative), then the sum.
+        self._series: dict[tuple[str, ...], list[float]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], amount: float) -> None:
+        at = bisect.bisect_left(self._bounds, amount)  # the first bucket with amount <= le
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = [0.0] * (len(self._bounds) + 1)
+            series[at] += 1
+            series[-1] += amount
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            taken = [(labels, list(series)) for labels, series in self._series.items()]
+        for labels, series in taken:
+            cumulative = list(itertools.accumulate(series[:-1]))
+            family.add_metric(
+                list(labels), list(zip(self._les, cumulative, strict=True)), series[-1]
+            )
+        return [family]
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
 
 
 class Metrics:
@@ -42,12 +94,12 @@ class Metrics:
             ["table", "op", "outcome"],
             registry=r,
         )
-        self.handler_seconds = Histogram(
+        self.handler_seconds = PlainHistogram(
             "cdc_handler_duration_seconds",
             "Time spent in a handler for one change, over all its attempts.",
             ["handler", "table", "outcome"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+            _DURATION_BUCKETS,
+            r,
         )
         self.retries = Counter(
             "cdc_handler_retries",
@@ -61,12 +113,12 @@ class Metrics:
             ["table", "handler", "error"],
             registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = PlainHistogram(
             "cdc_end_to_end_lag_seconds",
             "From the source transaction's commit (source.ts_ms) to the change being handled.",
             ["table"],
-            buckets=_LAG_BUCKETS,
-            registry=r,
+            _LAG_BUCKETS,
+            r,
         )
         self.consumer_lag = Gauge(
             "cdc_consumer_lag",
@@ -84,7 +136,7 @@ class Metrics:
             "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
         )
 
-    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+    def child(self, metric: Counter, *labels: str) -> Any:
         """``metric.labels(*labels)``, kept: the per-record series are looked up once each
         (labels() takes a lock and checks its arguments every time)."""
         key = (id(metric), labels)
