@@ -45,6 +45,7 @@ class DeliveryGate:
             Kind.MESSAGE: messages,
         }
         self.held_back: Counter[tuple[Kind, str]] = Counter()
+        self._decided: dict[tuple[Kind, str], bool] = {}  # admits(), once per kind and table
 
     def admit(self, event: Event) -> bool:
         kind = event.kind
@@ -54,13 +55,16 @@ class DeliveryGate:
 
     def admits(self, kind: Kind, table: str) -> bool:
         """`admit` for a record whose kind and table are known (before decoding it, too)."""
-        admitted = self._tableless.get(kind)
+        admitted = self._decided.get((kind, table))
         if admitted is None:
-            policy = self.tables.get(table, self.default)
-            admitted = getattr(policy, _POLICY_FIELD[kind])
+            admitted = self._tableless.get(kind)
+            if admitted is None:
+                policy = self.tables.get(table, self.default)
+                admitted = bool(getattr(policy, _POLICY_FIELD[kind]))
+            self._decided[kind, table] = admitted
         if not admitted:
             self.held_back[kind, table] += 1
-        return bool(admitted)
+        return admitted
 
 
 _POLICY_FIELD = {

@@ -71,6 +71,15 @@ class PartitionWork:
         with self._lock:
             self._pending.append(offset)
 
+    def skip(self, offset: int) -> None:
+        """`add` and `finish` at once, for a record finished as soon as it is read."""
+        with self._lock:
+            if self._pending:  # its head is not finished: nothing moves yet
+                self._pending.append(offset)
+                self._finished.add(offset)
+            else:
+                self._position = offset + 1
+
     def finish(self, offset: int) -> None:
         with self._lock:
             self._finished.add(offset)
@@ -149,6 +158,16 @@ class KeyedWorkers:
             slow = any(t < since for t in self._started.values())
         if slow:
             self._wake.notify(min(len(self._ready), self._waiting))
+
+    def queued(self, key: Key) -> bool:
+        """Whether a task of ``key`` is queued or running. Without the lock: only the caller
+        of `submit` adds keys, so for it a False is never stale."""
+        return key in self._queues
+
+    @property
+    def idle(self) -> bool:
+        """No task queued or running (as of the call; see `queued`)."""
+        return not self._queues
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every submitted task is finished; False on timeout."""

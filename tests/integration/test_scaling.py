@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from cdc import Change, Context, Op, on_change
+from cdc import Change, Context, Op, Retry, on_change
 from cdc.routing import Router, TableHandler, handlers_of
 from cdc.runtime import Outcome
 from cdc.settings import Settings
@@ -344,6 +344,50 @@ def test_a_change_failing_twice_is_retried_and_applied_once(workload: Workload) 
     assert [(r.outcome, r.attempts) for r in parked.runs] == [(Outcome.DEAD_LETTER, ATTEMPTS)]
     assert parked.parked == (f"gave up after {ATTEMPTS} attempts: ValueError: cannot digest this",)
     assert [h for h in w.consumer.handled if h.event and h.event.table == w.poison] == [parked]
+
+
+def test_quick_handlers_run_on_the_consumer_thread_and_a_retry_holds_back_only_its_key(
+    pipeline: Pipeline,
+) -> None:
+    """A handler starts out on the workers; once it has proven quick it runs on the
+    consumer's own thread. A change it must retry goes to a worker to wait out its backoff,
+    with the later changes of its key behind it, while other keys go on."""
+    (items,), _ = create_tables(pipeline, "items")
+    pipeline.apply()
+    runs: list[tuple[int, str, int, str]] = []  # id, op, attempt, thread
+
+    def quick(change: Change, ctx: Context) -> Retry | None:
+        row = change.row
+        assert row is not None
+        runs.append((row["id"], change.op.value, ctx.attempt, threading.current_thread().name))
+        if row["id"] == 1000 and change.op is Op.CREATE and ctx.attempt == 1:
+            return Retry("not yet", after=2.0)
+        return None
+
+    def row_id(n: int) -> Callable[[Change], bool]:
+        return lambda c: c.row is not None and c.row["id"] == n
+
+    running = consumer(pipeline, declared(quick, items))
+    try:
+        pipeline.sql(f"INSERT INTO {items} SELECT g, 'v' FROM generate_series(1, 100) g")
+        running.wait_for(items, "c", row_id(100))
+        pipeline.sql(f"INSERT INTO {items} VALUES (200, 'v')")
+        running.wait_for(items, "c", row_id(200))
+        pipeline.sql(f"INSERT INTO {items} VALUES (1000, 'v')")
+        pipeline.sql(f"UPDATE {items} SET value = 'w' WHERE id = 1000")
+        pipeline.sql(f"INSERT INTO {items} SELECT g, 'v' FROM generate_series(301, 320) g")
+        running.wait_for(items, "u", row_id(1000))
+    finally:
+        running.stop()
+    threads = {(id_, op, attempt): thread for id_, op, attempt, thread in runs}
+    assert threads[1, "c", 1].startswith("cdc-worker-")
+    assert threads[200, "c", 1] == "cdc-consumer"
+    key = [(op, attempt, thread[:10]) for id_, op, attempt, thread in runs if id_ == 1000]
+    assert key == [("c", 1, "cdc-consum"), ("c", 2, "cdc-worker"), ("u", 1, "cdc-worker")]
+    # The rows written after the retried one were handled while it waited out its backoff.
+    order = [id_ for id_, *_ in runs]
+    retried = order.index(1000, order.index(1000) + 1)
+    assert set(order[:retried]) >= set(range(301, 321))
 
 
 def test_not_ready_while_draining(pipeline: Pipeline) -> None:

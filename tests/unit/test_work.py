@@ -26,6 +26,19 @@ def test_position_is_one_past_the_finished_prefix() -> None:
     assert work.in_flight == 0
 
 
+def test_a_skipped_record_moves_the_position_only_past_a_finished_prefix() -> None:
+    work = PartitionWork("t", 0)
+    work.skip(5)
+    assert work.position == 6
+    work.add(6)
+    work.skip(7)  # behind 6, which is not finished
+    assert (work.position, work.in_flight) == (6, 2)
+    work.finish(6)
+    assert (work.position, work.in_flight) == (8, 0)
+    work.skip(8)
+    assert work.position == 9
+
+
 def test_abandoned_work_does_not_start_and_quiesce_waits_for_running() -> None:
     work = PartitionWork("t", 0)
     assert work.begin()
