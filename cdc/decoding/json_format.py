@@ -26,6 +26,7 @@ class JsonDecoder(Decoder):
         # Per length of the schema's bytes: those bytes, their converter and name.
         self._cache: dict[int, list[tuple[bytes, Convert, str | None]]] = {}
         self._cached = 0
+        self._recent: list[tuple[bytes, Convert, str | None]] = []  # last used first
         self._cache_size = cache_size
 
     def peek_op(self, value: bytes) -> str | None:
@@ -36,6 +37,12 @@ class JsonDecoder(Decoder):
         if at < 0 or value[at + 7 : at + 8] != b'"':
             return None
         return chr(value[at + 6])
+
+    @staticmethod
+    def _payload(raw: bytes, known: tuple[bytes, Convert, str | None]) -> tuple[Any, str | None]:
+        head, convert, name = known
+        payload = _loads(raw[len(head) + len(_SPLIT) : -1])
+        return (None if payload is None else convert(payload)), name
 
     def read(self, raw: bytes) -> tuple[Any, str | None]:
         if not self.schemas:
@@ -48,14 +55,23 @@ class JsonDecoder(Decoder):
             return value, None
         # JsonConverter writes the schema first. Once a schema's exact bytes have been seen
         # and checked, only the payload needs parsing: the schema is most of the record.
-        # Known schemas are found by where the payload starts, then compared byte for byte
-        # (hashing kilobytes of schema per record would cost more than parsing the payload).
+        # Known schemas are compared byte for byte (hashing kilobytes of schema per record
+        # would cost more than parsing the payload): the few seen last first, then those
+        # whose bytes end where this record's payload starts. A cached schema's bytes never
+        # hold `,"payload":` (see below), so a record starting with them and that is split
+        # where the search would have split it.
+        if raw.endswith(b"}"):
+            for known in self._recent:
+                head = known[0]
+                if raw.startswith(head) and raw.startswith(_SPLIT, len(head)):
+                    return self._payload(raw, known)
         split = raw.find(_SPLIT)
         if split > 0 and raw.startswith(_HEAD) and raw.endswith(b"}"):
-            for head, convert, name in self._cache.get(split, ()):
-                if raw.startswith(head):
-                    payload = _loads(raw[split + len(_SPLIT) : -1])
-                    return (None if payload is None else convert(payload)), name
+            for known in self._cache.get(split, ()):
+                if raw.startswith(known[0]):
+                    self._recent.insert(0, known)
+                    del self._recent[_RECENT:]
+                    return self._payload(raw, known)
         whole = _loads(raw)
         if not isinstance(whole, dict) or set(whole) != {"schema", "payload"}:
             raise Mismatch(
@@ -68,13 +84,18 @@ class JsonDecoder(Decoder):
             return payload, None
         convert = compile_schema(schema)
         name = schema.get("name")
+        # Cached only where the first `,"payload":` ends the schema exactly.
         if split > 0 and _head_is(raw[len(_HEAD) : split], schema):
             if self._cached >= self._cache_size:
                 self._cache.clear()
+                self._recent.clear()
                 self._cached = 0
             self._cache.setdefault(split, []).append((raw[:split], convert, name))
             self._cached += 1
         return (None if payload is None else convert(payload)), name
+
+
+_RECENT = 8  # schemas tried before searching for the payload
 
 
 def _loads(raw: bytes) -> Any:

@@ -315,6 +315,15 @@ def test_schemas_of_equal_length_are_told_apart() -> None:
         assert dec.read(texts) == ({"bb": "x"}, "same.Value")
     with pytest.raises(Mismatch, match="bb: expected a string, got int"):
         dec.read(record("bb", "string", 7))
+    # More schemas in turn than are tried before searching: each still gets its own.
+    many = [
+        (record(f"f{i}", kind, value), {f"f{i}": value})
+        for i in range(12)
+        for kind, value in (("int64", i), ("string", str(i)))
+    ]
+    for _ in range(3):
+        for raw, data in many:
+            assert dec.read(raw) == (data, "same.Value")
 
 
 def _java_name_uuid(name: bytes) -> str:
