@@ -306,9 +306,13 @@ def trusted(model: type[_M], values: dict[str, Any]) -> _M:
     What `model_construct` does without its per-field bookkeeping, which costs more than the
     rest of decoding a small record; `test_trusted_equals_model_construct` keeps it honest.
     """
-    obj = model.__new__(model)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new(model)  # what model.__new__ is, without the lookup through the class
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj
+
+
+_new = object.__new__
+_set = object.__setattr__

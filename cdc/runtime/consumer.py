@@ -164,6 +164,7 @@ class Runtime:
         # How long each handler ran lately (jumps up at once, comes down slowly), and
         # which are async (they run on the dispatcher's loop: never on the consumer thread).
         self._pace: dict[str, float] = {}
+        self._one_worker = settings.concurrency == 1
         self._topics: dict[str, tuple[bool, str]] = {}  # see _topic()
         # Records counted on the consumer thread, added to the metric once per fetch.
         self._tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -446,12 +447,14 @@ class Runtime:
         lately, nothing of the key waits for a worker, and with one worker, none is busy
         (``concurrency: 1`` runs one handler at a time)."""
         workers = self._workers
-        if self.settings.concurrency == 1 and not workers.idle:
+        if self._one_worker and not workers.idle:
             return False
         for route in routes:
             if route.name in self._async or self._pace.get(route.name, _UNPROVEN_S) > _INLINE_S:
                 return False
-        return not workers.queued(key) and all(k != key for k, _ in tasks)
+        if workers.queued(key):
+            return False
+        return not tasks or all(k != key for k, _ in tasks)
 
     def _handle(
         self, work: PartitionWork, taken: Taken, pending: Pending | None, wait: Wait | None

@@ -122,7 +122,7 @@ class Dispatcher:
             if handler.ledger:  # its table is made on first use: the database may be down
                 ctx.ledger = self.resources.ledger()
             result = handler.func(typed, ctx)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 result = self._run_async(result)
         except Exception as exc:  # every failure has a defined meaning
             result = exc
@@ -181,6 +181,10 @@ class Dispatcher:
             run = self.attempt(route, change, attempt, log=log)
             spent += run.seconds
             run.seconds = spent
+            if run.outcome is Outcome.DONE:
+                if self._debug:
+                    log.debug("handler.done", attempt=attempt, ms=round(spent * 1000, 2))
+                return run
             ms = round(spent * 1000, 2)
             if run.outcome is Outcome.RETRY and unreachable(run.error):
                 # The database is down, not the change at fault: wait it out, whatever
@@ -194,10 +198,6 @@ class Dispatcher:
                     raise Stopping
                 continue
             outage = 0
-            if run.outcome is Outcome.DONE:
-                if self._debug:
-                    log.debug("handler.done", attempt=attempt, ms=ms)
-                return run
             if run.outcome is Outcome.DUPLICATE:
                 log.info("handler.duplicate", attempt=attempt, reason=run.reason)
                 return run
