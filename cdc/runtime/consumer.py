@@ -215,6 +215,8 @@ class Runtime:
                 self.probes.fetching = True
                 tasks: list[Task] = []
                 for msg in batch:
+                    if self._stop.is_set():
+                        break  # the rest of the fetch is read again after a restart
                     try:
                         self._accept(msg, tasks)
                     except Stopping:
