@@ -11,7 +11,7 @@ import fastavro
 from cdc.decoding.base import Decoder
 from cdc.decoding.connect_schema import Convert, Mismatch, guarded, toast_aware
 from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
-from cdc.events.values import logical_converter
+from cdc.events.values import PLACEHOLDER_TEXT, UNAVAILABLE, logical_converter
 
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -88,7 +88,7 @@ def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> C
     """None when values need no conversion (the common case, kept cheap)."""
     if isinstance(schema, str):
         if schema in _PRIMITIVE:
-            return toast_aware(None) if schema in ("string", "bytes") else None
+            return _TEXT if schema == "string" else _BYTES if schema == "bytes" else None
         full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
         return named.get(full, named.get(schema))
     if isinstance(schema, list):
@@ -128,12 +128,23 @@ def _union(branches: list[Any], named: dict[str, Convert | None], namespace: str
     return _compile(others[0], named, namespace)  # every converter here passes None through
 
 
+# A plain string or bytes field only needs its TOAST placeholder spotted. Plain strings are
+# most fields of a Debezium record: a record checks them itself, without a call each.
+_TEXT = toast_aware(None)
+_BYTES = toast_aware(None)
+
+
 def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
-    converting = [(name, convert) for name, convert in fields if convert is not None]
+    texts = [name for name, convert in fields if convert is _TEXT]
+    converting = [(name, c) for name, c in fields if c is not None and c is not _TEXT]
 
     def convert(value: Any) -> Any:
         if value is None:
             return None
+        for name in texts:
+            item = value[name]
+            if item.__class__ is str and item in PLACEHOLDER_TEXT:
+                value[name] = UNAVAILABLE
         name = ""
         try:
             for name, field_convert in converting:
