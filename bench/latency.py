@@ -2,7 +2,7 @@
 and p99.9, split into Debezium's share (commit -> the Kafka record's timestamp, as Connect's
 producer stamps it) and ours (that timestamp -> the handler's first line).
 
-    python -m bench.latency                          # 100, 500, 1000/s and half our maximum
+    python -m bench.latency                  # 100, 500, 1000, 2000, 5000/s and half our maximum
     python -m bench.latency --rates 200,2000 --seconds 20
 
 A writer process inserts rows into `benchlat.pings`, one transaction per 10 ms tick (or per
@@ -141,7 +141,7 @@ def main() -> None:
 
 
 def default_rates() -> list[float]:
-    rates = [100.0, 500.0, 1000.0]
+    rates = [100.0, 500.0, 1000.0, 2000.0, 5000.0]
     measured = STATE / "throughput.json"
     if measured.exists():
         top = json.loads(measured.read_text())["measures"]["ours/json"]["records_per_s"]

@@ -91,12 +91,12 @@ class Router:
     def event_types(self) -> list[str]:
         return list(self.event_routes)
 
-    def routes_for(self, event: Event) -> list[Route] | None:
+    def routes_for(self, event: Event, table: str | None = None) -> list[Route] | None:
         """The routes that want this event; None when no handler exists for its table (or
-        its event type)."""
+        its event type). ``table``: the event's, when the caller has it already."""
         if isinstance(event, DomainEvent):
             return self.event_routes.get(event.type)
-        routes = self.routes.get(event.table)
+        routes = self.routes.get(event.table if table is None else table)
         if routes is None:
             return None
         if not isinstance(event, Change):

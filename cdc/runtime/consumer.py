@@ -33,7 +33,7 @@ from cdc.routing import Routable, Route, Router
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Later, Outcome, Stopping
-from cdc.runtime.metrics import Endpoint, Metrics, Probes
+from cdc.runtime.metrics import Endpoint, Metrics, PlainHistogram, Probes
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork
 from cdc.settings import Settings
 from cdc.tables.config import OutboxOptions, WatchedTables
@@ -166,8 +166,10 @@ class Runtime:
         self._pace: dict[str, float] = {}
         self._one_worker = settings.concurrency == 1
         self._topics: dict[str, tuple[bool, str]] = {}  # see _topic()
-        # Records counted on the consumer thread, added to the metric once per fetch.
+        # Records counted and durations observed on the consumer thread, added to the
+        # metrics once per fetch (see _flush_metrics).
         self._tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._observed: dict[PlainHistogram, list[tuple[tuple[str, ...], float]]] = {}
         self._loop_thread: int | None = None
         self._async = {h.name for h in router.handlers if inspect.iscoroutinefunction(h.func)}
         self._warned: set[str] = set()
@@ -222,7 +224,7 @@ class Runtime:
                     except Stopping:
                         break  # stopping while the registry is down: this record is read again
                 workers.submit(tasks)
-                self._counted()
+                self._flush_metrics()
                 self._store(consumer)
                 in_flight = self._flow(consumer)
         finally:
@@ -298,7 +300,7 @@ class Runtime:
             work.give_up()
             work.quiesce(deadline - time.monotonic())
         workers.close()
-        self._counted()
+        self._flush_metrics()
         self._store(consumer)
         consumer.close()  # revokes (committing each partition's position) and leaves the group
         self.close()
@@ -529,7 +531,7 @@ class Runtime:
         if not self.router.gate.admit(event):
             self._count("held_back", table, op)
             return Handled(*coordinates, event)
-        routes = self.router.routes_for(event)
+        routes = self.router.routes_for(event, table)
         if routes is None:
             return self._unrouted(msg, event)
         if only is not None:
@@ -600,7 +602,7 @@ class Runtime:
         self._count(outcome, table, taken.op)
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
         if committed_ms is not None:
-            self.metrics.end_to_end.observe((table,), max(0.0, time.time() - committed_ms / 1000))
+            self._observe(self.metrics.end_to_end, (table,), time.time() - committed_ms / 1000)
         return taken.handled(tuple(runs), tuple(parked))
 
     def _paced(self, route: Route, seconds: float) -> None:
@@ -611,23 +613,35 @@ class Runtime:
 
     def _observe_run(self, route: Route, table: str, run: HandlerRun) -> None:
         m = self.metrics
-        m.handler_seconds.observe((route.name, table, run.outcome.value), run.seconds)
+        self._observe(m.handler_seconds, (route.name, table, run.outcome.value), run.seconds)
         if run.attempts > 1:
             m.retries.labels(route.name, table).inc(run.attempts - 1)
 
     def _count(self, outcome: str, table: str, op: str) -> None:
         if threading.get_ident() == self._loop_thread:
-            self._tally[table, op, outcome] += 1  # see _counted()
+            self._tally[table, op, outcome] += 1
         else:
             self.metrics.child(self.metrics.records, table, op, outcome).inc()
 
-    def _counted(self) -> None:
-        """Add what the consumer thread counted to the metric: once per fetch, as a
-        Prometheus counter takes a lock and checks its value on every increment."""
+    def _observe(self, metric: PlainHistogram, labels: tuple[str, ...], amount: float) -> None:
+        if threading.get_ident() == self._loop_thread:
+            observed = self._observed.get(metric)
+            if observed is None:
+                observed = self._observed[metric] = []
+            observed.append((labels, amount))
+        else:
+            metric.observe(labels, amount)
+
+    def _flush_metrics(self) -> None:
+        """Add what the consumer thread counted and observed to the metrics: once per fetch,
+        as they take a lock on every change."""
         m = self.metrics
         for (table, op, outcome), n in self._tally.items():
             m.child(m.records, table, op, outcome).inc(n)
         self._tally.clear()
+        for metric, observed in self._observed.items():
+            metric.observe_all(observed)
+            observed.clear()
 
     def _decode(self, msg: Message, outbox: bool) -> Event:
         try:

@@ -9,7 +9,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -57,13 +57,19 @@ class PlainHistogram:
         registry.register(self)
 
     def observe(self, labels: tuple[str, ...], amount: float) -> None:
-        at = bisect.bisect_left(self._bounds, amount)  # the first bucket with amount <= le
+        self.observe_all(((labels, amount),))
+
+    def observe_all(self, observed: Iterable[tuple[tuple[str, ...], float]]) -> None:
+        """Many observations under one lock (negative amounts count as 0)."""
+        bounds, width = self._bounds, len(self._bounds) + 1
         with self._lock:
-            series = self._series.get(labels)
-            if series is None:
-                series = self._series[labels] = [0.0] * (len(self._bounds) + 1)
-            series[at] += 1
-            series[-1] += amount
+            for labels, amount in observed:
+                amount = max(0.0, amount)
+                series = self._series.get(labels)
+                if series is None:
+                    series = self._series[labels] = [0.0] * width
+                series[bisect.bisect_left(bounds, amount)] += 1  # the first le >= amount
+                series[-1] += amount
 
     def collect(self) -> list[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
