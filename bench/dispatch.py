@@ -48,23 +48,28 @@ def on_event_noop(event: DomainEvent, ctx: Context) -> None:
     return None
 
 
-def pipeline(func: Any, **options: Any) -> Any:
-    return _pipeline(on_change(TABLE, snapshot_reads=True, **options)(func))
+def pipeline(func: Any, **options: Any) -> _Pipeline:
+    return _Pipeline(on_change(TABLE, snapshot_reads=True, **options)(func))
 
 
-def _pipeline(declared: Any) -> Any:
-    dec = decoder("json")
-    router = Router(handlers_of(declared))
-    dispatcher = Dispatcher(Resources(Settings()))
+class _Pipeline:
+    """Decode, gate, route and run one record, as the consumer does; `close()` stops the
+    dispatcher's event loop thread, which would otherwise stay for the later measures."""
 
-    def handle(r: Record) -> None:
-        event = decode(dec, r)
-        if router.gate.admit(event):
-            for route in router.routes_for(event) or ():
+    def __init__(self, declared: Any) -> None:
+        self.decoder = decoder("json")
+        self.router = Router(handlers_of(declared))
+        self.dispatcher = Dispatcher(Resources(Settings()))
+
+    def __call__(self, r: Record) -> None:
+        event = decode(self.decoder, r)
+        if self.router.gate.admit(event):
+            for route in self.router.routes_for(event) or ():
                 assert isinstance(event, Change | DomainEvent)
-                dispatcher.run(route, event)
+                self.dispatcher.run(route, event)
 
-    return handle
+    def close(self) -> None:
+        self.dispatcher.close()
 
 
 def logs(level: int) -> None:
@@ -95,12 +100,14 @@ def main() -> None:
     }
     for level_name, level in (("logged", logging.INFO), ("quiet", logging.WARNING)):
         logs(level)
-        for name, handle in (
-            ("noop", pipeline(noop)),
-            ("noop_model", pipeline(noop, model=Slim)),
-            ("async_noop", pipeline(async_noop)),
+        for name, func, options in (
+            ("noop", noop, {}),
+            ("noop_model", noop, {"model": Slim}),
+            ("async_noop", async_noop, {}),
         ):
+            handle = pipeline(func, **options)
             per_s = rate(handle, sample, count)
+            handle.close()
             results[f"{name}/{level_name}"] = {
                 "per_s": round(per_s),
                 "us_per_record": round(1e6 / per_s, 1),
@@ -110,8 +117,9 @@ def main() -> None:
     results["event_decode_only_per_s"] = round(rate(lambda r: decode(dec, r), events, count))
     for level_name, level in (("logged", logging.INFO), ("quiet", logging.WARNING)):
         logs(level)
-        handle = _pipeline(on_event("order-placed", model=OrderPlaced)(on_event_noop))
+        handle = _Pipeline(on_event("order-placed", model=OrderPlaced)(on_event_noop))
         per_s = rate(handle, events, count)
+        handle.close()
         results[f"event_noop_model/{level_name}"] = {
             "per_s": round(per_s),
             "us_per_record": round(1e6 / per_s, 1),
