@@ -38,6 +38,7 @@ from cdc.events import (
     TransactionBlock,
     TransactionEvent,
     Unavailable,
+    Unrepresentable,
 )
 from cdc.outbox import aemit, emit
 from cdc.routing import DeadLetter, Retry, on_change, on_event
@@ -93,6 +94,7 @@ __all__ = [
     "TransactionBlock",
     "TransactionEvent",
     "Unavailable",
+    "Unrepresentable",
     "WatchedTables",
     "aemit",
     "decoder_for",

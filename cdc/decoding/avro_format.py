@@ -9,9 +9,23 @@ from typing import Any
 import fastavro
 
 from cdc.decoding.base import Decoder
-from cdc.decoding.connect_schema import Convert, Mismatch, guarded, toast_aware
+from cdc.decoding.connect_schema import (
+    Convert,
+    Mismatch,
+    guarded,
+    is_envelope,
+    toast_aware,
+    toasted,
+)
 from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
-from cdc.events.values import PLACEHOLDER_TEXT, UNAVAILABLE, logical_converter
+from cdc.events.values import (
+    PLACEHOLDER_TEXT,
+    UNAVAILABLE,
+    Unrepresentable,
+    logical_converter,
+    lost_rows,
+    shortest_float32,
+)
 
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -79,62 +93,132 @@ def _fullname(schema: dict[str, Any], namespace: str) -> str:
 
 def compile_avro(schema: Any) -> Convert:
     """A converter of what fastavro returns for `schema`: Connect logical types (named in
-    `connect.name`) become Python values; TOAST placeholders become UNAVAILABLE. Every
-    converter passes None through, so optional unions need no wrapper of their own."""
-    return _compile(schema, {}, "") or (lambda value: value)
+    `connect.name`) become Python values; in a change's `after`, where `toasted` says it may,
+    TOAST placeholders become UNAVAILABLE. Every converter passes None through, so optional
+    unions need no wrapper of their own."""
+    return _Compiler().compile(schema, "", toast=False) or (lambda value: value)
 
 
-def _compile(schema: Any, named: dict[str, Convert | None], namespace: str) -> Convert | None:
-    """None when values need no conversion (the common case, kept cheap)."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVE:
-            return _TEXT if schema == "string" else _BYTES if schema == "bytes" else None
-        full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
-        return named.get(full, named.get(schema))
-    if isinstance(schema, list):
-        return _union(schema, named, namespace)
-    kind = schema.get("type")
-    if kind == "record":
+class _Compiler:
+    """One schema's converters. Named types are compiled once per TOAST reading: Debezium
+    defines the row record in `before` and refers to it by name in `after`."""
+
+    def __init__(self) -> None:
+        self.named: dict[tuple[str, bool], Convert | None] = {}
+        self.defined: dict[str, tuple[dict[str, Any], str]] = {}  # name: (schema, namespace)
+
+    def compile(self, schema: Any, namespace: str, toast: bool) -> Convert | None:
+        """None when values need no conversion (the common case, kept cheap)."""
+        if isinstance(schema, str):
+            if schema in _PRIMITIVE:
+                return _primitive(schema, toast)
+            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            for name in (full, schema):
+                if (name, toast) in self.named:
+                    return self.named[(name, toast)]
+                if name in self.defined:  # defined with the other TOAST reading only
+                    defined, space = self.defined[name]
+                    return self.compile(defined, space, toast)
+            return None
+        if isinstance(schema, list):
+            others = [b for b in schema if b != "null"]
+            if len(others) != 1:
+                return None  # Debezium writes only optional unions: [null, T] or [T, null]
+            return self.compile(others[0], namespace, toast)  # converters pass None through
+        kind = schema.get("type")
+        if kind == "record":
+            return self._record(schema, namespace, toast)
+        if kind == "array":
+            items = self.compile(schema["items"], namespace, toast)
+            array = _array(items, _is_text(schema["items"]))
+            numbers = logical_converter(None, schema.get("connect.parameters"), kind)
+            if numbers is not None:
+                array = guarded(numbers) if array is None else _then(array, numbers)
+            return _toast(array, toast)
+        if kind == "map":
+            return _toast(_map(self.compile(schema["values"], namespace, toast)), toast)
+        if kind in ("enum", "fixed"):
+            self.named[(_fullname(schema, namespace), toast)] = None
+            self.defined[_fullname(schema, namespace)] = (schema, namespace)
+            return None
+        base = self.compile(kind, namespace, toast) if isinstance(kind, str) else None
+        logical = logical_converter(
+            schema.get("connect.name"), schema.get("connect.parameters"), kind
+        )
+        if logical is None:
+            return base
+        if kind in ("string", "bytes"):
+            return _toast(guarded(logical), toast)
+        return guarded(logical)
+
+    def _record(self, schema: dict[str, Any], namespace: str, toast: bool) -> Convert:
         full = _fullname(schema, namespace)
-        inner_space = full.rpartition(".")[0]
-        fields = [(f["name"], _compile(f["type"], named, inner_space)) for f in schema["fields"]]
-        convert = _record(fields)
+        self.defined[full] = (schema, namespace)
+        space = full.rpartition(".")[0]
+        if is_envelope(schema):
+            # Both readings of the row record, `before` (which defines it) first.
+            plain = _fields(self._fields(schema, space, toast, ()))
+            with_toast = _fields(self._fields(schema, space, toast, ("after",)))
+            convert = _envelope(plain, with_toast)
+        else:
+            convert = _fields(self._fields(schema, space, toast, ()))
         logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
         if logical is not None:
             record, to_python = convert, logical
             convert = guarded(lambda value: to_python(record(value)))
-        named[full] = convert
+        self.named[(full, toast)] = convert
         return convert
-    if kind == "array":
-        return _array(_compile(schema["items"], named, namespace))
-    if kind == "map":
-        return _map(_compile(schema["values"], named, namespace))
-    if kind in ("enum", "fixed"):
-        named[_fullname(schema, namespace)] = None
-        return None
-    base = _compile(kind, named, namespace) if isinstance(kind, str) else None
-    logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
-    if logical is None:
-        return base
-    if kind in ("string", "bytes"):
-        return toast_aware(guarded(logical))
-    return guarded(logical)
+
+    def _fields(
+        self, schema: dict[str, Any], space: str, toast: bool, toast_fields: tuple[str, ...]
+    ) -> list[tuple[str, Convert | None]]:
+        return [
+            (f["name"], self.compile(f["type"], space, toast or f["name"] in toast_fields))
+            for f in schema["fields"]
+        ]
 
 
-def _union(branches: list[Any], named: dict[str, Convert | None], namespace: str) -> Convert | None:
-    others = [b for b in branches if b != "null"]
-    if len(others) != 1:
-        return None  # Debezium writes only optional unions: [null, T] or [T, null]
-    return _compile(others[0], named, namespace)  # every converter here passes None through
+def _primitive(name: str, toast: bool) -> Convert | None:
+    if name == "float":
+        return _FLOAT32
+    if name in ("string", "bytes") and toast:
+        return _TEXT if name == "string" else _BYTES
+    return None
+
+
+def _is_text(schema: Any) -> bool:
+    branches = schema if isinstance(schema, list) else [schema]
+    return any(
+        b == "string" or (isinstance(b, dict) and b.get("type") == "string") for b in branches
+    )
+
+
+def _then(first: Convert, second: Convert) -> Convert:
+    return guarded(lambda value: second(first(value)))
+
+
+def _toast(convert: Convert | None, toast: bool) -> Convert | None:
+    return toast_aware(convert) if toast else convert
+
+
+def _envelope(plain: Convert, with_toast: Convert) -> Convert:
+    def convert(value: Any) -> Any:
+        if value is not None and toasted(value):
+            return with_toast(value)
+        return plain(value)
+
+    return convert
 
 
 # A plain string or bytes field only needs its TOAST placeholder spotted. Plain strings are
 # most fields of a Debezium record: a record checks them itself, without a call each.
 _TEXT = toast_aware(None)
 _BYTES = toast_aware(None)
+# Avro's float is 32 bits: read back as the shortest decimal, as PostgreSQL and JSON write it.
+_FLOAT32 = guarded(shortest_float32)
 
 
-def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
+def _fields(fields: list[tuple[str, Convert | None]]) -> Convert:
     texts = [name for name, convert in fields if convert is _TEXT]
     converting = [(name, c) for name, c in fields if c is not None and c is not _TEXT]
 
@@ -156,11 +240,21 @@ def _record(fields: list[tuple[str, Convert | None]]) -> Convert:
     return convert
 
 
-def _array(item: Convert | None) -> Convert:
-    return toast_aware(None if item is None else (lambda value: [item(v) for v in value]))
+def _array(item: Convert | None, texts: bool) -> Convert | None:
+    if item is None and not texts:
+        return None
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if texts and lost_rows(value):
+            return Unrepresentable("array", None, value)
+        return value if item is None else [item(v) for v in value]
+
+    return convert
 
 
-def _map(item: Convert | None) -> Convert:
-    return toast_aware(
-        None if item is None else (lambda value: {k: item(v) for k, v in value.items()})
-    )
+def _map(item: Convert | None) -> Convert | None:
+    if item is None:
+        return None
+    return lambda value: None if value is None else {k: item(v) for k, v in value.items()}

@@ -9,7 +9,16 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
-from cdc.events.values import PLACEHOLDER_TEXT, UNAVAILABLE, is_placeholder, logical_converter
+from cdc.events.values import (
+    PLACEHOLDER_TEXT,
+    UNAVAILABLE,
+    Unrepresentable,
+    is_placeholder,
+    logical_converter,
+    lost_rows,
+    shortest_float32,
+    to_float,
+)
 
 Convert = Callable[[Any], Any]
 
@@ -58,8 +67,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _float(value: Any) -> Any:
+    # JsonConverter writes NaN and the infinities as strings.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Mismatch("", f"expected a number, got {_typename(value)}")
+    try:
+        return to_float(value)
+    except ValueError:
+        raise Mismatch("", f"expected a number, got {brief(value)}") from None
+
+
+def _float32(value: Any) -> Any:
+    # Jackson writes a 32-bit float in more digits than PostgreSQL does (1.17549435E-38 for
+    # 1.1754944e-38): the same float32, read back as the shortest decimal.
+    return shortest_float32(_float(value))
 
 
 def _base64(value: Any) -> bytes:
@@ -76,37 +97,72 @@ _PRIMITIVES: dict[str, Convert] = {
     "int16": _check(_is_int, "an integer"),
     "int32": _check(_is_int, "an integer"),
     "int64": _check(_is_int, "an integer"),
-    "float": _check(_is_number, "a number"),
-    "float32": _check(_is_number, "a number"),
-    "double": _check(_is_number, "a number"),
-    "float64": _check(_is_number, "a number"),
+    "float": _float32,
+    "float32": _float32,
+    "double": _float,
+    "float64": _float,
     "boolean": _check(lambda v: isinstance(v, bool), "a boolean"),
     "string": _check(lambda v: isinstance(v, str), "a string"),
     "bytes": _base64,
 }
 
 
-def compile_schema(schema: Any) -> Convert:
+def compile_schema(schema: Any, toast: bool = False) -> Convert:
     """A converter for non-null values of `schema`. Nulls are handled by the enclosing struct,
-    array or map, which knows whether the value is optional."""
+    array or map, which knows whether the value is optional. `toast`: the values may hold
+    Debezium's stand-in for an unchanged TOASTed column, to be read as UNAVAILABLE; a change
+    envelope decides that per record (see `_envelope`)."""
     if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
         raise Mismatch("", f"not a Connect schema: {brief(schema)}")
     kind = schema["type"]
     if kind == "struct":
-        base = _struct(schema)
+        base = _envelope(schema) if is_envelope(schema) else _struct(schema, toast)
     elif kind == "array":
-        base = _array(schema)
+        base = _array(schema, toast)
     elif kind == "map":
-        base = _map(schema)
+        base = _map(schema, toast)
     elif kind in _PRIMITIVES:
         base = _PRIMITIVES[kind]
     else:
         raise Mismatch("", f"unknown Connect type {brief(kind)}")
-    logical = logical_converter(schema.get("name"), schema.get("parameters"))
+    logical = logical_converter(schema.get("name"), schema.get("parameters"), kind)
     convert = base if logical is None else guarded(lambda value: logical(base(value)))
-    if kind in ("string", "bytes", "array", "map"):
+    if toast and kind in ("string", "bytes", "array", "map"):
         # Debezium's TOAST stand-in is typed like the column; spot it before conversion.
         return toast_aware(convert)
+    return convert
+
+
+_ENVELOPE_FIELDS = {"before", "after", "op"}
+
+
+def is_envelope(schema: dict[str, Any]) -> bool:
+    fields = schema.get("fields")
+    if not isinstance(fields, list):
+        return False
+    return {
+        f.get("field") or f.get("name") for f in fields if isinstance(f, dict)
+    } >= _ENVELOPE_FIELDS
+
+
+def toasted(value: dict[str, Any]) -> bool:
+    """Whether a change's `after` may hold TOAST stand-ins: only an update that came without
+    the old row (REPLICA IDENTITY DEFAULT). Under FULL identity Debezium sends every value,
+    and inserts, deletes and reads never leave one out, so there the placeholder text is a
+    real value."""
+    return value.get("op") == "u" and value.get("before") is None
+
+
+def _envelope(schema: dict[str, Any]) -> Convert:
+    """A change envelope: `after` read with TOAST stand-ins only where `toasted`."""
+    plain = _struct(schema, toast=False)
+    with_toast = _struct(schema, toast=False, toast_fields={"after"})
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict) and toasted(value):
+            return with_toast(value)
+        return plain(value)
+
     return convert
 
 
@@ -137,8 +193,8 @@ def toast_aware(convert: Convert | None) -> Convert:
     return run
 
 
-def _nullable(schema: dict[str, Any]) -> Convert:
-    inner = compile_schema(schema)
+def _nullable(schema: dict[str, Any], toast: bool) -> Convert:
+    inner = compile_schema(schema, toast)
     optional = bool(schema.get("optional", False))
 
     def convert(value: Any) -> Any:
@@ -155,13 +211,15 @@ def _nullable(schema: dict[str, Any]) -> Convert:
 # row, checked without a call. (type() is exact: a bool is not an int here.)
 _PASSING: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("int8", "int16", "int32", "int64"), (int,)),
-    **dict.fromkeys(("float", "float32", "double", "float64"), (float, int)),
+    **dict.fromkeys(("double", "float64"), (float, int)),
     "boolean": (bool,),
     "string": (str,),
 }
 
 
-def _struct(schema: dict[str, Any]) -> Convert:
+def _struct(
+    schema: dict[str, Any], toast: bool, toast_fields: frozenset[str] | set[str] = frozenset()
+) -> Convert:
     fields_schema = schema.get("fields")
     if not isinstance(fields_schema, list):
         raise Mismatch("", "struct schema without fields")
@@ -172,15 +230,16 @@ def _struct(schema: dict[str, Any]) -> Convert:
         name = field.get("field") if isinstance(field, dict) else None
         if not isinstance(name, str):
             raise Mismatch("", "struct field without a name")
+        field_toast = toast or name in toast_fields
         try:
-            inner = compile_schema(field)
+            inner = compile_schema(field, field_toast)
         except Mismatch as exc:
             raise exc.under(name) from None
         kind = field["type"]
-        plain = logical_converter(field.get("name"), field.get("parameters")) is None
+        plain = logical_converter(field.get("name"), field.get("parameters"), kind) is None
         passing = _PASSING.get(kind, ()) if plain else ()
-        toasted = PLACEHOLDER_TEXT if kind == "string" else ()
-        fields.append((name, passing, toasted, inner, bool(field.get("optional", False))))
+        placeholder = PLACEHOLDER_TEXT if field_toast and kind == "string" else ()
+        fields.append((name, passing, placeholder, inner, bool(field.get("optional", False))))
 
     return _struct_converter(fields)
 
@@ -226,12 +285,16 @@ def _struct_converter(
     return convert
 
 
-def _array(schema: dict[str, Any]) -> Convert:
-    item_convert = _nullable(schema.get("items") or {})
+def _array(schema: dict[str, Any], toast: bool) -> Convert:
+    items = schema.get("items") or {}
+    item_convert = _nullable(items, toast)
+    text = isinstance(items, dict) and items.get("type") == "string"
 
     def convert(value: Any) -> Any:
         if not isinstance(value, list):
             raise Mismatch("", f"expected an array, got {_typename(value)}")
+        if text and lost_rows(value):
+            return Unrepresentable("array", None, value)
         out = []
         for index, item in enumerate(value):
             try:
@@ -243,9 +306,9 @@ def _array(schema: dict[str, Any]) -> Convert:
     return convert
 
 
-def _map(schema: dict[str, Any]) -> Convert:
-    key_convert = _nullable(schema.get("keys") or {})
-    value_convert = _nullable(schema.get("values") or {})
+def _map(schema: dict[str, Any], toast: bool) -> Convert:
+    key_convert = _nullable(schema.get("keys") or {}, toast)
+    value_convert = _nullable(schema.get("values") or {}, toast)
 
     def convert(value: Any) -> Any:
         # JsonConverter writes maps with string keys as objects, others as [key, value] pairs.

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from cdc.decoding.connect_schema import Mismatch, brief
+from cdc.decoding.connect_schema import Mismatch, brief, toasted
 from cdc.events.change import (
     Change,
     DomainEvent,
@@ -122,8 +122,8 @@ def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool)
         Change,
         {
             "op": op,
-            "before": _row(value.get("before"), "before", raw),
-            "after": _row(value.get("after"), "after", raw),
+            "before": _row(value.get("before"), "before", False),
+            "after": _row(value.get("after"), "after", raw and toasted(value)),
             "source": source,
             "ts_ms": _int_or_none(value, "ts_ms"),
             "ts_us": _int_or_none(value, "ts_us"),
@@ -138,12 +138,14 @@ def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool)
     )
 
 
-def _row(row: Any, path: str, raw: bool) -> dict[str, Any] | None:
+def _row(row: Any, path: str, toast: bool) -> dict[str, Any] | None:
+    """`toast`: a raw row (no schema) that may hold TOAST placeholders (see `toasted`); with a
+    schema the decoder already turned them into UNAVAILABLE."""
     if row is None:
         return None
     if not isinstance(row, dict):
         raise Mismatch(path, f"expected an object, got {type(row).__name__}")
-    if raw:  # with a schema the decoder already turned placeholders into UNAVAILABLE
+    if toast:
         for name, column in row.items():
             if is_placeholder(column):
                 row[name] = UNAVAILABLE

@@ -20,7 +20,7 @@ from cdc.events.change import (
 )
 from cdc.events.delivery import Delivery, DeliveryGate
 from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
-from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable
+from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable, Unrepresentable
 
 __all__ = [
     "MICROS",
@@ -47,4 +47,5 @@ __all__ = [
     "TransactionBlock",
     "TransactionEvent",
     "Unavailable",
+    "Unrepresentable",
 ]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from cdc.events import values
-from cdc.events.values import UNAVAILABLE, is_placeholder
+from cdc.events.values import UNAVAILABLE, lost_rows
 
 
 @dataclass(frozen=True)
@@ -107,23 +107,47 @@ def _plan(name: str, annotation: Any, metadata: list[Any]) -> _Convert | None:
     if dt.timedelta in accepts:
         return _by_raw_type({int: values.to_duration_us, str: values.to_interval})
     if Decimal in accepts:
-        scaled = (
+        binary = (
             (lambda v: values.to_decimal(v, scale.digits))
             if scale
             else _needs(name, f"its scale: Annotated[Decimal, Scale(n)] on {name}")
         )
-        return _by_raw_type({dict: values.to_variable_decimal, str: scaled})
+        return _by_raw_type({dict: values.to_variable_decimal, str: _decimal_text_or(binary)})
     if bytes in accepts:
         return _by_raw_type({str: values.as_bytes})
-    if (dict in accepts or list in accepts) and str not in accepts:
+    if list in accepts:
+        # A multi-dimensional text array: Debezium sends its rows as Java object names.
+        text: _Convert = (lambda v: v) if str in accepts else json.loads
+        return _by_raw_type({list: _lost_rows_unrepresentable, str: text})
+    if dict in accepts and str not in accepts:
         return _by_raw_type({str: json.loads})
     return None
+
+
+def _lost_rows_unrepresentable(value: list[Any]) -> Any:
+    return values.Unrepresentable("array", None, value) if lost_rows(value) else value
+
+
+def _decimal_text_or(binary: _Convert) -> _Convert:
+    """A numeric's exact text (`decimal.handling.mode=string`), or else the base64 binary form
+    connectors wrote with `precise` (read with the field's `Scale`)."""
+
+    def convert(value: str) -> Any:
+        try:
+            return values.to_decimal_text(value)
+        except ArithmeticError:  # decimal.InvalidOperation: not a number's text
+            return binary(value)
+
+    return convert
 
 
 class Row(BaseModel):
     """Base class of row models. Subclass it and declare the columns a handler reads."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
+    # NaN and ±Infinity are valid numerics and floats in PostgreSQL.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", arbitrary_types_allowed=True, allow_inf_nan=True
+    )
     __cdc_plan__: ClassVar[dict[str, _Convert]] = {}
 
     @classmethod
@@ -146,8 +170,6 @@ class Row(BaseModel):
         for name, value in data.items():
             if value is None or value is UNAVAILABLE:
                 out[name] = value
-            elif is_placeholder(value):
-                out[name] = UNAVAILABLE
             else:
                 convert = plan.get(name)
                 out[name] = value if convert is None else convert(value)

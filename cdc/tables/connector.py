@@ -20,6 +20,14 @@ EVENT_ID_HEADER = "id"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
 
+# Numerics are text in `decimal.handling.mode=string`: their schema carries the source column
+# type, which tells them from text columns. (Debezium matches each name as
+# `<schema>.<table>.<TYPE>`, and `_NUMERIC` is an array of them.)
+PROPAGATED_SOURCE_TYPES = ",".join(
+    rf".+\.{array}{name}" for name in ("NUMERIC", "DECIMAL", "MONEY") for array in ("", "_")
+)
+
+
 @dataclass(frozen=True)
 class DatabaseEndpoint:
     """How Kafka Connect reaches PostgreSQL and the registry."""
@@ -112,7 +120,13 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         "provide.transaction.metadata": str(opts.transaction_metadata).lower(),
         "tombstones.on.delete": "true",
         "skipped.operations": "none",
-        "decimal.handling.mode": "precise",
+        # Text keeps every digit and NaN / ±Infinity, which the binary form cannot carry;
+        # the propagated source type tells a numeric from a text column.
+        "decimal.handling.mode": "string",
+        # Columns of types Debezium does not know (line, box, polygon, circle, composite
+        # types...) come as the bytes of their text rather than being left out of the row.
+        "include.unknown.datatypes": "true",
+        "datatype.propagate.source.type": PROPAGATED_SOURCE_TYPES,
         "time.precision.mode": "adaptive",
         # The numeric mode folds months into 30.4375-day averages; the ISO string keeps
         # years, months and days apart, so nothing is lost on the way to Python.

@@ -244,10 +244,11 @@ def test_a_row_model_refuses_the_toast_placeholder_unless_declared() -> None:
         id: int
         c_toast: str | Unavailable
 
-    raw = {"id": 4, "c_toast": "__debezium_unavailable_value"}
-    assert Lenient.model_validate(raw).c_toast is UNAVAILABLE
+    (after,) = (_raw_change("u", None, "__debezium_unavailable_value").after,)
+    assert after is not None
+    assert Lenient.model_validate(after).c_toast is UNAVAILABLE
     with pytest.raises(ValueError, match="c_toast"):
-        Strict.model_validate(raw)
+        Strict.model_validate(after)
 
 
 def test_a_raw_timestamp_without_its_unit_is_refused() -> None:
@@ -334,22 +335,47 @@ def _java_name_uuid(name: bytes) -> str:
     return str(UUID(bytes=bytes(md5)))
 
 
-@pytest.mark.parametrize(
-    "placeholder",
-    [
-        "__debezium_unavailable_value",  # text, varchar, json
-        "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==",  # bytea, base64 in JSON
-        ["__debezium_unavailable_value"],  # text[]
-        list(b"__debezium_unavailable_value"),  # int[] and bigint[]
-        {"__debezium_unavailable_value": "__debezium_unavailable_value"},  # hstore
-        [_java_name_uuid(b"__debezium_unavailable_value")],  # uuid[]
-    ],
-)
-def test_every_form_of_the_toast_placeholder(placeholder: Any) -> None:
-    class Wide(Row):
-        col: Any
+def _raw_change(op: str, before: dict[str, Any] | None, column: Any) -> Change:
+    """A json-noschema change of the corpus's table with `c_toast` set to `column`."""
+    update = next(r for r in records("json-noschema") if r.value and b'"op":"u"' in r.value)
+    assert update.value is not None
+    body = json.loads(update.value)
+    body.update(op=op, before=before, after={"id": 4, "c_toast": column})
+    value = json.dumps(body).encode()
+    event = decoder("json-noschema").decode(update.key, value, update.kafka)
+    assert isinstance(event, Change)
+    return event
 
-    assert Wide.model_validate({"col": placeholder}).col is UNAVAILABLE
+
+_PLACEHOLDERS = [
+    "__debezium_unavailable_value",  # text, varchar, json
+    "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==",  # bytea, base64 in JSON
+    ["__debezium_unavailable_value"],  # text[]
+    list(b"__debezium_unavailable_value"),  # int[] and bigint[]
+    {"__debezium_unavailable_value": "__debezium_unavailable_value"},  # hstore
+    [_java_name_uuid(b"__debezium_unavailable_value")],  # uuid[]
+]
+
+
+@pytest.mark.parametrize("placeholder", _PLACEHOLDERS)
+def test_every_form_of_the_toast_placeholder(placeholder: Any) -> None:
+    """An update without the old row (REPLICA IDENTITY DEFAULT) is where PostgreSQL leaves an
+    unchanged TOASTed value out."""
+    after = _raw_change("u", None, placeholder).after
+    assert after is not None
+    assert after["c_toast"] is UNAVAILABLE
+
+
+@pytest.mark.parametrize("placeholder", _PLACEHOLDERS)
+@pytest.mark.parametrize(("op", "before"), [("c", None), ("r", None), ("u", {"id": 4})])
+def test_the_placeholder_text_is_a_real_value_where_nothing_can_be_left_out(
+    placeholder: Any, op: str, before: dict[str, Any] | None
+) -> None:
+    """Inserts and reads carry every value, and under REPLICA IDENTITY FULL (an update with
+    its old row) Debezium sends unchanged TOASTed values too: there the text is data."""
+    after = _raw_change(op, before, placeholder).after
+    assert after is not None
+    assert after["c_toast"] == placeholder
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
