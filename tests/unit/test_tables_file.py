@@ -138,6 +138,14 @@ def test_snapshot_names_the_file(cdc: Cdc) -> None:
     assert f"error: {OTHER}: 1 problem(s)\n  - public.t_other is not a watched table" in printed
 
 
+def test_deploy_kubernetes_mounts_the_file_by_its_name(cdc: Cdc) -> None:
+    """In the pod too, what names the file (`cdc check` at start) names other.yaml."""
+    code, printed = cdc("deploy", "kubernetes")
+    assert code == 0
+    assert f"CDC_WATCHED_TABLES: /etc/cdc/config/{OTHER}\n" in printed
+    assert f"  {OTHER}: |\n    connector:" in printed
+
+
 def test_settings_shows_the_file(shell: Cdc, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDC_WATCHED_TABLES", OTHER)
     code, printed = shell("settings")
