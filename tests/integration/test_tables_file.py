@@ -1,6 +1,7 @@
 """The commands that reach the stack with ``--tables other.yaml`` name other.yaml, never
 cdc.yaml: `cdc connector apply` and `cdc db prepare` in their errors, `cdc run` in its check
-at start and in `consumer.started`. (Without the stack: tests/unit/test_tables_file.py.)"""
+at start and in `consumer.started`; and so do pipelines started from other.yaml in tests.
+(Without the stack: tests/unit/test_tables_file.py.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cdc import ConfigError
+from cdc.testing import Pipelines
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.stack
@@ -91,3 +94,14 @@ def test_run_checks_and_logs_the_file(other: Pipeline) -> None:
     assert started["event"] == "consumer.started"
     assert started["settings"]["watched_tables"] == OTHER
     assert "cdc.yaml" not in printed
+
+
+def test_pipelines_name_the_file(other: Pipeline) -> None:
+    other.write_file({other.table("missing"): {}})
+    pipelines = Pipelines(other.stack)
+    try:
+        with pytest.raises(ConfigError) as info:
+            pipelines.start(other.file, ["handlers"])
+    finally:
+        pipelines.close()
+    assert info.value.source == str(other.file)
