@@ -106,11 +106,16 @@ class LiveState:
     database_error: str | None = None  # PostgreSQL could not be read: the two above are empty
 
 
+def _cdc(command: str, file: str) -> str:
+    """``run `cdc <command>```, on ``file`` where that is not the default."""
+    if file == str(Settings.model_fields["watched_tables"].default):
+        return f"run `cdc {command}`"
+    return f"run `cdc {command} --tables {shlex.quote(file)}`"
+
+
 def _apply(file: str) -> str:
     """The fix that puts ``file`` into the database and Kafka Connect."""
-    if file == str(Settings.model_fields["watched_tables"].default):
-        return "run `cdc connector apply`"
-    return f"run `cdc connector apply --tables {shlex.quote(file)}`"
+    return _cdc("connector apply", file)
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
@@ -198,7 +203,8 @@ def compare(
                 Severity.ERROR,
                 "database",
                 f"cannot be read: {live.database_error}",
-                "start PostgreSQL or correct the CDC_PG_* settings, then run `cdc check` again",
+                f"start PostgreSQL or correct the CDC_PG_* settings, then {_cdc('check', file)} "
+                "again",
             )
         )
     else:
@@ -223,7 +229,8 @@ def _connector(watched: WatchedTables, state: ConnectorState, file: str) -> list
                 Severity.ERROR,
                 subject,
                 f"Kafka Connect at {state.url} cannot be asked: {state.error}",
-                "start Kafka Connect or point CDC_CONNECT_URL at it, then run `cdc check` again",
+                "start Kafka Connect or point CDC_CONNECT_URL at it, then "
+                f"{_cdc('check', file)} again",
             )
         ]
     if state.live is None:

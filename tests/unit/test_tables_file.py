@@ -130,6 +130,7 @@ def test_check_findings_and_fixes_name_the_file(cdc: Cdc, command: str) -> None:
         f"then run `cdc connector apply --tables {OTHER}`" in printed
     )
     assert f"public.t_watched: captured (in {OTHER})" in printed
+    assert f"correct the CDC_PG_* settings, then run `cdc check --tables {OTHER}` again" in printed
 
 
 def test_snapshot_names_the_file(cdc: Cdc) -> None:
