@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import typer
 from typer.core import TyperCommand, TyperGroup
 
@@ -38,7 +39,7 @@ Cdc = Callable[..., tuple[int, str]]
 @pytest.fixture
 def shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cdc:
+) -> Iterator[Cdc]:
     """``shell(*args)``: run ``cdc``; its exit code and all it printed, which never names
     cdc.yaml. The file is other.yaml, watching public.t_watched."""
     monkeypatch.chdir(tmp_path)
@@ -60,7 +61,10 @@ def shell(
         assert "cdc.yaml" not in printed
         return int(exited.value.code or 0), printed
 
-    return run
+    # `cdc` points the logs at this test's captured stderr: the tests after it log elsewhere.
+    logging = structlog.get_config()
+    yield run
+    structlog.configure(**logging)
 
 
 @pytest.fixture(params=["--tables", "CDC_WATCHED_TABLES"])
