@@ -8,6 +8,7 @@ plain data; `run_check` does both. The consumer runs the same check before it st
 from __future__ import annotations
 
 import re
+import shlex
 import types
 import typing
 from collections import defaultdict
@@ -34,7 +35,6 @@ from cdc.tables.sql import (
     published_tables,
 )
 
-APPLY = "run `cdc connector apply`"
 # pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
 IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
 
@@ -104,6 +104,18 @@ class LiveState:
     publication: frozenset[str] | None  # its tables as schema.table; None: no publication
     tables: Mapping[str, LiveTable]  # watched tables that exist, by schema.table
     database_error: str | None = None  # PostgreSQL could not be read: the two above are empty
+
+
+def _cdc(command: str, file: str) -> str:
+    """``run `cdc <command>```, on ``file`` where that is not the default."""
+    if file == str(Settings.model_fields["watched_tables"].default):
+        return f"run `cdc {command}`"
+    return f"run `cdc {command} --tables {shlex.quote(file)}`"
+
+
+def _apply(file: str) -> str:
+    """The fix that puts ``file`` into the database and Kafka Connect."""
+    return _cdc("connector apply", file)
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
@@ -178,11 +190,11 @@ def compare(
     watched: WatchedTables,
     live: LiveState,
     *,
-    file: str = "cdc.yaml",
+    file: str,
 ) -> Report:
     """Every mismatch between the handlers, the watched-tables file (``file`` names it in the
     fixes) and the live state."""
-    findings = _connector(watched, live.connector)
+    findings = _connector(watched, live.connector, file)
     tables: Mapping[str, LiveTable] | None = live.tables
     if live.database_error is not None:
         tables = None  # unknown, not absent: report only what the file alone shows
@@ -191,13 +203,14 @@ def compare(
                 Severity.ERROR,
                 "database",
                 f"cannot be read: {live.database_error}",
-                "start PostgreSQL or correct the CDC_PG_* settings, then run `cdc check` again",
+                f"start PostgreSQL or correct the CDC_PG_* settings, then {_cdc('check', file)} "
+                "again",
             )
         )
     else:
-        findings += _publication(watched, live.publication)
+        findings += _publication(watched, live.publication, file)
         findings += _tables(watched, live.tables, file)
-        findings += _outbox(watched, live.tables)
+        findings += _outbox(watched, live.tables, file)
     findings += _handlers(
         [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file
     )
@@ -206,7 +219,7 @@ def compare(
     return Report(list(dict.fromkeys(findings)))
 
 
-def _connector(watched: WatchedTables, state: ConnectorState) -> list[Finding]:
+def _connector(watched: WatchedTables, state: ConnectorState, file: str) -> list[Finding]:
     subject = f"connector {watched.connector.name}"
     if not state.url:
         return []  # no CDC_CONNECT_URL: the connector is managed elsewhere (Strimzi)
@@ -216,7 +229,8 @@ def _connector(watched: WatchedTables, state: ConnectorState) -> list[Finding]:
                 Severity.ERROR,
                 subject,
                 f"Kafka Connect at {state.url} cannot be asked: {state.error}",
-                "start Kafka Connect or point CDC_CONNECT_URL at it, then run `cdc check` again",
+                "start Kafka Connect or point CDC_CONNECT_URL at it, then "
+                f"{_cdc('check', file)} again",
             )
         ]
     if state.live is None:
@@ -225,7 +239,7 @@ def _connector(watched: WatchedTables, state: ConnectorState) -> list[Finding]:
                 Severity.ERROR,
                 subject,
                 f"does not exist in Kafka Connect at {state.url}",
-                f"{APPLY} to create it",
+                f"{_apply(file)} to create it",
             )
         ]
     diff = _config_diff(state.live, state.rendered)
@@ -237,7 +251,7 @@ def _connector(watched: WatchedTables, state: ConnectorState) -> list[Finding]:
             subject,
             f"its config in Kafka Connect differs from the file in {len(diff)} key(s): "
             + "; ".join(diff),
-            f"{APPLY} to put the config the file renders",
+            f"{_apply(file)} to put the config the file renders",
         )
     ]
 
@@ -263,17 +277,19 @@ def _shown(key: str, value: str | None) -> str:
     return repr(value)
 
 
-def _publication(watched: WatchedTables, published: frozenset[str] | None) -> list[Finding]:
+def _publication(
+    watched: WatchedTables, published: frozenset[str] | None, file: str
+) -> list[Finding]:
     subject = f"publication {watched.connector.publication}"
     if published is None:
-        return [Finding(Severity.ERROR, subject, "does not exist", f"{APPLY} to create it")]
+        return [Finding(Severity.ERROR, subject, "does not exist", f"{_apply(file)} to create it")]
     wanted = {str(t) for t in publication_tables(watched)}
     missing, extra = sorted(wanted - published), sorted(published - wanted)
     if not (missing or extra):
         return []
     parts = [f"lacks {', '.join(missing)}"] if missing else []
     parts += [f"also publishes {', '.join(extra)}"] if extra else []
-    return [Finding(Severity.ERROR, subject, "; ".join(parts), f"{APPLY} to set its tables")]
+    return [Finding(Severity.ERROR, subject, "; ".join(parts), f"{_apply(file)} to set its tables")]
 
 
 def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) -> list[Finding]:
@@ -286,7 +302,7 @@ def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
                     Severity.ERROR,
                     name,
                     "no such table in the database",
-                    f"create it, or remove `{name}` from `tables:` in {file}, then {APPLY}",
+                    f"create it, or remove `{name}` from `tables:` in {file}, then {_apply(file)}",
                 )
             )
         elif _identity(table) != options.replica_identity.name:
@@ -296,20 +312,20 @@ def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
                     name,
                     f"replica identity is {_identity(table)} in the database, but {file} "
                     f"declares {options.replica_identity}",
-                    f"{APPLY} (it runs ALTER TABLE {name} REPLICA IDENTITY "
+                    f"{_apply(file)} (it runs ALTER TABLE {name} REPLICA IDENTITY "
                     f"{options.replica_identity.name})",
                 )
             )
     return findings
 
 
-def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable]) -> list[Finding]:
+def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) -> list[Finding]:
     if watched.outbox is None:
         return []
     name = watched.outbox.table
     table = tables.get(name)
     if table is None:
-        return [Finding(Severity.ERROR, name, "no outbox table in the database", APPLY)]
+        return [Finding(Severity.ERROR, name, "no outbox table in the database", _apply(file))]
     missing = [c for c in OUTBOX_COLUMNS if c not in table.columns]
     if not missing:
         return []
@@ -334,7 +350,7 @@ def _event_handlers(
             "outbox",
             f"events are handled by {', '.join(h.name for h in handlers)} but {file} declares "
             "no outbox: Debezium routes no events, so they never run",
-            f"add `outbox: {{table: public.outbox}}` to {file}, then {APPLY}",
+            f"add `outbox: {{table: public.outbox}}` to {file}, then {_apply(file)}",
         )
     ]
 
@@ -363,7 +379,7 @@ def _handlers(
                     name,
                     f"handled by {', '.join(h.name for h in group)} but not in {file}: "
                     "Debezium does not capture it, so they never run",
-                    f"add `{name}: {{}}` under `tables:` in {file}, then {APPLY}",
+                    f"add `{name}: {{}}` under `tables:` in {file}, then {_apply(file)}",
                 )
             )
             continue
@@ -379,7 +395,7 @@ def _handlers(
                 name,
                 f"captured (in {file}) but no handler reacts to its changes",
                 f'add a handler with `@on_change("{name}")`, or remove `{name}` from '
-                f"`tables:` in {file} and {APPLY}",
+                f"`tables:` in {file} and {_apply(file)}",
             )
         )
     return findings
@@ -419,7 +435,7 @@ def _handler(
                     f"field {field_name!r} reads column {column!r}, which {file} excludes: "
                     "Debezium never sends it",
                     f"remove {column!r} from `exclude_columns` under `tables.{name}` in {file} "
-                    f"and {APPLY}, or drop the field",
+                    f"and {_apply(file)}, or drop the field",
                 )
             )
         elif table is not None and column not in table.columns:
@@ -464,13 +480,13 @@ def _not_full(
     if options.replica_identity is not ReplicaIdentity.FULL:
         return (
             f"{file} declares {name} with replica identity {options.replica_identity}",
-            f"set `replica_identity: full` under `tables.{name}` in {file}, then {APPLY}",
+            f"set `replica_identity: full` under `tables.{name}` in {file}, then {_apply(file)}",
         )
     if table is not None and _identity(table) != "FULL":
         return (
             f"{name} has replica identity {_identity(table)} in the database "
             f"(though {file} declares full)",
-            f"{APPLY} (it runs ALTER TABLE {name} REPLICA IDENTITY FULL)",
+            f"{_apply(file)} (it runs ALTER TABLE {name} REPLICA IDENTITY FULL)",
         )
     return None
 

@@ -108,11 +108,19 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
-def _watched(path: Path | None) -> tuple[Settings, WatchedTables]:
+def _watched(
+    tables: Path | None, settings: Settings | None = None, **given: object
+) -> tuple[Settings, WatchedTables]:
+    """The settings with the options given (None: not given; ``--tables`` is ``watched_tables``)
+    and the file they name: the one place that decides the file, which all else names from
+    ``settings.watched_tables``."""
     from cdc.tables.config import load_watched_tables
 
-    settings = load_settings()
-    return settings, load_watched_tables(path or settings.watched_tables)
+    given = {"watched_tables": tables, **given}
+    settings = (settings or load_settings()).model_copy(
+        update={k: v for k, v in given.items() if v is not None}
+    )
+    return settings, load_watched_tables(settings.watched_tables)
 
 
 @connector_app.command("render")
@@ -297,11 +305,8 @@ def deploy_kubernetes(
     """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
     Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
     from cdc.deploy.kubernetes import render_kubernetes
-    from cdc.tables.config import load_watched_tables
 
-    settings = Settings()
-    path = tables or settings.watched_tables
-    watched = load_watched_tables(path)
+    settings, watched = _watched(tables, Settings())
     target = Target(
         image=image,
         name=name,
@@ -313,7 +318,8 @@ def deploy_kubernetes(
         pg_host=pg_host,
         registry_url=registry_url,
     )
-    print(render_kubernetes(path.read_text(), watched, settings, target), end="")
+    text = settings.watched_tables.read_text()
+    print(render_kubernetes(text, watched, settings, target), end="")
 
 
 HandlersOpt = Annotated[
@@ -326,16 +332,14 @@ HandlersOpt = Annotated[
 
 
 def _consumer_setup(
-    tables: Path | None, handlers: str | None, **overrides: object
+    tables: Path | None, handlers: str | None, group: str | None = None
 ) -> tuple[Settings, WatchedTables, list[Handler]]:
     from cdc.routing import discover
 
     # Like `python -m`: the handlers live in the project the command runs in.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    settings, watched = _watched(tables)
-    updates = {k: v for k, v in {"handlers": handlers, **overrides}.items() if v is not None}
-    settings = settings.model_copy(update=updates)
+    settings, watched = _watched(tables, handlers=handlers, group_id=group)
     found = discover(settings.handler_modules())
     if not found:
         raise ConfigError(
@@ -385,7 +389,7 @@ def run(
     from cdc.routing import Router
     from cdc.runtime import Runtime
 
-    settings, watched, found = _consumer_setup(tables, handlers, group_id=group)
+    settings, watched, found = _consumer_setup(tables, handlers, group)
     if check and settings.check_at_start:
         from cdc.check import run_check
 
@@ -431,7 +435,7 @@ def snapshot(
     from cdc.connect import request_snapshot, watched_names
 
     settings, watched = _watched(tables)
-    chosen = watched_names(watched, names, str(tables or settings.watched_tables))
+    chosen = watched_names(watched, names, str(settings.watched_tables))
     signal_id = request_snapshot(watched, settings, chosen)
     # One line, however narrow the terminal: scripts pick the signal id out of it.
     console.print(

@@ -148,7 +148,7 @@ def _maven_plugin(name: str, group: str, artifact: str, version: str) -> dict[st
 def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
     """The consumer's non-secret settings (the settings ConfigMap)."""
     return {
-        "CDC_WATCHED_TABLES": f"{CONFIG_DIR}/cdc.yaml",
+        "CDC_WATCHED_TABLES": f"{CONFIG_DIR}/{settings.watched_tables.name}",
         "CDC_SECRETS_DIR": SECRETS_DIR,
         "CDC_HANDLERS": settings.handlers,
         "CDC_GROUP_ID": settings.group_id,
@@ -227,7 +227,7 @@ def consumer_manifests(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta(tables_map, target, labels=labels),
-            "data": {"cdc.yaml": watched_text},
+            "data": {settings.watched_tables.name: watched_text},
         },
         {
             "apiVersion": "v1",

@@ -78,6 +78,7 @@ class Pipelines:
         """Run the ``schema`` SQL files as the application role, apply the connector for
         ``watched`` and start a consumer with ``handlers`` (default: ``settings.handlers``)."""
         if isinstance(watched, Path):
+            settings.setdefault("watched_tables", watched)  # what errors and logs name
             watched = load_watched_tables(watched)
         suffix = uuid.uuid4().hex[:8]
         if isolate:

@@ -136,7 +136,9 @@ def test_applied_setup_is_clean_and_later_drift_is_reported(pipeline: Pipeline) 
         in connector.problem
     )
     assert secret not in "\n".join(report.lines())
-    assert connector.fix == "run `cdc connector apply` to put the config the file renders"
+    assert connector.fix == (
+        f"run `cdc connector apply --tables {pipeline.file}` to put the config the file renders"
+    )
 
 
 def test_unreachable_connect_is_a_finding(pipeline: Pipeline) -> None:

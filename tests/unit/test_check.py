@@ -82,7 +82,7 @@ def handler(table: str, **declared: Any) -> TableHandler:
 
 
 def check(handlers: list[TableHandler], state: LiveState | None = None) -> Report:
-    return compare(handlers, WATCHED, state or live())
+    return compare(handlers, WATCHED, state or live(), file="cdc.yaml")
 
 
 def only(report: Report, severity: Severity = Severity.ERROR) -> Finding:
@@ -116,7 +116,13 @@ def test_handler_for_a_table_nobody_captures() -> None:
 
 def test_fixes_name_the_given_file() -> None:
     report = compare([*HANDLERS, handler("orders")], WATCHED, live(), file="conf/watched.yaml")
-    assert "in conf/watched.yaml" in only(report).fix
+    assert only(report).fix == (
+        "add `public.orders: {}` under `tables:` in conf/watched.yaml, "
+        "then run `cdc connector apply --tables conf/watched.yaml`"
+    )
+    missing = ConnectorState("http://connect:8083", RENDERED, None)
+    spaced = compare(HANDLERS, WATCHED, live(connector=missing), file="my tables.yaml")
+    assert only(spaced).fix == "run `cdc connector apply --tables 'my tables.yaml'` to create it"
 
 
 def test_reading_before_of_updates_needs_full_declared() -> None:
