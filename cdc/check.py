@@ -13,7 +13,6 @@ import typing
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
@@ -23,38 +22,38 @@ from pydantic import BaseModel
 from cdc.connect import ConnectClient, render_config
 from cdc.errors import ConnectError
 from cdc.events import Op
+from cdc.findings import APPLY, Finding, Severity
+from cdc.partition_check import (
+    identity_name,
+    off_identity,
+    partition_findings,
+    through_parents,
+)
 from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.connector import captured_tables
+from cdc.tables.live import LiveTable, read_tables
 from cdc.tables.sql import (
     OUTBOX_COLUMNS,
-    publication_exists,
     publication_tables,
     published_tables,
+    publishes_via_root,
 )
 
-APPLY = "run `cdc connector apply`"
-# pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
-IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
+__all__ = [
+    "ConnectorState",
+    "Finding",
+    "LiveState",
+    "LiveTable",
+    "Report",
+    "Severity",
+    "compare",
+    "read_live_state",
+    "run_check",
+]
 
 _REFERENCE = re.compile(r"^\$\{[^}]*\}$")  # a Connect config-provider reference, not a secret
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Severity
-    subject: str
-    problem: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.subject}: {self.problem}\n  fix: {self.fix}"
 
 
 @dataclass
@@ -92,18 +91,14 @@ class ConnectorState:
 
 
 @dataclass(frozen=True)
-class LiveTable:
-    replica_identity: str  # pg_class.relreplident: d, f, n or i
-    primary_key: frozenset[str]
-    columns: frozenset[str]
-
-
-@dataclass(frozen=True)
 class LiveState:
     connector: ConnectorState
     publication: frozenset[str] | None  # its tables as schema.table; None: no publication
     tables: Mapping[str, LiveTable]  # watched tables that exist, by schema.table
     database_error: str | None = None  # PostgreSQL could not be read: the two above are empty
+    # The publication's publish_via_partition_root: off, a watched partitioned table's
+    # changes are published under its partitions' names, which Debezium does not watch.
+    via_root: bool = True
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
@@ -127,11 +122,12 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
             connect_timeout=10,
         ) as conn:
             pub = watched.connector.publication
-            published = published_tables(conn, pub) if publication_exists(conn, pub) else None
+            via_root = publishes_via_root(conn, pub)
             return LiveState(
                 connector=connector,
-                publication=None if published is None else frozenset(published),
-                tables=_read_tables(conn, watched),
+                publication=None if via_root is None else frozenset(published_tables(conn, pub)),
+                tables=read_tables(conn, captured_tables(watched)),
+                via_root=via_root is not False,
             )
     except psycopg.OperationalError as exc:
         return LiveState(connector, None, {}, database_error=str(exc).strip())
@@ -149,28 +145,6 @@ def _ask_connect(
         return ConnectorState(settings.connect_url, rendered, live)
     except (httpx.HTTPError, ConnectError) as exc:
         return ConnectorState(settings.connect_url, rendered, None, error=str(exc) or repr(exc))
-
-
-def _read_tables(
-    conn: psycopg.Connection[tuple[Any, ...]], watched: WatchedTables
-) -> dict[str, LiveTable]:
-    found: dict[str, LiveTable] = {}
-    for t in captured_tables(watched):
-        row = conn.execute(
-            "SELECT c.relreplident, "
-            "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
-            "AND a.attnum > 0 AND NOT a.attisdropped), "
-            "ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = c.oid AND i.indisprimary) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (t.schema_, t.table),
-        ).fetchone()
-        if row is not None:
-            identity, columns, key = row
-            found[str(t)] = LiveTable(str(identity), frozenset(key), frozenset(columns))
-    return found
 
 
 def compare(
@@ -195,8 +169,9 @@ def compare(
             )
         )
     else:
-        findings += _publication(watched, live.publication)
+        findings += _publication(watched, through_parents(live.publication, live.tables))
         findings += _tables(watched, live.tables, file)
+        findings += partition_findings(watched, live.tables, live.via_root, file)
         findings += _outbox(watched, live.tables)
     findings += _handlers(
         [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file
@@ -340,7 +315,7 @@ def _event_handlers(
 
 
 def _identity(table: LiveTable) -> str:
-    return IDENTITY_NAMES.get(table.replica_identity, repr(table.replica_identity))
+    return identity_name(table.replica_identity)
 
 
 def _handlers(
@@ -432,6 +407,18 @@ def _handler(
                     f"{', '.join(sorted(table.columns))})",
                 )
             )
+        elif table is not None and column in table.generated:
+            findings.append(
+                Finding(
+                    Severity.ERROR,
+                    subject,
+                    f"field {field_name!r} (handler {handler.name}) reads column {column!r}, "
+                    f"which is generated in {name}: PostgreSQL's pgoutput never sends generated "
+                    "columns, so no change carries it (only initial snapshot reads do)",
+                    f"compute {column!r} in the handler from the columns it derives from, or "
+                    f"read it from {name} in the database; drop the field",
+                )
+            )
     if not_full is not None and table is not None and Op.DELETE in handler.ops:
         # With a non-FULL identity a delete's `before` has every column, but only the key
         # columns have values: a field that rejects null fails on every delete.
@@ -471,6 +458,13 @@ def _not_full(
             f"{name} has replica identity {_identity(table)} in the database "
             f"(though {file} declares full)",
             f"{APPLY} (it runs ALTER TABLE {name} REPLICA IDENTITY FULL)",
+        )
+    off = [] if table is None else off_identity(table, ReplicaIdentity.FULL)
+    if off:
+        return (
+            f"its partition(s) {', '.join(off)} are not REPLICA IDENTITY FULL "
+            f"(though {file} declares full)",
+            f"{APPLY} (it sets every partition's)",
         )
     return None
 

@@ -1,0 +1,24 @@
+"""What `cdc check` reports: a finding, how bad it is, and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+APPLY = "run `cdc connector apply`"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    subject: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.subject}: {self.problem}\n  fix: {self.fix}"
