@@ -414,7 +414,7 @@ def _handler(
                     subject,
                     f"field {field_name!r} (handler {handler.name}) reads column {column!r}, "
                     f"which is generated in {name}: PostgreSQL's pgoutput never sends generated "
-                    "columns, so no change carries it (only initial snapshot reads do)",
+                    "columns, so no change carries it (only snapshot reads do)",
                     f"compute {column!r} in the handler from the columns it derives from, or "
                     f"read it from {name} in the database; drop the field",
                 )

@@ -239,6 +239,6 @@ def test_a_model_field_for_a_generated_column_is_named(pipeline: Pipeline) -> No
     assert finding.problem == (
         f"field 'gross' (handler {handler.name}) reads column 'gross', which is generated in "
         f"public.{table}: PostgreSQL's pgoutput never sends generated columns, so no change "
-        "carries it (only initial snapshot reads do)"
+        "carries it (only snapshot reads do)"
     )
     assert "compute 'gross' in the handler" in finding.fix
