@@ -151,23 +151,10 @@ def test_unreachable_connect_is_a_finding(pipeline: Pipeline) -> None:
     )
 
 
-def partitioned(pipeline: Pipeline, short: str, *regions: str) -> str:
-    table = pipeline.table(short)
-    pipeline.sql(
-        f"CREATE TABLE {table} (id int, region text, v text, PRIMARY KEY (id, region)) "
-        "PARTITION BY LIST (region)"
-    )
-    for region in regions:
-        pipeline.sql(
-            f"CREATE TABLE {table}_{region} PARTITION OF {table} FOR VALUES IN ('{region}')"
-        )
-    return table
-
-
 def test_a_watched_partitioned_parent_is_clean_and_its_partitions_are_checked(
     pipeline: Pipeline,
 ) -> None:
-    m = partitioned(pipeline, "m", "eu", "us")
+    m = pipeline.partitioned_table("m", "eu", "us")
     pipeline.write_file({m: {"replica_identity": "full"}})
     handlers = [handle(pipeline, "m", old_row=True)]
     pipeline.apply()
@@ -196,7 +183,7 @@ def test_a_watched_partitioned_parent_is_clean_and_its_partitions_are_checked(
 
 
 def test_a_partition_listed_instead_of_its_parent_or_beside_it(pipeline: Pipeline) -> None:
-    m = partitioned(pipeline, "m", "eu", "us")
+    m = pipeline.partitioned_table("m", "eu", "us")
     eu = f"{m}_eu"
     pipeline.write_file({eu: {}})
     found = by_subject(run_check([], pipeline.watched(), pipeline.settings))

@@ -33,13 +33,7 @@ def row(r: Reading | None) -> dict[str, Any] | None:
 def test_the_parent_of_a_partitioned_table_gets_every_partitions_changes(
     pipeline: Pipeline, encoding: str
 ) -> None:
-    m = pipeline.table("m")
-    pipeline.sql(
-        f"CREATE TABLE {m} (id int, region text, v text, PRIMARY KEY (id, region)) "
-        "PARTITION BY LIST (region)"
-    )
-    for region in ("eu", "us"):
-        pipeline.sql(f"CREATE TABLE {m}_{region} PARTITION OF {m} FOR VALUES IN ('{region}')")
+    m = pipeline.partitioned_table("m", "eu", "us")
     pipeline.sql(f"INSERT INTO {m} VALUES (1, 'eu', 'old'), (2, 'us', 'old')")
     pipeline.write_file(
         {m: {"replica_identity": "full", "snapshot_reads": True}}, encoding=encoding
@@ -126,3 +120,39 @@ def test_the_parent_of_a_partitioned_table_gets_every_partitions_changes(
     assert {h.topic for h in every} == {pipeline.topic(m)}
     assert {h.event.table for h in every if isinstance(h.event, Change)} == {f"public.{m}"}
     assert sum(1 for h in every if isinstance(h.event, Change) and h.event.op is Op.READ) == 2
+
+
+def test_a_partitioned_table_watched_later_is_snapshotted_once_through_its_parent(
+    pipeline: Pipeline,
+) -> None:
+    first, m = pipeline.table("first"), pipeline.partitioned_table("m", "eu", "us")
+    pipeline.sql(f"CREATE TABLE {first} (id int PRIMARY KEY)")
+    pipeline.sql(f"INSERT INTO {m} VALUES (1, 'eu', 'old'), (2, 'us', 'old')")
+    pipeline.write_file({first: {}})
+    assert pipeline.apply() == "created"
+    pipeline.write_file({first: {}, m: {"snapshot_reads": True}})
+    assert pipeline.apply() == "updated"
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @on_change(f"public.{m}", model=Reading)
+    def record(change: Change[Reading], ctx: Context) -> None:
+        assert change.after is not None
+        seen.append((change.op.value, change.after.model_dump()))
+
+    watched = pipeline.watched()
+    settings = pipeline.stack.settings(
+        watched_tables=pipeline.file, group_id=pipeline.id, http_port=None
+    )
+    with RunningConsumer(settings, watched, Router(handlers_of(record), watched.tables)) as c:
+        c.wait_until(lambda _: len(seen) >= 2, "two reads", timeout=90)
+        # Nothing more: no read of a partition's rows besides the parent's.
+        with pytest.raises(TimeoutError):
+            c.wait_until(lambda _: len(seen) > 2, timeout=3)
+        snapshot = [h.event for h in c.handled if isinstance(h.event, Change)]
+    assert sorted(seen, key=lambda s: s[1]["id"]) == [
+        ("r", {"id": 1, "region": "eu", "v": "old"}),
+        ("r", {"id": 2, "region": "us", "v": "old"}),
+    ]
+    reads = [e for e in snapshot if e.op is Op.READ]
+    assert {e.source.snapshot for e in reads} == {"incremental"}
