@@ -3,14 +3,16 @@ changes (partitions made later too) reach the parent's handlers, in every encodi
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from cdc import Change, Context, Op, Row, on_change
 from cdc.routing import Router, handlers_of
-from cdc.testing import RunningConsumer
+from cdc.testing import RecordReader, RunningConsumer
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.stack
@@ -23,6 +25,16 @@ class Reading(Row):
 
 
 Seen = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
+
+
+def op_of(record: Message) -> str | None:
+    """A JSON record's op; None for a tombstone."""
+    value = record.value()
+    return None if value is None else json.loads(value)["payload"]["op"]
+
+
+def key_id(record: Message) -> int:
+    return int(json.loads(record.key())["payload"]["id"])
 
 
 def row(r: Reading | None) -> dict[str, Any] | None:
@@ -156,3 +168,34 @@ def test_a_partitioned_table_watched_later_is_snapshotted_once_through_its_paren
     ]
     reads = [e for e in snapshot if e.op is Op.READ]
     assert {e.source.snapshot for e in reads} == {"incremental"}
+
+
+def test_attached_tables_rows_and_a_partition_watched_alone(pipeline: Pipeline) -> None:
+    m = pipeline.partitioned_table("m", "eu", "us")
+    eu, ap = f"{m}_eu", f"{m}_ap"
+    pipeline.write_file({eu: {}})
+    assert pipeline.apply() == "created"
+    # Watched alone, a partition is published as itself (the root is not in the publication).
+    pipeline.sql(f"INSERT INTO {m} VALUES (1, 'eu', 'in eu'), (2, 'us', 'in us')")
+    pipeline.sql(f"UPDATE {m} SET region = 'us' WHERE id = 1")
+    with RecordReader(pipeline.stack.kafka_bootstrap, [pipeline.topic(eu)]) as reader:
+        alone = reader.wait(lambda r: len(r) >= 3)  # create, delete, tombstone
+    assert [(m_.topic(), op_of(m_)) for m_ in alone] == [
+        (pipeline.topic(eu), "c"),
+        (pipeline.topic(eu), "d"),
+        (pipeline.topic(eu), None),
+    ]
+
+    # The parent watched: a table attached with rows brings none of them (they were never
+    # changes of the parent), only what happens to it afterwards.
+    pipeline.write_file({m: {}})
+    assert pipeline.apply() == "updated"
+    pipeline.sql(f"CREATE TABLE {ap} (LIKE {m} INCLUDING ALL)")
+    pipeline.sql(f"INSERT INTO {ap} VALUES (7, 'ap', 'before attach')")
+    pipeline.sql(f"ALTER TABLE {m} ATTACH PARTITION {ap} FOR VALUES IN ('ap')")
+    pipeline.sql(f"INSERT INTO {m} VALUES (8, 'ap', 'after attach')")
+    with RecordReader(pipeline.stack.kafka_bootstrap, [pipeline.topic(m)]) as reader:
+        records = reader.wait(lambda r: any(key_id(x) == 8 for x in r))
+    changes = {(key_id(x), op_of(x)) for x in records}
+    assert (8, "c") in changes
+    assert (7, "c") not in changes
