@@ -8,53 +8,46 @@ plain data; `run_check` does both. The consumer runs the same check before it st
 from __future__ import annotations
 
 import re
-import shlex
-import types
-import typing
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Annotated, Any
 
 import httpx
 import psycopg
-from pydantic import BaseModel
 
 from cdc.connect import ConnectClient, render_config
 from cdc.errors import ConnectError
-from cdc.events import Op
+from cdc.findings import Finding, Severity, apply_fix, cdc_fix
+from cdc.handler_check import event_handler_findings, handler_findings
+from cdc.partition_check import (
+    identity_name,
+    partition_findings,
+    through_parents,
+)
 from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.settings import MASK, Settings, is_secret_key
-from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
+from cdc.tables.config import WatchedTables
 from cdc.tables.connector import captured_tables
+from cdc.tables.live import LiveTable, read_tables
 from cdc.tables.sql import (
     OUTBOX_COLUMNS,
-    publication_exists,
     publication_tables,
     published_tables,
+    publishes_via_root,
 )
 
-# pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
-IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
+__all__ = [
+    "ConnectorState",
+    "Finding",
+    "LiveState",
+    "LiveTable",
+    "Report",
+    "Severity",
+    "compare",
+    "read_live_state",
+    "run_check",
+]
 
 _REFERENCE = re.compile(r"^\$\{[^}]*\}$")  # a Connect config-provider reference, not a secret
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Severity
-    subject: str
-    problem: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.subject}: {self.problem}\n  fix: {self.fix}"
 
 
 @dataclass
@@ -92,30 +85,14 @@ class ConnectorState:
 
 
 @dataclass(frozen=True)
-class LiveTable:
-    replica_identity: str  # pg_class.relreplident: d, f, n or i
-    primary_key: frozenset[str]
-    columns: frozenset[str]
-
-
-@dataclass(frozen=True)
 class LiveState:
     connector: ConnectorState
     publication: frozenset[str] | None  # its tables as schema.table; None: no publication
     tables: Mapping[str, LiveTable]  # watched tables that exist, by schema.table
     database_error: str | None = None  # PostgreSQL could not be read: the two above are empty
-
-
-def _cdc(command: str, file: str) -> str:
-    """``run `cdc <command>```, on ``file`` where that is not the default."""
-    if file == str(Settings.model_fields["watched_tables"].default):
-        return f"run `cdc {command}`"
-    return f"run `cdc {command} --tables {shlex.quote(file)}`"
-
-
-def _apply(file: str) -> str:
-    """The fix that puts ``file`` into the database and Kafka Connect."""
-    return _cdc("connector apply", file)
+    # The publication's publish_via_partition_root: off, a watched partitioned table's
+    # changes are published under its partitions' names, which Debezium does not watch.
+    via_root: bool = True
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
@@ -139,11 +116,12 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
             connect_timeout=10,
         ) as conn:
             pub = watched.connector.publication
-            published = published_tables(conn, pub) if publication_exists(conn, pub) else None
+            via_root = publishes_via_root(conn, pub)
             return LiveState(
                 connector=connector,
-                publication=None if published is None else frozenset(published),
-                tables=_read_tables(conn, watched),
+                publication=None if via_root is None else frozenset(published_tables(conn, pub)),
+                tables=read_tables(conn, captured_tables(watched)),
+                via_root=via_root is not False,
             )
     except psycopg.OperationalError as exc:
         return LiveState(connector, None, {}, database_error=str(exc).strip())
@@ -163,34 +141,12 @@ def _ask_connect(
         return ConnectorState(settings.connect_url, rendered, None, error=str(exc) or repr(exc))
 
 
-def _read_tables(
-    conn: psycopg.Connection[tuple[Any, ...]], watched: WatchedTables
-) -> dict[str, LiveTable]:
-    found: dict[str, LiveTable] = {}
-    for t in captured_tables(watched):
-        row = conn.execute(
-            "SELECT c.relreplident, "
-            "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
-            "AND a.attnum > 0 AND NOT a.attisdropped), "
-            "ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = c.oid AND i.indisprimary) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (t.schema_, t.table),
-        ).fetchone()
-        if row is not None:
-            identity, columns, key = row
-            found[str(t)] = LiveTable(str(identity), frozenset(key), frozenset(columns))
-    return found
-
-
 def compare(
     handlers: Sequence[Handler],
     watched: WatchedTables,
     live: LiveState,
     *,
-    file: str,
+    file: str = "cdc.yaml",
 ) -> Report:
     """Every mismatch between the handlers, the watched-tables file (``file`` names it in the
     fixes) and the live state."""
@@ -203,18 +159,21 @@ def compare(
                 Severity.ERROR,
                 "database",
                 f"cannot be read: {live.database_error}",
-                f"start PostgreSQL or correct the CDC_PG_* settings, then {_cdc('check', file)} "
-                "again",
+                f"start PostgreSQL or correct the CDC_PG_* settings, then "
+                f"{cdc_fix('check', file)} again",
             )
         )
     else:
-        findings += _publication(watched, live.publication, file)
+        findings += _publication(watched, through_parents(live.publication, live.tables), file)
         findings += _tables(watched, live.tables, file)
+        findings += partition_findings(watched, live.tables, live.via_root, file)
         findings += _outbox(watched, live.tables, file)
-    findings += _handlers(
+    findings += handler_findings(
         [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file
     )
-    findings += _event_handlers([h for h in handlers if isinstance(h, EventHandler)], watched, file)
+    findings += event_handler_findings(
+        [h for h in handlers if isinstance(h, EventHandler)], watched, file
+    )
     # Handlers sharing a model would report the same model finding once each.
     return Report(list(dict.fromkeys(findings)))
 
@@ -230,7 +189,7 @@ def _connector(watched: WatchedTables, state: ConnectorState, file: str) -> list
                 subject,
                 f"Kafka Connect at {state.url} cannot be asked: {state.error}",
                 "start Kafka Connect or point CDC_CONNECT_URL at it, then "
-                f"{_cdc('check', file)} again",
+                f"{cdc_fix('check', file)} again",
             )
         ]
     if state.live is None:
@@ -239,7 +198,7 @@ def _connector(watched: WatchedTables, state: ConnectorState, file: str) -> list
                 Severity.ERROR,
                 subject,
                 f"does not exist in Kafka Connect at {state.url}",
-                f"{_apply(file)} to create it",
+                f"{apply_fix(file)} to create it",
             )
         ]
     diff = _config_diff(state.live, state.rendered)
@@ -251,7 +210,7 @@ def _connector(watched: WatchedTables, state: ConnectorState, file: str) -> list
             subject,
             f"its config in Kafka Connect differs from the file in {len(diff)} key(s): "
             + "; ".join(diff),
-            f"{_apply(file)} to put the config the file renders",
+            f"{apply_fix(file)} to put the config the file renders",
         )
     ]
 
@@ -282,14 +241,18 @@ def _publication(
 ) -> list[Finding]:
     subject = f"publication {watched.connector.publication}"
     if published is None:
-        return [Finding(Severity.ERROR, subject, "does not exist", f"{_apply(file)} to create it")]
+        return [
+            Finding(Severity.ERROR, subject, "does not exist", f"{apply_fix(file)} to create it")
+        ]
     wanted = {str(t) for t in publication_tables(watched)}
     missing, extra = sorted(wanted - published), sorted(published - wanted)
     if not (missing or extra):
         return []
     parts = [f"lacks {', '.join(missing)}"] if missing else []
     parts += [f"also publishes {', '.join(extra)}"] if extra else []
-    return [Finding(Severity.ERROR, subject, "; ".join(parts), f"{_apply(file)} to set its tables")]
+    return [
+        Finding(Severity.ERROR, subject, "; ".join(parts), f"{apply_fix(file)} to set its tables")
+    ]
 
 
 def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) -> list[Finding]:
@@ -302,17 +265,18 @@ def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
                     Severity.ERROR,
                     name,
                     "no such table in the database",
-                    f"create it, or remove `{name}` from `tables:` in {file}, then {_apply(file)}",
+                    f"create it, or remove `{name}` from `tables:` in {file}, "
+                    f"then {apply_fix(file)}",
                 )
             )
-        elif _identity(table) != options.replica_identity.name:
+        elif (have := identity_name(table.replica_identity)) != options.replica_identity.name:
             findings.append(
                 Finding(
                     Severity.ERROR,
                     name,
-                    f"replica identity is {_identity(table)} in the database, but {file} "
+                    f"replica identity is {have} in the database, but {file} "
                     f"declares {options.replica_identity}",
-                    f"{_apply(file)} (it runs ALTER TABLE {name} REPLICA IDENTITY "
+                    f"{apply_fix(file)} (it runs ALTER TABLE {name} REPLICA IDENTITY "
                     f"{options.replica_identity.name})",
                 )
             )
@@ -325,7 +289,7 @@ def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
     name = watched.outbox.table
     table = tables.get(name)
     if table is None:
-        return [Finding(Severity.ERROR, name, "no outbox table in the database", _apply(file))]
+        return [Finding(Severity.ERROR, name, "no outbox table in the database", apply_fix(file))]
     missing = [c for c in OUTBOX_COLUMNS if c not in table.columns]
     if not missing:
         return []
@@ -337,175 +301,3 @@ def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
             "add them (see `cdc.emit`) or name another table under `outbox:`",
         )
     ]
-
-
-def _event_handlers(
-    handlers: Sequence[EventHandler], watched: WatchedTables, file: str
-) -> list[Finding]:
-    if not handlers or watched.outbox is not None:
-        return []
-    return [
-        Finding(
-            Severity.ERROR,
-            "outbox",
-            f"events are handled by {', '.join(h.name for h in handlers)} but {file} declares "
-            "no outbox: Debezium routes no events, so they never run",
-            f"add `outbox: {{table: public.outbox}}` to {file}, then {_apply(file)}",
-        )
-    ]
-
-
-def _identity(table: LiveTable) -> str:
-    return IDENTITY_NAMES.get(table.replica_identity, repr(table.replica_identity))
-
-
-def _handlers(
-    handlers: Sequence[TableHandler],
-    watched: WatchedTables,
-    tables: Mapping[str, LiveTable] | None,
-    file: str,
-) -> list[Finding]:
-    """``tables`` is None when the database could not be read."""
-    findings = []
-    by_table: dict[str, list[TableHandler]] = defaultdict(list)
-    for handler in handlers:
-        by_table[handler.table].append(handler)
-    for name, group in by_table.items():
-        options = watched.tables.get(name)
-        if options is None:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    name,
-                    f"handled by {', '.join(h.name for h in group)} but not in {file}: "
-                    "Debezium does not capture it, so they never run",
-                    f"add `{name}: {{}}` under `tables:` in {file}, then {_apply(file)}",
-                )
-            )
-            continue
-        table = None if tables is None else tables.get(name)
-        if tables is not None and table is None:
-            continue  # reported as a missing table
-        for handler in group:
-            findings += _handler(handler, name, options, table, file)
-    for name in watched.tables.keys() - by_table.keys():
-        findings.append(
-            Finding(
-                Severity.WARNING,
-                name,
-                f"captured (in {file}) but no handler reacts to its changes",
-                f'add a handler with `@on_change("{name}")`, or remove `{name}` from '
-                f"`tables:` in {file} and {_apply(file)}",
-            )
-        )
-    return findings
-
-
-def _handler(
-    handler: TableHandler, name: str, options: TableOptions, table: LiveTable | None, file: str
-) -> list[Finding]:
-    """What one handler of a watched table needs from it; ``table`` None: not known."""
-    findings = []
-    not_full = _not_full(name, options, table, file)
-    if not_full is not None and handler.reads_before and handler.ops & {Op.UPDATE, Op.DELETE}:
-        why, fix = not_full
-        if Op.UPDATE in handler.ops:
-            severity, consequence = Severity.ERROR, "an update carries no old row"
-        else:
-            severity, consequence = Severity.WARNING, "a delete's old row has only the key"
-        findings.append(
-            Finding(
-                severity,
-                f"handler {handler.name}",
-                f"reads `before`, but {why}: {consequence}",
-                fix,
-            )
-        )
-    model = handler.model
-    if model is None:
-        return findings
-    subject = f"model {model.__module__}.{model.__qualname__} ({name})"
-    columns = _model_columns(model)
-    for column, field_name in columns.items():
-        if column in options.exclude_columns:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    subject,
-                    f"field {field_name!r} reads column {column!r}, which {file} excludes: "
-                    "Debezium never sends it",
-                    f"remove {column!r} from `exclude_columns` under `tables.{name}` in {file} "
-                    f"and {_apply(file)}, or drop the field",
-                )
-            )
-        elif table is not None and column not in table.columns:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    subject,
-                    f"field {field_name!r} reads column {column!r}, which {name} does not have",
-                    f"rename or drop the field (columns of {name}: "
-                    f"{', '.join(sorted(table.columns))})",
-                )
-            )
-    if not_full is not None and table is not None and Op.DELETE in handler.ops:
-        # With a non-FULL identity a delete's `before` has every column, but only the key
-        # columns have values: a field that rejects null fails on every delete.
-        strict = sorted(
-            field_name
-            for column, field_name in columns.items()
-            if column in table.columns
-            and column not in table.primary_key
-            and not _accepts_none(model.model_fields[field_name].annotation)
-        )
-        if strict:
-            why, fix = not_full
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    subject,
-                    f"handler {handler.name} takes deletes, but {why}: their `before` has only "
-                    f"the key ({', '.join(sorted(table.primary_key)) or 'none'}), so "
-                    f"{', '.join(strict)} would be null and the row fails validation",
-                    f"{fix}; or make those fields optional (`... | None`)",
-                )
-            )
-    return findings
-
-
-def _not_full(
-    name: str, options: TableOptions, table: LiveTable | None, file: str
-) -> tuple[str, str] | None:
-    """Why the table does not send whole old rows, and the fix; None when it does."""
-    if options.replica_identity is not ReplicaIdentity.FULL:
-        return (
-            f"{file} declares {name} with replica identity {options.replica_identity}",
-            f"set `replica_identity: full` under `tables.{name}` in {file}, then {_apply(file)}",
-        )
-    if table is not None and _identity(table) != "FULL":
-        return (
-            f"{name} has replica identity {_identity(table)} in the database "
-            f"(though {file} declares full)",
-            f"{_apply(file)} (it runs ALTER TABLE {name} REPLICA IDENTITY FULL)",
-        )
-    return None
-
-
-def _model_columns(model: type[BaseModel]) -> dict[str, str]:
-    """The column each field reads (its alias, else its name) -> the field's name."""
-    columns = {}
-    for field_name, info in model.model_fields.items():
-        alias = info.validation_alias
-        columns[alias if isinstance(alias, str) else info.alias or field_name] = field_name
-    return columns
-
-
-def _accepts_none(annotation: Any) -> bool:
-    if annotation in (None, type(None), Any, object):
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _accepts_none(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType, typing.Literal):
-        return any(_accepts_none(arg) for arg in typing.get_args(annotation))
-    return False

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
 from cdc.tables.connector import captured_tables
+from cdc.tables.live import partition_watched_twice, read_table, watched_ancestor
 
 _RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
 # The Outbox Event Router's default columns; `cdc.emit` writes them.
@@ -28,52 +29,28 @@ def find_problems(
     cannot stream as declared, a missing or unfit Debezium role."""
     problems: list[str] = []
     for t in watched.table_names():
-        row = conn.execute(
-            "SELECT c.oid, c.relkind, EXISTS (SELECT 1 FROM pg_index i "
-            "WHERE i.indrelid = c.oid AND i.indisprimary) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s",
-            (t.schema_, t.table),
-        ).fetchone()
-        if row is None or row[1] not in ("r", "p"):
+        table = read_table(conn, t)
+        if table is None:
             problems.append(f"tables.{t}: no such table in database {conn.info.dbname!r}")
             continue
-        oid, relkind, has_key = row
-        if relkind == "p":
-            problems.append(
-                f"tables.{t}: partitioned tables are not supported yet; watch its partitions"
-            )
         options = watched.tables[str(t)]
-        if not has_key and options.replica_identity is ReplicaIdentity.DEFAULT:
+        if not table.primary_key and options.replica_identity is ReplicaIdentity.DEFAULT:
             # Once published, such a table rejects UPDATE and DELETE.
             problems.append(
                 f"tables.{t}: no primary key, so replica_identity must be full "
                 "(with default, PostgreSQL would refuse its updates and deletes)"
             )
-        columns = {
-            r[0]
-            for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
-                "AND NOT attisdropped",
-                (oid,),
-            )
-        }
+        ancestor = watched_ancestor(str(t), table, watched.tables)
+        if ancestor is not None:
+            problems.append(f"tables.{t}: {partition_watched_twice(ancestor)}")
         for col in options.exclude_columns:
-            if col not in columns:
+            if col not in table.columns:
                 problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
     outbox = watched.outbox_table
     if outbox is not None:
-        found = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-                (outbox.schema_, outbox.table),
-            )
-        }
-        missing = [c for c in OUTBOX_COLUMNS if c not in found]
-        if found and missing:  # an absent outbox is created by `cdc connector apply`
+        box = read_table(conn, outbox)
+        missing = [c for c in OUTBOX_COLUMNS if box is not None and c not in box.columns]
+        if missing:  # an absent outbox is created by `cdc connector apply`
             problems.append(f"outbox.table: {outbox} lacks the column(s) {', '.join(missing)}")
     role = conn.execute(
         "SELECT rolcanlogin, rolreplication FROM pg_roles WHERE rolname = %s", (debezium_user,)
@@ -129,17 +106,19 @@ def prepare_tables(
         if str(t) not in watched.tables:
             continue  # the outbox: inserts only, DEFAULT identity is all it needs
         wanted = watched.tables[str(t)].replica_identity
-        current = conn.execute(
-            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            (t.schema_, t.table),
-        ).fetchone()
-        if current is None or current[0] != _RELREPLIDENT[wanted]:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
-                    _ident(t), sql.SQL(wanted.name)
+        table = read_table(conn, t)
+        if table is None:
+            continue  # find_problems reported it
+        # A partition's own identity decides what its updates and deletes log; PostgreSQL 15
+        # gives neither existing nor new partitions the parent's.
+        own = {(t.schema_, t.table): table.replica_identity}
+        for (schema, relname), identity in (own | dict(table.partitions)).items():
+            if identity != _RELREPLIDENT[wanted]:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
+                        sql.Identifier(schema, relname), sql.SQL(wanted.name)
+                    )
                 )
-            )
 
 
 def publication_tables(watched: WatchedTables) -> list[TableName]:
@@ -147,10 +126,15 @@ def publication_tables(watched: WatchedTables) -> list[TableName]:
 
 
 def publication_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-        is not None
-    )
+    return publishes_via_root(conn, name) is not None
+
+
+def publishes_via_root(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool | None:
+    """Whether the publication has ``publish_via_partition_root``; None: no such publication."""
+    row = conn.execute(
+        "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)
+    ).fetchone()
+    return None if row is None else bool(row[0])
 
 
 def published_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str]:
@@ -177,12 +161,24 @@ def request_incremental_snapshot(
 
 
 def sync_publication(conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables) -> None:
-    """Create the publication or set its table list to exactly the watched tables."""
+    """Create the publication or set its table list to exactly the watched tables.
+
+    Changes of a partition are published as changes of its partitioned root, so a watched
+    parent's changes reach Debezium under the parent's name, whichever partition holds the
+    row (and partitions made later included). The option does nothing for other tables."""
     name = sql.Identifier(watched.connector.publication)
     tables = sql.SQL(", ").join(_ident(t) for t in publication_tables(watched))
-    verb = (
-        "ALTER PUBLICATION {} SET TABLE {}"
-        if publication_exists(conn, watched.connector.publication)
-        else "CREATE PUBLICATION {} FOR TABLE {}"
-    )
-    conn.execute(sql.SQL(verb).format(name, tables))
+    via_root = publishes_via_root(conn, watched.connector.publication)
+    if via_root is False:
+        # The option first: a watched parent is never published through its partitions.
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(name)
+        )
+    if via_root is not None:
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
+    else:
+        conn.execute(
+            sql.SQL(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)"
+            ).format(name, tables)
+        )

@@ -36,6 +36,20 @@ class Pipeline:
     def table(self, short: str) -> str:
         return f"{self.id}_{short}"
 
+    def partitioned_table(self, short: str, *regions: str) -> str:
+        """A table (id, region, v) partitioned by list of region, one partition per region,
+        each named ``<table>_<region>``."""
+        table = self.table(short)
+        self.sql(
+            f"CREATE TABLE {table} (id int, region text, v text, PRIMARY KEY (id, region)) "
+            "PARTITION BY LIST (region)"
+        )
+        for region in regions:
+            self.sql(
+                f"CREATE TABLE {table}_{region} PARTITION OF {table} FOR VALUES IN ('{region}')"
+            )
+        return table
+
     def write_file(
         self,
         tables: dict[str, dict[str, Any]],

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdc import Change, Row
+from cdc import Change, ConfigError, Row
 from cdc.check import Report, Severity, run_check
 from cdc.routing import TableHandler, handlers_of, on_change
 from cdc.settings import MASK
@@ -151,3 +151,83 @@ def test_unreachable_connect_is_a_finding(pipeline: Pipeline) -> None:
     assert errors[f"connector {pipeline.name}"].startswith(
         "Kafka Connect at http://127.0.0.1:9 cannot be asked"
     )
+
+
+def test_a_watched_partitioned_parent_is_clean_and_its_partitions_are_checked(
+    pipeline: Pipeline,
+) -> None:
+    m = pipeline.partitioned_table("m", "eu", "us")
+    pipeline.write_file({m: {"replica_identity": "full"}})
+    handlers = [handle(pipeline, "m", old_row=True)]
+    pipeline.apply()
+    assert run_check(handlers, pipeline.watched(), pipeline.settings).findings == []
+
+    # A partition made after apply has PostgreSQL's DEFAULT identity, not the parent's.
+    pipeline.sql(f"CREATE TABLE {m}_as PARTITION OF {m} FOR VALUES IN ('as')")
+    found = by_subject(run_check(handlers, pipeline.watched(), pipeline.settings))
+    ((severity, problem),) = found[f"public.{m}"]
+    assert severity is Severity.ERROR
+    assert f"partition(s) public.{m}_as (DEFAULT) lack the replica identity FULL" in problem
+    ((severity, problem),) = found[f"handler {handlers[0].name}"]
+    assert "reads `before`, but its partition(s) public." in problem
+    assert len(found) == 2, found
+    pipeline.apply()
+    assert run_check(handlers, pipeline.watched(), pipeline.settings).findings == []
+
+    # Without publish_via_partition_root the partitions are published under their own names.
+    pipeline.sql(f"ALTER PUBLICATION {pipeline.id} SET (publish_via_partition_root = false)")
+    report = run_check(handlers, pipeline.watched(), pipeline.settings)
+    (finding,) = report.findings
+    assert finding.subject == f"publication {pipeline.id}"
+    assert f"publish_via_partition_root is off, so the changes of public.{m}" in finding.problem
+    pipeline.apply()
+    assert run_check(handlers, pipeline.watched(), pipeline.settings).findings == []
+
+
+def test_a_partition_listed_instead_of_its_parent_or_beside_it(pipeline: Pipeline) -> None:
+    m = pipeline.partitioned_table("m", "eu", "us")
+    eu = f"{m}_eu"
+    pipeline.write_file({eu: {}})
+    found = by_subject(run_check([], pipeline.watched(), pipeline.settings))
+    assert (
+        Severity.WARNING,
+        f"a partition of public.{m}: only the rows it holds are captured, on its own topic, "
+        "and rows that move to another partition are seen as deleted",
+    ) in found[f"public.{eu}"]
+
+    pipeline.write_file({m: {}, eu: {}})
+    report = run_check([], pipeline.watched(), pipeline.settings)
+    (twice,) = [f for f in report.errors if f.subject == f"public.{eu}"]
+    assert twice.problem.startswith(f"a partition of public.{m}, which is watched too")
+    assert twice.fix.startswith(f"remove `public.{eu}` from `tables:`")
+    with pytest.raises(ConfigError) as refused:
+        pipeline.apply()
+    assert f"tables.public.{eu}: a partition of public.{m}, which is watched too" in str(
+        refused.value
+    )
+    assert pipeline.connect.get_config(pipeline.name) is None  # nothing was changed
+
+
+def test_a_model_field_for_a_generated_column_is_named(pipeline: Pipeline) -> None:
+    table = pipeline.table("prices")
+    pipeline.sql(
+        f"CREATE TABLE {table} (id int PRIMARY KEY, net int, "
+        "gross int GENERATED ALWAYS AS (net * 2) STORED)"
+    )
+    pipeline.write_file({table: {}})
+
+    class Price(Row):
+        id: int
+        net: int
+        gross: int
+
+    handler = handle(pipeline, "prices", ops="c", model=Price)
+    report = run_check([handler], pipeline.watched(), pipeline.settings)
+    (finding,) = [f for f in report.errors if f.subject.startswith("model ")]
+    assert finding.subject == f"model {Price.__module__}.{Price.__qualname__} (public.{table})"
+    assert finding.problem == (
+        f"field 'gross' (handler {handler.name}) reads column 'gross', which is generated in "
+        f"public.{table}: PostgreSQL's pgoutput never sends generated columns, so no change "
+        "carries it (only snapshot reads do)"
+    )
+    assert "compute 'gross' in the handler" in finding.fix

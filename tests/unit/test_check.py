@@ -288,3 +288,57 @@ def test_lines_put_errors_first() -> None:
     )
     assert len(report.warnings) == 2
     assert not report.ok
+
+
+# public.users partitioned by region: the publication lists the parent (via the root).
+USERS_BY_REGION = dataclasses.replace(
+    USERS,
+    partitioned=True,
+    partitions={("public", "users_eu"): "f", ("public", "users_us"): "f"},
+)
+
+
+def test_a_partitioned_parent_applied_is_clean() -> None:
+    report = check(HANDLERS, live(tables={"public.users": USERS_BY_REGION, "public.posts": POSTS}))
+    assert report.findings == [], report.lines()
+
+
+def test_a_partition_with_another_identity_than_its_parent() -> None:
+    users = dataclasses.replace(
+        USERS_BY_REGION, partitions={**USERS_BY_REGION.partitions, ("public", "users_as"): "d"}
+    )
+    report = check(HANDLERS, live(tables={"public.users": users, "public.posts": POSTS}))
+    by_subject = {f.subject: f for f in report.findings}
+    assert by_subject["public.users"].problem.startswith(
+        "partition(s) public.users_as (DEFAULT) lack the replica identity FULL"
+    )
+    # User reads `before` on updates: its handler is told why it will not get it.
+    handler_finding = by_subject[f"handler {HANDLERS[0].name}"]
+    assert "its partition(s) public.users_as (DEFAULT) are not REPLICA IDENTITY FULL" in (
+        handler_finding.problem
+    )
+    # And its model, whose fields reject the nulls of a key-only delete there.
+    model = by_subject[f"model {User.__module__}.{User.__qualname__} (public.users)"]
+    assert "email, handle would be null" in model.problem
+    assert len(report.findings) == 3, report.lines()
+
+
+def test_partitions_published_under_their_own_names() -> None:
+    published = frozenset(str(t) for t in publication_tables(WATCHED)) - {"public.users"}
+    state = live(
+        tables={"public.users": USERS_BY_REGION, "public.posts": POSTS},
+        publication=published | {"public.users_eu", "public.users_us"},
+        via_root=False,
+    )
+    finding = only(check(HANDLERS, state))
+    assert finding.subject == "publication shop_pub"
+    assert finding.problem.startswith("publish_via_partition_root is off")
+
+
+def test_a_model_field_for_a_generated_column() -> None:
+    users = dataclasses.replace(USERS, generated=frozenset({"handle"}))
+    finding = only(check(HANDLERS, live(tables={"public.users": users, "public.posts": POSTS})))
+    assert finding.subject == f"model {User.__module__}.{User.__qualname__} (public.users)"
+    assert "'handle'" in finding.problem
+    assert "generated in public.users" in finding.problem
+    assert HANDLERS[0].name in finding.problem
