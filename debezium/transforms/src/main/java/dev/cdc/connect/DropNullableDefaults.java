@@ -28,6 +28,8 @@ public final class DropNullableDefaults<R extends ConnectRecord<R>>
         implements Transformation<R>, Versioned {
 
     private static final int CACHE_SIZE = 256;
+    // Cached for a schema with nothing to drop: the record keeps its own schema instance.
+    private static final Schema UNCHANGED = SchemaBuilder.struct().name("unchanged").build();
 
     // Debezium keeps a table's schemas until the table changes: few distinct ones.
     private final Map<Schema, Schema> cache = new LinkedHashMap<>(16, 0.75f, true) {
@@ -59,9 +61,14 @@ public final class DropNullableDefaults<R extends ConnectRecord<R>>
         if (schema == null) {
             return null;
         }
+        Schema out;
         synchronized (cache) {
-            return cache.computeIfAbsent(schema, DropNullableDefaults::withoutNullableDefaults);
+            out = cache.computeIfAbsent(schema, s -> {
+                Schema stripped = withoutNullableDefaults(s);
+                return stripped == s ? UNCHANGED : stripped;
+            });
         }
+        return out == UNCHANGED ? schema : out;
     }
 
     /** The schema itself when nothing in it changes, so unchanged records pass as they are. */
