@@ -21,10 +21,13 @@ COLUMNS = """
     label text DEFAULT 'none',
     at timestamp DEFAULT now(),
     price numeric(10,2) DEFAULT 1.50,
+    amount numeric DEFAULT 2.5,
+    tags text[] DEFAULT '{a,b}',
     qty int NOT NULL DEFAULT 3
 """
+NULLABLE_WITH_DEFAULTS = ("n", "label", "at", "price", "amount", "tags")
 # Without a schema, timestamps and decimals stay as JSON carries them (numbers, base64).
-TYPED_ANYWHERE = ("id", "n", "label", "qty")
+TYPED_ANYWHERE = ("id", "n", "label", "tags", "qty")
 
 
 def _same(got: dict[str, Any] | None, row: dict[str, Any] | None, encoding: Encoding) -> None:
@@ -55,7 +58,7 @@ def test_nulls_stay_null_and_defaults_stay_defaults(pipeline: Pipeline, encoding
     # (table, op, before, after) as PostgreSQL has the row around each statement.
     expected: list[tuple[str, Op, dict[str, Any] | None, dict[str, Any] | None]] = []
     for table in (full, default):
-        pipeline.sql(f"INSERT INTO {table} VALUES (1, NULL, NULL, NULL, NULL)")
+        pipeline.sql(f"INSERT INTO {table} VALUES (1, NULL, NULL, NULL, NULL, NULL, NULL)")
         explicit_nulls = row(table, 1)
         assert explicit_nulls["n"] is None
         assert explicit_nulls["qty"] == 3
@@ -94,10 +97,7 @@ def test_nulls_stay_null_and_defaults_stay_defaults(pipeline: Pipeline, encoding
     assert delete.before is not None
     assert {k: v for k, v in delete.before.items() if k != "qty"} == {
         "id": 1,
-        "n": None,
-        "label": None,
-        "at": None,
-        "price": None,
+        **dict.fromkeys(NULLABLE_WITH_DEFAULTS),
     }
 
     got = [c for t in (full, default) for c in by_table[t]]
@@ -121,4 +121,4 @@ def _registered_without_nullable_defaults(pipeline: Pipeline, value: bytes) -> N
     (before,) = (f for f in envelope["fields"] if f["name"] == "before")
     (row,) = (t for t in before["type"] if t != "null")
     defaults = {f["name"]: f.get("default") for f in row["fields"]}
-    assert defaults == {"id": None, "n": None, "label": None, "at": None, "price": None, "qty": 3}
+    assert defaults == {"id": None, **dict.fromkeys(NULLABLE_WITH_DEFAULTS), "qty": 3}
