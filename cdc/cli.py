@@ -301,6 +301,13 @@ def deploy_kubernetes(
         Target.pg_host
     ),
     registry_url: Annotated[str, typer.Option()] = Target.registry_url,
+    transforms_url: Annotated[
+        str,
+        typer.Option(
+            help="Where Kafka Connect downloads cdc-transforms.jar (Avro only; built by "
+            "`cdc stack fetch`, not published)."
+        ),
+    ] = Target.transforms_url,
 ) -> None:
     """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
     Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
@@ -317,6 +324,7 @@ def deploy_kubernetes(
         connect_image=connect_image,
         pg_host=pg_host,
         registry_url=registry_url,
+        transforms_url=transforms_url,
     )
     text = settings.watched_tables.read_text()
     print(render_kubernetes(text, watched, settings, target), end="")

@@ -13,7 +13,7 @@ import structlog
 from cdc.errors import ConfigError, ConnectError
 from cdc.settings import MASK, Settings
 from cdc.tables.config import WatchedTables
-from cdc.tables.connector import DatabaseEndpoint, connector_config
+from cdc.tables.connector import DROP_NULLABLE_DEFAULTS, DatabaseEndpoint, connector_config
 from cdc.tables.sql import (
     find_problems,
     prepare_tables,
@@ -217,7 +217,9 @@ def apply_connector(
     with _connect(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if not problems:
-            problems = client.validate(opts.name, desired["connector.class"], desired)
+            problems = [
+                _hinted(p) for p in client.validate(opts.name, desired["connector.class"], desired)
+            ]
         if problems:
             raise ConfigError(str(settings.watched_tables), problems)
         with conn.transaction():
@@ -277,6 +279,17 @@ def prepare_database(watched: WatchedTables, settings: Settings) -> None:
 def _connect(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(
         settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+    )
+
+
+def _hinted(problem: str) -> str:
+    """Connect's complaint, with what to do when it is our transform that it lacks."""
+    if f"Class {DROP_NULLABLE_DEFAULTS} could not be found" not in problem:
+        return problem
+    return (
+        f"{problem} The Avro encoding needs cdc's transforms in the worker's plugin path: "
+        "`cdc stack fetch` builds them into <JVM home>/plugins/cdc-transforms "
+        "(deploy/connect.Dockerfile adds them to the Debezium image)."
     )
 
 

@@ -25,6 +25,9 @@ class Target:
     connect_image: str = "registry.example.com/cdc-connect:1.0.0"
     pg_host: str = "postgres"
     registry_url: str = "http://apicurio-registry:8080"
+    # Where Strimzi downloads our transforms' jar (Avro only): it is built from source
+    # (debezium/transforms), not published, so the user serves it.
+    transforms_url: str = ""
 
 
 def served_port(settings: Settings) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from cdc.connect import render_config
 from cdc.deploy import Target, consumer_env, grace_period_s, served_port
 from cdc.deploy.yaml_out import dump_all
+from cdc.errors import ConfigError
 from cdc.settings import Settings
 from cdc.stack import config
 from cdc.stack.versions import versions
@@ -61,7 +62,8 @@ def kafka_connector(watched: WatchedTables, settings: Settings, cluster: str) ->
 def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
     """A Strimzi ``KafkaConnect`` cluster that runs the connector as the local stack's worker
     does: the same converters, offset flush, the ``env`` config provider for the Debezium
-    password (from the Secret), and the pinned Debezium plugin, built into ``connect_image``."""
+    password (from the Secret), and the pinned Debezium plugin (for Avro also the Apicurio
+    converter and our transforms), built into ``connect_image``."""
     v = versions()
     worker = config.connect_worker_properties(
         bootstrap=target.kafka_bootstrap,
@@ -86,14 +88,15 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
         )
     ]
     if watched.connector.encoding is Encoding.AVRO:
-        plugins.append(
+        plugins += [
             _maven_plugin(
                 "apicurio-converter",
                 "io.apicurio",
                 "apicurio-registry-utils-converter",
                 v["apicurio.converter"],
-            )
-        )
+            ),
+            _transforms_plugin(target),
+        ]
     return {
         "apiVersion": STRIMZI_API,
         "kind": "KafkaConnect",
@@ -142,6 +145,27 @@ def _maven_plugin(name: str, group: str, artifact: str, version: str) -> dict[st
     return {
         "name": name,
         "artifacts": [{"type": "maven", "group": group, "artifact": artifact, "version": version}],
+    }
+
+
+def _transforms_plugin(target: Target) -> dict[str, Any]:
+    """Our transforms (the Avro connector keeps NULLs with them): a jar the user serves, as
+    nothing publishes it. Without one, Connect would refuse the connector's config."""
+    if not target.transforms_url:
+        raise ConfigError(
+            "cdc deploy kubernetes",
+            [
+                "the Avro encoding needs cdc's transforms in Kafka Connect, and they are not "
+                "on Maven Central for Strimzi to fetch: serve cdc-transforms.jar (`cdc stack "
+                "fetch` builds it into <JVM home>/plugins/cdc-transforms/, `mvn -f "
+                "debezium/pom.xml -pl transforms package -Dcdc.jvm.home=DIR` into "
+                "DIR/plugins/cdc-transforms/) where the cluster can download it, and pass its "
+                "address as --transforms-url"
+            ],
+        )
+    return {
+        "name": "cdc-transforms",
+        "artifacts": [{"type": "jar", "url": target.transforms_url}],
     }
 
 

@@ -14,6 +14,9 @@ POSTGRES_HOST, POSTGRES_PORT = "postgres", 5432
 KAFKA_DATA = "/var/lib/kafka/data"
 # Where the Debezium image looks for extra Connect plugins.
 CONNECT_PLUGINS = "/kafka/connect"
+# What the local stack's worker loads that the image lacks (plugins/ of the JVM home): the
+# pinned Apicurio converter (the image's own is 3.x) and our transforms (debezium/transforms).
+ADDED_PLUGINS = ("apicurio-converter", "cdc-transforms")
 
 
 def images() -> dict[str, str]:

@@ -28,18 +28,20 @@ def cache_root() -> Path:
 
 
 def _pom_hash(poms: Path) -> str:
+    """Of the poms and the sources some modules build (a changed transform is a new home)."""
     digest = hashlib.sha256()
-    for pom in sorted(poms.rglob("pom.xml")):
-        if "target" in pom.parts:
+    for path in sorted(poms.rglob("*")):
+        if "target" in path.parts or not path.is_file():
             continue
-        digest.update(str(pom.relative_to(poms)).encode())
-        digest.update(pom.read_bytes())
+        digest.update(str(path.relative_to(poms)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def jvm_home(fetch: bool = True) -> Path:
     """The directory holding ``lib/``, ``plugins/`` and ``apicurio-registry/`` for the pinned
-    versions, fetched with ``mvn`` on first use and reused afterwards."""
+    versions (and our transforms, built), fetched with ``mvn`` on first use and reused
+    afterwards."""
     poms = pom_dir()
     if not (poms / "pom.xml").exists():
         raise StackError("jvm", f"no pom.xml in {poms} (set CDC_POM_DIR)")

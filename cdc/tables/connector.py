@@ -18,6 +18,8 @@ EVENT_TYPE_HEADER = "eventType"
 AGGREGATE_TYPE_HEADER = "aggregateType"
 EVENT_ID_HEADER = "id"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
+# Ours (debezium/transforms): the Avro converter would turn a NULL into the column's DEFAULT.
+DROP_NULLABLE_DEFAULTS = "dev.cdc.connect.DropNullableDefaults"
 
 
 # Numerics are text in `decimal.handling.mode=string`: their schema carries the source column
@@ -140,8 +142,21 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         config["schema.name.adjustment.mode"] = "avro"
         config["field.name.adjustment.mode"] = "avro"
     config |= _converters(watched, db.registry_url)
-    config |= _outbox_router(watched)
+    transforms = {**_nulls_kept(watched), **_outbox_router(watched)}
+    if transforms:
+        config["transforms"] = ",".join(transforms)
+        config |= {k: v for t in transforms.values() for k, v in t.items()}
     return config
+
+
+def _nulls_kept(watched: WatchedTables) -> dict[str, dict[str, str]]:
+    """For Avro, every record's schemas without the defaults of optional fields (Debezium
+    puts each column's DEFAULT there), so the converter, which reads a NULL as the field's
+    default and has no option not to, sees none and registers none. First, so the outbox
+    router reads the rows as they are too."""
+    if watched.connector.encoding is not Encoding.AVRO:
+        return {}
+    return {"nulls": {"transforms.nulls.type": DROP_NULLABLE_DEFAULTS}}
 
 
 def captured_tables(watched: WatchedTables) -> list[TableName]:
@@ -150,7 +165,7 @@ def captured_tables(watched: WatchedTables) -> list[TableName]:
     return [*watched.table_names(), *([outbox] if outbox is not None else [])]
 
 
-def _outbox_router(watched: WatchedTables) -> dict[str, str]:
+def _outbox_router(watched: WatchedTables) -> dict[str, dict[str, str]]:
     """The Outbox Event Router, applied to the outbox table's records only: an outbox row
     becomes a record on ``<outbox topic prefix>.<aggregatetype>``, keyed by aggregateid, its
     payload the value, with the event id, type and aggregate type in headers. The payload
@@ -159,26 +174,27 @@ def _outbox_router(watched: WatchedTables) -> dict[str, str]:
     if table is None or watched.outbox is None:
         return {}
     return {
-        "transforms": "outbox",
-        "transforms.outbox.type": EVENT_ROUTER,
-        "transforms.outbox.predicate": "outboxTable",
-        "transforms.outbox.route.by.field": "aggregatetype",
-        "transforms.outbox.route.topic.replacement": (
-            watched.outbox.topic_prefix + ".${routedByValue}"
-        ),
-        "transforms.outbox.table.field.event.id": "id",
-        "transforms.outbox.table.field.event.key": "aggregateid",
-        "transforms.outbox.table.field.event.payload": "payload",
-        "transforms.outbox.table.fields.additional.placement": (
-            f"type:header:{EVENT_TYPE_HEADER},aggregatetype:header:{AGGREGATE_TYPE_HEADER}"
-        ),
-        # Rows are inserted and deleted in the same transaction; an update is a mistake.
-        "transforms.outbox.table.op.invalid.behavior": "warn",
-        "predicates": "outboxTable",
-        "predicates.outboxTable.type": TOPIC_NAME_MATCHES,
-        "predicates.outboxTable.pattern": _regex(
-            watched.connector.topic_prefix, table.schema_, table.table
-        ),
+        "outbox": {
+            "transforms.outbox.type": EVENT_ROUTER,
+            "transforms.outbox.predicate": "outboxTable",
+            "transforms.outbox.route.by.field": "aggregatetype",
+            "transforms.outbox.route.topic.replacement": (
+                watched.outbox.topic_prefix + ".${routedByValue}"
+            ),
+            "transforms.outbox.table.field.event.id": "id",
+            "transforms.outbox.table.field.event.key": "aggregateid",
+            "transforms.outbox.table.field.event.payload": "payload",
+            "transforms.outbox.table.fields.additional.placement": (
+                f"type:header:{EVENT_TYPE_HEADER},aggregatetype:header:{AGGREGATE_TYPE_HEADER}"
+            ),
+            # Rows are inserted and deleted in the same transaction; an update is a mistake.
+            "transforms.outbox.table.op.invalid.behavior": "warn",
+            "predicates": "outboxTable",
+            "predicates.outboxTable.type": TOPIC_NAME_MATCHES,
+            "predicates.outboxTable.pattern": _regex(
+                watched.connector.topic_prefix, table.schema_, table.table
+            ),
+        }
     }
 
 

@@ -78,11 +78,11 @@ def _start(network: Any, started: list[Any]) -> RunningStack:
         published(img["registry"], images.REGISTRY_PORT),
     )
 
-    # The image's own Apicurio converter is 3.x; mount the pinned one the local stack uses.
-    converter = jvm_home() / "plugins" / "apicurio-converter"
-    connect = published(img["connect"], images.CONNECT_PORT).with_volume_mapping(
-        str(converter), f"{images.CONNECT_PLUGINS}/apicurio-converter", "ro"
-    )
+    connect = published(img["connect"], images.CONNECT_PORT)
+    for plugin in images.ADDED_PLUGINS:
+        connect = connect.with_volume_mapping(
+            str(jvm_home() / "plugins" / plugin), f"{images.CONNECT_PLUGINS}/{plugin}", "ro"
+        )
     env = images.connect_env(images.worker_properties()) | {"CDC_DEBEZIUM_PASSWORD": dbz}
     for key, value in env.items():
         connect.with_env(key, value)

@@ -15,7 +15,7 @@ from typing import Any
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
-from cdc.stack.images import images
+from cdc.stack.images import ADDED_PLUGINS, images
 from cdc.stack.jvm import jvm_home
 from tests.deploy.conftest import ROOT
 
@@ -150,15 +150,19 @@ def test_build_context_and_build_stage(tmp_path: Path) -> None:
         names = set(zf.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "cdc = cdc.cli:main" in zf.read(entry_points).decode()
-    # The pins travel with the package: versions and `cdc stack fetch` work installed.
+    # The pins travel with the package: versions and `cdc stack fetch` work installed, our
+    # transforms' sources with them.
     assert "cdc/jvm_poms/pom.xml" in names
+    assert (
+        "cdc/jvm_poms/transforms/src/main/java/dev/cdc/connect/DropNullableDefaults.java" in names
+    )
     assert "cdc/deploy/compose.py" in names
 
 
-def test_connect_image_adds_the_local_stacks_converter(tmp_path: Path) -> None:
-    """deploy/connect.Dockerfile: the pinned Debezium image plus the Apicurio converter,
-    fetched by the plugins stage with our pom: its RUN, run here, gives the same jars the
-    local stack's worker loads."""
+def test_connect_image_adds_the_local_stacks_plugins(tmp_path: Path) -> None:
+    """deploy/connect.Dockerfile: the pinned Debezium image plus the Apicurio converter and
+    our transforms, fetched and built by the plugins stage with our pom: its RUN, run here,
+    gives the same jars the local stack's worker loads."""
     maven, connect = base_images(CONNECT_DOCKERFILE)
     assert re.fullmatch(r"maven:\d+\.\d+\.\d+-eclipse-temurin-17", maven), maven
     assert connect == images()["connect"]
@@ -166,17 +170,22 @@ def test_connect_image_adds_the_local_stacks_converter(tmp_path: Path) -> None:
     (copy_poms,) = [i["value"] for i in plugins if i["instruction"] == "COPY"]
     assert copy_poms == "debezium /debezium"
     (run,) = [i["value"] for i in plugins if i["instruction"] == "RUN"]
-    (copy_plugin,) = [i["value"] for i in final if i["instruction"] == "COPY"]
-    source, target = copy_plugin.removeprefix("--from=plugins ").split()
-    assert target == "/kafka/connect/apicurio-converter"
+    (copy_plugins,) = [i["value"] for i in final if i["instruction"] == "COPY"]
+    source, target = copy_plugins.removeprefix("--from=plugins ").split()
+    assert target == "/kafka/connect"
 
     poms = _context(tmp_path) / "debezium"
     out = tmp_path / "out"
     argv = run.replace("/debezium/", f"{poms}/").replace("=/out", f"={out}").split()
     subprocess.run(argv, check=True, capture_output=True)
-    made = sorted(p.name for p in (out / source.removeprefix("/out/")).iterdir())
-    local = sorted(
-        p.name for p in (jvm_home(fetch=False) / "plugins" / "apicurio-converter").iterdir()
-    )
-    assert made == local
-    assert any(name.startswith("apicurio-registry-utils-converter-") for name in made)
+    made = out / source.removeprefix("/out/")
+    local = jvm_home(fetch=False) / "plugins"
+    assert sorted(p.name for p in made.iterdir()) == sorted(ADDED_PLUGINS)
+    for plugin in ADDED_PLUGINS:
+        assert sorted(p.name for p in (made / plugin).iterdir()) == sorted(
+            p.name for p in (local / plugin).iterdir()
+        ), plugin
+    assert any(p.name.startswith("apicurio-registry-utils-converter-") for p in made.rglob("*"))
+    # Our transform, built from the sources in the context: the same bytes as the local one.
+    jar = Path("cdc-transforms", "cdc-transforms.jar")
+    assert (made / jar).read_bytes() == (local / jar).read_bytes()

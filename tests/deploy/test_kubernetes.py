@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ import yaml
 from cdc.connect import render_config
 from cdc.deploy import GRACE_MARGIN_S, Target
 from cdc.deploy import kubernetes as k8s
+from cdc.errors import ConfigError
 from cdc.settings import Settings
+from cdc.stack.jvm import jvm_home
 from cdc.stack.versions import versions
-from cdc.tables.config import load_watched_tables
+from cdc.tables.config import Encoding, load_watched_tables
+from cdc.tables.connector import DROP_NULLABLE_DEFAULTS
 from tests.deploy.conftest import ROOT
 from tests.deploy.schemas import strimzi_schemas
 from tests.deploy.test_dockerfile import final_stage_uid
@@ -166,6 +170,32 @@ def test_kafka_connect_runs_the_local_stacks_connector_and_worker_settings(
         "^CDC_DEBEZIUM_PASSWORD$"
     )
     assert spec["config"]["offset.flush.interval.ms"] == "1000"
+
+
+def test_avro_connect_gets_our_transforms_from_where_the_user_serves_them() -> None:
+    watched = load_watched_tables(ROOT / "cdc.yaml")
+    avro = watched.model_copy(
+        update={"connector": watched.connector.model_copy(update={"encoding": Encoding.AVRO})}
+    )
+    # Not published anywhere Strimzi could fetch it from: no address, no resources.
+    with pytest.raises(ConfigError, match="--transforms-url"):
+        k8s.kafka_connect(avro, Target())
+    url = "https://artifacts.example.com/cdc-transforms.jar"
+    connect = k8s.kafka_connect(avro, Target(transforms_url=url))
+    jsonschema.validate(connect, strimzi_schemas()["KafkaConnect"])
+    plugins = {p["name"]: p["artifacts"] for p in connect["spec"]["build"]["plugins"]}
+    assert plugins["cdc-transforms"] == [{"type": "jar", "url": url}]
+    (converter,) = plugins["apicurio-converter"]
+    assert converter["version"] == versions()["apicurio.converter"]
+    # The jar to serve is the one the local stack's worker loads, with the class the
+    # connector names, registered for Connect's service-loader discovery.
+    config = k8s.kafka_connector(avro, Settings(), "my-connect")["spec"]["config"]
+    assert config["transforms.nulls.type"] == DROP_NULLABLE_DEFAULTS
+    jar = jvm_home(fetch=False) / "plugins" / "cdc-transforms" / "cdc-transforms.jar"
+    with zipfile.ZipFile(jar) as zf:
+        assert DROP_NULLABLE_DEFAULTS.replace(".", "/") + ".class" in zf.namelist()
+        services = "META-INF/services/org.apache.kafka.connect.transforms.Transformation"
+        assert zf.read(services).decode().split() == [DROP_NULLABLE_DEFAULTS]
 
 
 def test_consumer_deployment(manifests: dict[str, list[dict[str, Any]]]) -> None:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from cdc import Context, DomainEvent, Retry, emit, on_event
+from cdc import Change, Context, DomainEvent, Encoding, Retry, decoder_for, emit, on_event
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Runtime
 from cdc.runtime.replay import DeadLetterTopic, replay
@@ -221,3 +221,28 @@ def test_the_outbox_workflow(shop: Shop) -> None:
         replayer.close()
     consumer.wait_for_event("order-paid", lambda e: e.aggregate_id == str(POISON))
     assert shop.steps_of(POISON) == ["app", "reserved", "paid", "shipped"]
+
+
+def test_outbox_events_and_rows_in_avro(pipeline: Pipeline) -> None:
+    """In Avro the connector keeps the rows' NULLs first, then routes the outbox: both
+    transforms in one chain, each record as it should be."""
+    table = pipeline.table("orders")
+    pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, note text DEFAULT 'none')")
+    pipeline.write_file({table: {}}, outbox={}, encoding=Encoding.AVRO.value)
+    pipeline.apply()
+    with pipeline.db.transaction():
+        pipeline.db.execute(f"INSERT INTO {table} VALUES (1, NULL)")
+        event_id = emit(pipeline.db, "order", 1, "order-placed", Order(order_id=1, total=10))
+    topics = [pipeline.topic(table), f"{pipeline.outbox_prefix}.order"]
+    decoder = decoder_for(Encoding.AVRO, pipeline.stack.registry_url)
+    with RecordReader(pipeline.stack.kafka_bootstrap, topics) as reader:
+        row, event = sorted(
+            reader.wait(lambda r: len(r) >= 2), key=lambda m: topics.index(m.topic())
+        )
+    change = decoder.decode_message(row)
+    assert isinstance(change, Change)
+    assert change.after == {"id": 1, "note": None}
+    domain = decoder.decode_message(event, outbox=True)
+    assert isinstance(domain, DomainEvent)
+    assert (domain.id, domain.type, domain.aggregate_id) == (str(event_id), "order-placed", "1")
+    assert Order.model_validate(domain.payload) == Order(order_id=1, total=10)

@@ -23,6 +23,7 @@ from cdc import (
 from cdc.check import ConnectorState, LiveState, LiveTable, Severity, compare
 from cdc.decoding import JsonDecoder
 from cdc.routing import Router, handlers_of, on_change
+from cdc.tables.config import Encoding
 from cdc.tables.connector import DatabaseEndpoint, connector_config, outbox_topic_pattern
 from cdc.tables.sql import publication_tables
 from cdc.testing import run_handler
@@ -162,6 +163,11 @@ def test_the_connector_routes_only_the_outbox_table() -> None:
         k.startswith(("transforms", "predicates")) for k in connector_config(without, DB)
     )
     assert outbox_topic_pattern(without) is None
+    # In Avro, the rows keep their NULLs before the router reads them.
+    avro = WATCHED.model_copy(
+        update={"connector": WATCHED.connector.model_copy(update={"encoding": Encoding.AVRO})}
+    )
+    assert connector_config(avro, DB)["transforms"] == "nulls,outbox"
 
 
 def test_events_are_routed_by_type() -> None:

@@ -86,6 +86,9 @@ def test_encodings_pick_converters() -> None:
     assert avro["value.converter.apicurio.registry.url"] == "http://reg:8080/apis/registry/v2"
     assert avro["value.converter.apicurio.registry.as-confluent"] == "true"
     assert avro["schema.name.adjustment.mode"] == "avro"
+    # The Avro converter would read a NULL in a column with a DEFAULT as the default.
+    assert avro["transforms"] == "nulls"
+    assert avro["transforms.nulls.type"] == "dev.cdc.connect.DropNullableDefaults"
     assert heartbeat_topic(base) == "__debezium-heartbeat.shop"
 
 
