@@ -172,5 +172,13 @@ class Row(BaseModel):
                 out[name] = value
             else:
                 convert = plan.get(name)
-                out[name] = value if convert is None else convert(value)
+                if convert is None:
+                    out[name] = value
+                    continue
+                try:
+                    out[name] = convert(value)
+                except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+                    # pydantic reports a ValueError as a validation error; the rest would
+                    # escape it unnamed.
+                    raise ValueError(f"{name}: {type(exc).__name__}: {exc}") from None
         return out

@@ -111,11 +111,14 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             typed = route.typed(change)
-        except ValidationError as exc:
+        except Exception as exc:  # typing is deterministic: another attempt cannot help
             model = handler.model.__name__ if handler.model else "?"
             what = "payload" if isinstance(change, DomainEvent) else "row"
+            detail = (
+                str(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
+            )
             return HandlerRun(
-                name, Outcome.DEAD_LETTER, attempt, f"{what} does not fit {model}: {exc}", exc
+                name, Outcome.DEAD_LETTER, attempt, f"{what} does not fit {model}: {detail}", exc
             )
         ctx = Context(typed, name, attempt, log or RecordLog(change, name), self.resources)
         try:

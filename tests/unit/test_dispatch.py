@@ -4,11 +4,13 @@ and publishing only after success; on a real corpus change."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
+from pydantic import ValidationError, field_validator
 
 from cdc import (
     Change,
@@ -100,6 +102,33 @@ def test_a_row_that_does_not_fit_the_model_is_dead_lettered_without_a_call() -> 
     assert run.reason.startswith("row does not fit Wrong")
     assert "c_missing_column" in run.reason
     assert calls == []
+
+
+class Broken(Row):
+    id: int
+    c_numeric: Decimal
+
+    @field_validator("c_numeric", mode="before")
+    @classmethod
+    def explode(cls, value: Any) -> Any:
+        raise LookupError("a validator that fails the way pydantic does not wrap")
+
+
+class RawDecimal(Row):
+    id: int
+    total: Decimal
+
+
+def test_any_failure_to_type_the_row_is_the_rows_and_names_the_handler() -> None:
+    """A model that raises something pydantic does not wrap, or a raw value its field cannot
+    read, is dead-lettered under the handler's name with the model and the reason, not as a
+    fault of the consumer's."""
+    run = dispatcher().attempt(route(lambda c, ctx: None, model=Broken), CHANGE)
+    assert run.outcome is Outcome.DEAD_LETTER
+    assert run.handler.endswith("<lambda>")
+    assert run.reason.startswith("row does not fit Broken: LookupError: a validator")
+    with pytest.raises(ValidationError, match=r"total: KeyError: 'value'"):
+        RawDecimal.model_validate({"id": 1, "total": {"scale": 2}})  # no `value`
 
 
 def test_fails_twice_then_succeeds() -> None:
