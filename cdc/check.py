@@ -280,7 +280,20 @@ def _tables(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
                     f"{options.replica_identity.name})",
                 )
             )
+        if table is not None and table.multidimensional:
+            findings.append(_multidimensional(name, table.multidimensional))
     return findings
+
+
+def _multidimensional(name: str, columns: frozenset[str]) -> Finding:
+    return Finding(
+        Severity.WARNING,
+        name,
+        f"column(s) {', '.join(sorted(columns))} are declared multi-dimensional arrays, whose "
+        "values Debezium cannot carry: numbers arrive as a row of NULLs, text as "
+        "Unrepresentable",
+        "store them as one-dimensional arrays or as jsonb",
+    )
 
 
 def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) -> list[Finding]:

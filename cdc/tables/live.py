@@ -19,6 +19,9 @@ class LiveTable:
     columns: frozenset[str]
     # STORED generated columns: PostgreSQL 15's pgoutput leaves them out of every change.
     generated: frozenset[str] = frozenset()
+    # Array columns declared with more than one dimension (int[][]): Debezium cannot carry
+    # their values (it sends a row of NULLs, or of Java object names for text).
+    multidimensional: frozenset[str] = frozenset()
     partitioned: bool = False
     # A partitioned table's leaf partitions, (schema, table) -> their relreplident. Their
     # own identity decides what old row the WAL keeps for their updates and deletes.
@@ -33,6 +36,8 @@ _TABLE = (
     "AND a.attnum > 0 AND NOT a.attisdropped), "
     "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
     "AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''), "
+    "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
+    "AND a.attnum > 0 AND NOT a.attisdropped AND a.attndims > 1), "
     "ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
     "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
     "WHERE i.indrelid = c.oid AND i.indisprimary) "
@@ -57,12 +62,13 @@ def read_table(conn: psycopg.Connection[tuple[Any, ...]], table: TableName) -> L
     row = conn.execute(_TABLE, (table.schema_, table.table)).fetchone()
     if row is None:
         return None
-    oid, partitioned, identity, columns, generated, key = row
+    oid, partitioned, identity, columns, generated, multidimensional, key = row
     return LiveTable(
         str(identity),
         frozenset(key),
         frozenset(columns),
         frozenset(generated),
+        frozenset(multidimensional),
         partitioned=bool(partitioned),
         partitions={(str(r[0]), str(r[1])): str(r[2]) for r in conn.execute(_LEAVES, (oid,))}
         if partitioned

@@ -231,3 +231,18 @@ def test_a_model_field_for_a_generated_column_is_named(pipeline: Pipeline) -> No
         "carries it (only snapshot reads do)"
     )
     assert "compute 'gross' in the handler" in finding.fix
+
+
+def test_multi_dimensional_array_columns_are_named(pipeline: Pipeline) -> None:
+    """Debezium cannot carry a multi-dimensional array's values: the check names the columns
+    declared so (a warning: a 2-D value in a column declared one-dimensional is not seen)."""
+    table = pipeline.table("grids")
+    pipeline.sql(
+        f"CREATE TABLE {table} (id int PRIMARY KEY, cells int[][], tags text[][], ok int[])"
+    )
+    pipeline.write_file({table: {}})
+    report = run_check([], pipeline.watched(), pipeline.settings)
+    (finding,) = [f for f in report.findings if "multi-dimensional" in f.problem]
+    assert finding.severity is Severity.WARNING
+    assert finding.subject == f"public.{table}"
+    assert finding.problem.startswith("column(s) cells, tags are declared multi-dimensional")
