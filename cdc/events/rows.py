@@ -4,9 +4,11 @@ With a schema (JSON with schemas, Avro) the decoder already produced Python valu
 model just checks them. Without one (`json-noschema`) the values are Debezium's raw encodings
 and the model's field types say what they mean. Where the raw form is ambiguous, the field says
 how to read it: `Annotated[datetime, MICROS]` for a `timestamp` column (`MILLIS` for
-`timestamp(0..3)`), `Annotated[time, MICROS]` likewise, `Annotated[Decimal, Scale(2)]` for
-`numeric(p, 2)`. An unchanged TOASTed column is `UNAVAILABLE`; only fields declared
-`T | Unavailable` accept it.
+`timestamp(0..3)`), `Annotated[time, MICROS]` likewise; `Annotated[Decimal, Scale(2)]` reads
+the binary form of `numeric(p, 2)` in topics written with `decimal.handling.mode=precise`
+(today's connector config sends numerics as text). An unchanged TOASTed column is
+`UNAVAILABLE`, and a value Python cannot hold `Unrepresentable`; only fields declared
+`T | Unavailable` or `T | Unrepresentable` accept them.
 """
 
 from __future__ import annotations
