@@ -176,7 +176,7 @@ def guarded(convert: Convert) -> Convert:
             return convert(value)
         except Mismatch:
             raise
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
             raise Mismatch("", f"{type(exc).__name__}: {exc}") from None
 
     return run

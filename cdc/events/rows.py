@@ -137,7 +137,7 @@ def _decimal_text_or(binary: _Convert) -> _Convert:
     def convert(value: str) -> Any:
         try:
             return values.to_decimal_text(value)
-        except ArithmeticError:  # decimal.InvalidOperation: not a number's text
+        except ValueError:  # not a number's text
             return binary(value)
 
     return convert

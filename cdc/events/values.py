@@ -319,9 +319,12 @@ def to_decimal_text(text: str) -> Decimal:
     special = _DECIMAL_SPECIAL.get(text)
     if special is not None:
         return special
-    value = Decimal(text)
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation
+        value = Decimal("NaN")
     if not value.is_finite():  # only the names above stand for NaN and the infinities
-        raise ValueError(f"not a decimal: {text!r}")
+        raise ValueError(f"not a decimal: {text[:60]!r}")
     return value
 
 

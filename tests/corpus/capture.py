@@ -219,6 +219,8 @@ def main() -> None:
             ]
             with RecordReader(stack.kafka_bootstrap, topics) as reader:
                 msgs = _trim(reader.wait(lambda r, t=topics: _complete(r, t), 120), topics)
+            # In the order of `topics`, whichever a reader happened to fetch first.
+            msgs.sort(key=lambda m, t=topics: (t.index(m.topic()), m.partition(), m.offset()))
             # Topic names carry the run's prefix; the corpus uses a stable one.
             out = HERE / encoding
             out.mkdir(exist_ok=True)

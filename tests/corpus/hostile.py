@@ -476,7 +476,7 @@ TABLE_KINDS: tuple[Kind, ...] = (
         ("json", "avro"),
     ),
     Kind(
-        "decimal that is not base64",
+        "decimal that is not a number",
         "table",
         _value(lambda s: edited(s, _set("after.c_numeric", "%%%"))),
         "after.c_numeric",
