@@ -472,7 +472,7 @@ def dlq_list(
 
     settings, watched = _watched(tables)
     topic = _dead_letter_topic(settings, watched)
-    with DeadLetterTopic(settings, topic) as dlq:
+    with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
         done = dlq.replayed_up_to(replay_group(settings))
         parked = list(dlq)
     table = Table(title=f"{topic}: {len(parked)} record(s)", title_justify="left")
@@ -519,7 +519,7 @@ def dlq_replay(tables: WatchedOpt = None, handlers: HandlersOpt = None) -> None:
     topic = _dead_letter_topic(settings, watched)
     try:
         with (
-            DeadLetterTopic(settings, topic, replay_group(settings)) as dlq,
+            DeadLetterTopic(settings, topic, replay_group(settings), watched.limits) as dlq,
             Progress(console=console) as progress,
         ):
             task = progress.add_task(f"replaying {topic}", total=dlq.pending)

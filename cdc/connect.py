@@ -13,7 +13,7 @@ import structlog
 from cdc.errors import ConfigError, ConnectError
 from cdc.settings import MASK, Settings
 from cdc.tables.config import WatchedTables
-from cdc.tables.connector import DatabaseEndpoint, connector_config
+from cdc.tables.connector import DatabaseEndpoint, connector_config, topic_prefixes
 from cdc.tables.sql import (
     find_problems,
     prepare_tables,
@@ -22,6 +22,7 @@ from cdc.tables.sql import (
     request_incremental_snapshot,
     sync_publication,
 )
+from cdc.topics import raise_topic_limits
 
 log = structlog.get_logger("cdc.connect")
 
@@ -224,6 +225,9 @@ def apply_connector(
             prepare_tables(conn, watched, settings.debezium_user)
             if not publication_exists(conn, opts.publication):
                 sync_publication(conn, watched)
+        # Topics Debezium made under a lower limit take the change that needs the new one
+        # before the task sends it.
+        raise_topic_limits(settings, topic_prefixes(watched), watched.limits.topic)
         current = client.get_config(opts.name)
         if current == desired:
             result: ApplyResult = "unchanged"

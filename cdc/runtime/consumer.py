@@ -121,7 +121,9 @@ class Runtime:
         self.settings = settings
         self.router = router
         self.observer = observer
-        self.resources = Resources(settings, (watched.outbox or OutboxOptions()).table)
+        self.resources = Resources(
+            settings, (watched.outbox or OutboxOptions()).table, watched.limits
+        )
         self._stop = threading.Event()
         self.dispatcher = Dispatcher(
             self.resources,
@@ -255,6 +257,7 @@ class Runtime:
                     # Once that queue is full, fetch again soon after it drains (the default
                     # waits a second, leaving a fast consumer idle).
                     "fetch.queue.backoff.ms": 50,
+                    **self.resources.limits.consumer(self.resources.limits.topic),
                 }
             )
         )
