@@ -13,48 +13,28 @@ import typing
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
 import psycopg
 from pydantic import BaseModel
 
-from cdc.connect import ConnectClient, render_config
+from cdc.capture_health import instance_problems, unpublished
+from cdc.connect import ConnectClient, connect_database, render_config
 from cdc.errors import ConnectError
 from cdc.events import Op
+from cdc.findings import Finding, Severity
 from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.connector import captured_tables
-from cdc.tables.sql import (
-    OUTBOX_COLUMNS,
-    publication_exists,
-    publication_tables,
-    published_tables,
-)
+from cdc.tables.sql import OUTBOX_COLUMNS, publication_or_none, publication_tables
 
 APPLY = "run `cdc connector apply`"
 # pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
 IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
 
 _REFERENCE = re.compile(r"^\$\{[^}]*\}$")  # a Connect config-provider reference, not a secret
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Severity
-    subject: str
-    problem: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.subject}: {self.problem}\n  fix: {self.fix}"
 
 
 @dataclass
@@ -89,6 +69,7 @@ class ConnectorState:
     rendered: dict[str, str] = field(repr=False)
     live: dict[str, str] | None = field(repr=False)  # None: no such connector
     error: str | None = None  # Connect could not be asked: nothing is known about `live`
+    status: dict[str, Any] | None = None  # Connect's /status of the connector, if it exists
 
 
 @dataclass(frozen=True)
@@ -120,14 +101,8 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
     else:
         connector = _ask_connect(watched, settings, rendered)
     try:
-        with psycopg.connect(
-            settings.pg_conninfo(),
-            password=settings.pg_password.get_secret_value(),
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
-            pub = watched.connector.publication
-            published = published_tables(conn, pub) if publication_exists(conn, pub) else None
+        with connect_database(settings, timeout=10) as conn:
+            published = publication_or_none(conn, watched.connector.publication)
             return LiveState(
                 connector=connector,
                 publication=None if published is None else frozenset(published),
@@ -144,9 +119,10 @@ def _ask_connect(
         client = ConnectClient(settings.connect_url, timeout=10.0)
         try:
             live = client.get_config(watched.connector.name)
+            status = None if live is None else client.status(watched.connector.name)
         finally:
             client.close()
-        return ConnectorState(settings.connect_url, rendered, live)
+        return ConnectorState(settings.connect_url, rendered, live, status=status)
     except (httpx.HTTPError, ConnectError) as exc:
         return ConnectorState(settings.connect_url, rendered, None, error=str(exc) or repr(exc))
 
@@ -183,6 +159,8 @@ def compare(
     """Every mismatch between the handlers, the watched-tables file (``file`` names it in the
     fixes) and the live state."""
     findings = _connector(watched, live.connector)
+    if live.connector.status is not None:
+        findings += instance_problems(watched, live.connector.status, file)
     tables: Mapping[str, LiveTable] | None = live.tables
     if live.database_error is not None:
         tables = None  # unknown, not absent: report only what the file alone shows
@@ -267,8 +245,8 @@ def _publication(watched: WatchedTables, published: frozenset[str] | None) -> li
     subject = f"publication {watched.connector.publication}"
     if published is None:
         return [Finding(Severity.ERROR, subject, "does not exist", f"{APPLY} to create it")]
-    wanted = {str(t) for t in publication_tables(watched)}
-    missing, extra = sorted(wanted - published), sorted(published - wanted)
+    missing = unpublished(watched, published)
+    extra = sorted(published - {str(t) for t in publication_tables(watched)})
     if not (missing or extra):
         return []
     parts = [f"lacks {', '.join(missing)}"] if missing else []

@@ -170,7 +170,9 @@ def connector_status(
     tables: WatchedOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print Connect's status JSON.")] = False,
 ) -> None:
-    """Show the connector's and its tasks' state (exit 1 unless all are RUNNING)."""
+    """Show the connector's and its tasks' state, and what to do about a stopped one (exit 1
+    unless all are RUNNING)."""
+    from cdc.capture_health import instance_problems
     from cdc.connect import ConnectClient, status_rows
 
     settings, watched = _watched(tables)
@@ -179,6 +181,9 @@ def connector_status(
         console.print_json(json.dumps(status))
     else:
         _print_status(status)
+        file = str(tables or settings.watched_tables)
+        for problem in instance_problems(watched, status, file):
+            console.print(problem.one_line(), markup=False, highlight=False, soft_wrap=True)
     rows = status_rows(status)
     # A connector without tasks streams nothing: that is not running either.
     if len(rows) < 2 or any(row.state != "RUNNING" for row in rows):

@@ -138,7 +138,7 @@ class InstanceStatus(NamedTuple):
     instance: str  # "connector", "task 0", ...
     state: str
     worker: str
-    trace: str  # the first line of the stack trace of a FAILED instance, else ""
+    trace: str  # a FAILED instance's stack trace in one line (`summarise_trace`), else ""
 
 
 def status_rows(status: dict[str, Any]) -> list[InstanceStatus]:
@@ -150,12 +150,20 @@ def status_rows(status: dict[str, Any]) -> list[InstanceStatus]:
             instance,
             str(entry.get("state", "")),
             str(entry.get("worker_id", "")),
-            str(entry.get("trace", "")).strip().split("\n", 1)[0]
-            if entry.get("state") == "FAILED"
-            else "",
+            summarise_trace(str(entry.get("trace", ""))) if entry.get("state") == "FAILED" else "",
         )
         for instance, entry in entries
     ]
+
+
+def summarise_trace(trace: str, limit: int = 600) -> str:
+    """A Java stack trace in one line: its root cause, then its first line."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no trace"
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    summary = lines[0] if not causes else f"{causes[-1]} (in {lines[0]})"
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
 def watched_names(watched: WatchedTables, names: Iterable[str], source: str) -> list[str]:
@@ -177,9 +185,7 @@ def request_snapshot(watched: WatchedTables, settings: Settings, tables: list[st
     """Ask the connector, through the signal table, for an incremental snapshot (a backfill
     as ``op: r`` events) of ``tables``; returns the signal id. The connector reads the
     signal from the WAL, so it acts on it whenever it streams."""
-    with psycopg.connect(
-        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
-    ) as conn:
+    with connect_database(settings) as conn:
         return request_incremental_snapshot(conn, watched, tables)
 
 
@@ -215,7 +221,7 @@ def apply_connector(
     opts = watched.connector
     client = ConnectClient(settings.connect_url)
     desired = render_config(watched, settings)
-    with _connect(settings) as conn:
+    with connect_database(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if not problems:
             problems = client.validate(opts.name, desired["connector.class"], desired)
@@ -264,7 +270,7 @@ def prepare_database(watched: WatchedTables, settings: Settings) -> None:
     """The database half of ``apply``, for where something else puts the connector config
     (a Strimzi ``KafkaConnector``): tables, replica identity, grants and the publication.
     Safe to run from several pods at once."""
-    with _connect(settings) as conn:
+    with connect_database(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if problems:
             raise ConfigError(str(settings.watched_tables), problems)
@@ -278,9 +284,15 @@ def prepare_database(watched: WatchedTables, settings: Settings) -> None:
     log.info("database.prepare", publication=watched.connector.publication)
 
 
-def _connect(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
+def connect_database(
+    settings: Settings, timeout: int | None = None
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection as the application role (``timeout``: to connect, seconds)."""
     return psycopg.connect(
-        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+        settings.pg_conninfo(),
+        autocommit=True,
+        password=settings.pg_password.get_secret_value(),
+        connect_timeout=timeout,
     )
 
 

@@ -1,0 +1,165 @@
+"""Large changes on the real stack. Up to the watched-tables file's `max_record_bytes` they
+reach a handler intact, in every encoding; one beyond it stops the connector's task, and
+that is loud: `cdc check` and `cdc connector status` fail, the running consumer logs it and
+fails `/readyz`, each naming the connector, the error and the remedy, which works."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+
+from cdc import Change, Context
+from cdc.routing import Router, handlers_of, on_change
+from cdc.testing import RunningConsumer
+from tests.integration.conftest import Pipeline
+from tests.integration.test_kill import start
+from tests.integration.test_ops import cdc
+
+pytestmark = pytest.mark.stack
+
+MB = 1_000_000
+T = TypeVar("T")
+
+
+def digest(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return hashlib.sha256(value.encode() if isinstance(value, str) else value).hexdigest()
+
+
+@pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])
+def test_changes_up_to_16_mb_reach_a_handler_intact(pipeline: Pipeline, encoding: str) -> None:
+    table = pipeline.table("big")
+    pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, body text, blob bytea)")
+    pipeline.write_file({table: {}}, encoding=encoding)
+    pipeline.apply()
+    seen: dict[int, tuple[str | None, str | None]] = {}
+
+    @on_change(f"public.{table}")
+    def keep(change: Change[Any], ctx: Context) -> None:
+        row = change.row
+        seen[row["id"]] = (digest(row["body"]), digest(row["blob"]))
+
+    # Random hex and random bytes: nothing for the compression to shrink. The bytea is 16 MB
+    # once base64 in JSON.
+    rows = {
+        1: (secrets.token_hex(650_000), None),  # 1.3 MB: over Kafka's default 1 MB
+        2: (secrets.token_hex(8 * MB), None),  # 16 MB of text
+        3: ("small", secrets.token_bytes(12 * MB)),
+    }
+    settings = pipeline.stack.settings(
+        watched_tables=pipeline.file, group_id=pipeline.id, http_port=None
+    )
+    with RunningConsumer(settings, pipeline.watched(), Router(handlers_of(keep))) as consumer:
+        for row_id, (body, blob) in rows.items():
+            pipeline.sql(f"INSERT INTO {table} VALUES (%s, %s, %s)", (row_id, body, blob))
+        for row_id in rows:
+            handled = consumer.wait_for(
+                table, "c", where=lambda c, i=row_id: c.row["id"] == i, timeout=120
+            )
+            assert not handled.parked
+    # Without schemas nothing says the column is bytea: it arrives as Debezium's base64 text.
+    sent = {
+        i: (body, base64.b64encode(blob).decode() if blob and encoding == "json-noschema" else blob)
+        for i, (body, blob) in rows.items()
+    }
+    assert seen == {i: (digest(body), digest(blob)) for i, (body, blob) in sent.items()}
+
+
+def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 90) -> T:
+    deadline = time.monotonic() + timeout
+    while not done(value := probe()):
+        assert time.monotonic() < deadline, f"still {value!r} after {timeout}s"
+        time.sleep(0.5)
+    return value
+
+
+def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    table = pipeline.table("big")
+    pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
+    pipeline.write_file({table: {}}, max_record_bytes=1_048_576)
+    pipeline.apply()
+    (tmp_path / "big_handlers.py").write_text(
+        textwrap.dedent(f"""
+            from cdc import on_change
+
+            @on_change("public.{table}")
+            def big(change, ctx):
+                ctx.log.info("big.handled", id=change.row["id"], length=len(change.row["body"]))
+        """)
+    )
+    log = tmp_path / "consumer.log"
+    consumer = start(pipeline, log, "big_handlers", tmp_path, CDC_CAPTURE_CHECK_INTERVAL_S="1")
+    try:
+
+        def lines() -> list[dict[str, Any]]:
+            return [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+
+        started = eventually(lines, lambda ls: any(x["event"] == "consumer.started" for x in ls))
+        port = next(x["http_port"] for x in started if x["event"] == "consumer.started")
+        readyz = f"http://127.0.0.1:{port}/readyz"
+        eventually(lambda: httpx.get(readyz).status_code, lambda s: s == 200)
+
+        pipeline.sql(f"INSERT INTO {table} VALUES (1, %s)", (secrets.token_hex(650_000),))
+
+        # The consumer says so: one log line naming the connector, the error and the remedy.
+        stopped = eventually(
+            lambda: [x for x in lines() if x["event"] == "capture.stopped"], lambda s: bool(s)
+        )
+        (line,) = stopped
+        assert line["connector"] == pipeline.name
+        assert line["check"] == "task"
+        assert line["subject"] == f"connector {pipeline.name} task 0"
+        assert "RecordTooLargeException" in line["problem"]
+        assert "\n" not in line["problem"]
+        assert "connector.max_record_bytes (1048576 bytes)" in line["remedy"]
+        assert "`cdc connector apply`" in line["remedy"]
+        ready = httpx.get(readyz)
+        assert ready.status_code == 503
+        assert f"capture of connector {pipeline.name} stopped" in ready.text
+        assert "RecordTooLargeException" in ready.text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert f'cdc_capture_problems{{check="task",connector="{pipeline.name}"}} 1.0' in metrics
+
+        check = cdc(pipeline, "check", "--handlers", "big_handlers", PYTHONPATH=str(tmp_path))
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert f"error: connector {pipeline.name} task 0: FAILED: " in check.stdout
+        assert "RecordTooLargeException" in check.stdout
+        assert "raise it in" in check.stdout
+        status = cdc(pipeline, "connector", "status")
+        assert status.returncode == 1
+        assert "FAILED" in status.stdout
+        assert f"connector {pipeline.name} task 0: FAILED: " in status.stdout
+        assert "connector.max_record_bytes (1048576 bytes)" in status.stdout
+        # A restart alone fails again: the change is still there, still too large.
+
+        # The remedy it names.
+        body = yaml.safe_load(pipeline.file.read_text())
+        body["connector"]["max_record_bytes"] = 2 * 1_048_576
+        pipeline.file.write_text(yaml.safe_dump(body))
+        applied = cdc(pipeline, "connector", "apply")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        restarted = cdc(pipeline, "connector", "restart")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        handled = eventually(
+            lambda: [x for x in lines() if x["event"] == "big.handled"], lambda h: bool(h)
+        )
+        assert [(x["id"], x["length"]) for x in handled] == [(1, 1_300_000)]
+        eventually(lambda: [x["event"] for x in lines()], lambda e: "capture.resumed" in e)
+        eventually(lambda: httpx.get(readyz).status_code, lambda s: s == 200)
+    finally:
+        consumer.terminate()
+        consumer.wait(60)
