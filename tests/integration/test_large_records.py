@@ -12,6 +12,7 @@ import secrets
 import textwrap
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +86,19 @@ def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float
     return value
 
 
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """The JSON log lines `cdc run` wrote so far."""
+    return [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+
+
+def http_port(log: Path) -> int:
+    """The port of `cdc run`'s HTTP endpoint, once it has started."""
+    started = eventually(
+        lambda: [x for x in log_lines(log) if x["event"] == "consumer.started"], bool
+    )
+    return int(started[0]["http_port"])
+
+
 def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -104,12 +118,8 @@ def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
     log = tmp_path / "consumer.log"
     consumer = start(pipeline, log, "big_handlers", tmp_path, CDC_CAPTURE_CHECK_INTERVAL_S="1")
     try:
-
-        def lines() -> list[dict[str, Any]]:
-            return [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-
-        started = eventually(lines, lambda ls: any(x["event"] == "consumer.started" for x in ls))
-        port = next(x["http_port"] for x in started if x["event"] == "consumer.started")
+        lines = partial(log_lines, log)
+        port = http_port(log)
         readyz = f"http://127.0.0.1:{port}/readyz"
         eventually(lambda: httpx.get(readyz).status_code, lambda s: s == 200)
 
