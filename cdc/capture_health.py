@@ -74,8 +74,7 @@ def instance_problems(
             limit = watched.connector.max_record_bytes
             remedy = (
                 f"a change is larger than connector.max_record_bytes ({limit} bytes): raise it "
-                f"in {file} (at most {LARGEST_MAX_RECORD_BYTES}), {APPLY}, then "
-                "`cdc connector restart`"
+                f"in {file} (at most {LARGEST_MAX_RECORD_BYTES}), then {APPLY}"
             )
         task = row.instance != "connector"
         problems.append(

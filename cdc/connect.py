@@ -27,6 +27,9 @@ from cdc.topics import raise_topic_limits
 log = structlog.get_logger("cdc.connect")
 
 ApplyResult = Literal["created", "updated", "unchanged"]
+# How long a restarted task must stay RUNNING to count as running: one that meets the change
+# that failed it fails again within seconds of starting.
+STEADY_S = 5.0
 
 
 class ConnectClient:
@@ -85,10 +88,15 @@ class ConnectClient:
         return dict(response.json()) if response.content else {}
 
     def restart_and_wait(
-        self, name: str, only_failed: bool = False, timeout: float = 60.0, settle: float = 10.0
+        self,
+        name: str,
+        only_failed: bool = False,
+        timeout: float = 60.0,
+        settle: float = 10.0,
+        steady: float = 0.0,
     ) -> tuple[list[str], dict[str, Any]]:
-        """Restart, then wait until everything is RUNNING. Returns the instances restarted
-        (``connector``, ``task 0``...) and the status after."""
+        """Restart, then wait until everything is RUNNING (for ``steady`` seconds). Returns
+        the instances restarted (``connector``, ``task 0``...) and the status after."""
         plan = self.restart(name, only_failed)
         restarting = [s.instance for s in status_rows(plan) if s.state == "RESTARTING"]
         # A distributed worker restarts asynchronously: until the status shows the restart,
@@ -99,33 +107,40 @@ class ConnectClient:
             if any(now.get(i) != "RUNNING" for i in restarting):
                 break
             time.sleep(0.2)
-        return restarting, self.wait_running(name, timeout, grace=settle)
+        return restarting, self.wait_running(name, timeout, grace=settle, steady=steady)
 
-    def wait_running(self, name: str, timeout: float = 60.0, grace: float = 0.0) -> dict[str, Any]:
-        """Block until the connector and all its tasks are RUNNING; fail fast on FAILED
-        (after ``grace`` seconds, during which a restart may still show the old state)."""
+    def wait_running(
+        self, name: str, timeout: float = 60.0, grace: float = 0.0, steady: float = 0.0
+    ) -> dict[str, Any]:
+        """Block until the connector and all its tasks are RUNNING, and have stayed so for
+        ``steady`` seconds (a task that meets the change that failed it fails again a few
+        seconds after it starts); fail fast on FAILED (after ``grace`` seconds, during which a
+        restart may still show the old state)."""
         start = time.monotonic()
-        deadline = start + timeout
+        deadline = start + timeout + steady
         status: dict[str, Any] = {}
+        running_since: float | None = None
         while time.monotonic() < deadline:
             response = self._call("GET", f"/connectors/{name}/status", ok=(200, 404))
+            now = time.monotonic()
             if response.status_code == 200:
                 status = response.json()
-                tasks = status.get("tasks", [])
-                failed = [t for t in tasks if t["state"] == "FAILED"]
-                if failed and time.monotonic() - start >= grace:
+                failed = [r for r in status_rows(status) if r.state == "FAILED"]
+                if failed and (running_since is not None or now - start >= grace):
                     raise ConnectError(
                         "GET",
                         f"/connectors/{name}/status",
                         200,
-                        failed[0].get("trace", "task FAILED")[:4000],
+                        f"{failed[0].instance} FAILED: {failed[0].trace} (the whole trace: "
+                        "`cdc connector status --json`)",
                     )
-                if (
-                    status["connector"]["state"] == "RUNNING"
-                    and tasks
-                    and all(t["state"] == "RUNNING" for t in tasks)
-                ):
-                    return status
+                rows = status_rows(status)
+                if len(rows) > 1 and all(r.state == "RUNNING" for r in rows):
+                    running_since = now if running_since is None else running_since
+                    if now - running_since >= steady:
+                        return status
+                else:
+                    running_since = None
             time.sleep(0.5)
         raise ConnectError(
             "GET", f"/connectors/{name}/status", 0, f"not RUNNING after {timeout:.0f}s: {status}"
@@ -237,10 +252,11 @@ def apply_connector(
         current = client.get_config(opts.name)
         if current == desired:
             result: ApplyResult = "unchanged"
-            if _has_failed_task(client.status(opts.name)):
-                # The SQL above may have fixed what made it fail.
+            failed = _has_failed_task(client.status(opts.name))
+            if failed:
+                # The SQL above may have fixed what made it fail; or not, and it fails again.
                 client.restart(opts.name)
-            client.wait_running(opts.name, timeout, grace=10.0)
+            client.wait_running(opts.name, timeout, grace=10.0, steady=STEADY_S if failed else 0)
         else:
             old_pid = _slot_pid(conn, opts.slot)
             client.put_config(opts.name, desired)

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import secrets
+import subprocess
 import textwrap
 import time
 from collections.abc import Callable
@@ -115,12 +116,18 @@ def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
                 ctx.log.info("big.handled", id=change.row["id"], length=len(change.row["body"]))
         """)
     )
-    log = tmp_path / "consumer.log"
-    consumer = start(pipeline, log, "big_handlers", tmp_path, CDC_CAPTURE_CHECK_INTERVAL_S="1")
+    consumers: list[subprocess.Popen[str]] = []
+
+    def run_consumer(log: Path) -> str:
+        """Start `cdc run`; return its /readyz URL."""
+        consumers.append(
+            start(pipeline, log, "big_handlers", tmp_path, CDC_CAPTURE_CHECK_INTERVAL_S="1")
+        )
+        return f"http://127.0.0.1:{http_port(log)}/readyz"
+
     try:
-        lines = partial(log_lines, log)
-        port = http_port(log)
-        readyz = f"http://127.0.0.1:{port}/readyz"
+        readyz = run_consumer(tmp_path / "first.log")
+        lines = partial(log_lines, tmp_path / "first.log")
         eventually(lambda: httpx.get(readyz).status_code, lambda s: s == 200)
 
         pipeline.sql(f"INSERT INTO {table} VALUES (1, %s)", (secrets.token_hex(650_000),))
@@ -136,12 +143,12 @@ def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
         assert "RecordTooLargeException" in line["problem"]
         assert "\n" not in line["problem"]
         assert "connector.max_record_bytes (1048576 bytes)" in line["remedy"]
-        assert "`cdc connector apply`" in line["remedy"]
+        assert line["remedy"].endswith("then run `cdc connector apply`")
         ready = httpx.get(readyz)
         assert ready.status_code == 503
         assert f"capture of connector {pipeline.name} stopped" in ready.text
         assert "RecordTooLargeException" in ready.text
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        metrics = httpx.get(readyz.replace("/readyz", "/metrics")).text
         assert f'cdc_capture_problems{{check="task",connector="{pipeline.name}"}} 1.0' in metrics
 
         check = cdc(pipeline, "check", "--handlers", "big_handlers", PYTHONPATH=str(tmp_path))
@@ -155,15 +162,25 @@ def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
         assert f"connector {pipeline.name} task 0: FAILED: " in status.stdout
         assert "connector.max_record_bytes (1048576 bytes)" in status.stdout
         # A restart alone fails again: the change is still there, still too large.
+        again = cdc(pipeline, "connector", "restart")
+        assert again.returncode == 1
+        assert "restarted, but it did not stay RUNNING" in again.stdout
+        assert "connector.max_record_bytes (1048576 bytes)" in again.stdout
+
+        # A consumer started now starts (it may have records to finish) and says so at once.
+        consumers.pop().terminate()
+        readyz = run_consumer(tmp_path / "second.log")
+        lines = partial(log_lines, tmp_path / "second.log")
+        assert "refusing to start" not in (tmp_path / "second.log").read_text()
+        eventually(lambda: [x["event"] for x in lines()], lambda e: "capture.stopped" in e)
+        assert httpx.get(readyz).status_code == 503
 
         # The remedy it names.
         body = yaml.safe_load(pipeline.file.read_text())
         body["connector"]["max_record_bytes"] = 2 * 1_048_576
         pipeline.file.write_text(yaml.safe_dump(body))
-        applied = cdc(pipeline, "connector", "apply")
+        applied = cdc(pipeline, "connector", "apply")  # restarts the failed task
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        restarted = cdc(pipeline, "connector", "restart")
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         handled = eventually(
             lambda: [x for x in lines() if x["event"] == "big.handled"], lambda h: bool(h)
         )
@@ -171,5 +188,6 @@ def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
         eventually(lambda: [x["event"] for x in lines()], lambda e: "capture.resumed" in e)
         eventually(lambda: httpx.get(readyz).status_code, lambda s: s == 200)
     finally:
-        consumer.terminate()
-        consumer.wait(60)
+        for consumer in consumers:
+            consumer.terminate()
+            consumer.wait(60)

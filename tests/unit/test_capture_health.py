@@ -65,8 +65,7 @@ def test_a_failed_task_names_its_error_and_remedy() -> None:
     assert problem.problem.startswith("FAILED: org.apache.kafka.common.errors.RecordTooLarge")
     assert problem.fix == (
         "a change is larger than connector.max_record_bytes (2000000 bytes): raise it in "
-        "app/cdc.yaml (at most 50331648), run `cdc connector apply`, then "
-        "`cdc connector restart`"
+        "app/cdc.yaml (at most 50331648), then run `cdc connector apply`"
     )
     (other,) = instance_problems(WATCHED, status(("FAILED", "java.io.IOException: gone")))
     assert other.problem == "FAILED: java.io.IOException: gone"
