@@ -1,7 +1,8 @@
 """Large changes on the real stack. Up to the watched-tables file's `max_record_bytes` they
-reach a handler intact, in every encoding; one beyond it stops the connector's task, and
-that is loud: `cdc check` and `cdc connector status` fail, the running consumer logs it and
-fails `/readyz`, each naming the connector, the error and the remedy, which works."""
+reach a handler intact, in every encoding, and fit the dead-letter topic. One beyond it stops
+the connector's task, and that is loud: `cdc check` and `cdc connector status` fail, the
+running consumer logs it and fails `/readyz`, each naming the connector, the error and the
+remedy, which works."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import pytest
 import yaml
 
 from cdc import Change, Context
-from cdc.routing import Router, handlers_of, on_change
-from cdc.testing import RunningConsumer
+from cdc.routing import DeadLetter, Router, handlers_of, on_change
+from cdc.testing import RunningConsumer, read_records
 from tests.integration.conftest import Pipeline
 from tests.integration.test_kill import start
 from tests.integration.test_ops import cdc
@@ -52,6 +53,8 @@ def test_changes_up_to_16_mb_reach_a_handler_intact(pipeline: Pipeline, encoding
     def keep(change: Change[Any], ctx: Context) -> None:
         row = change.row
         seen[row["id"]] = (digest(row["body"]), digest(row["blob"]))
+        if row["id"] == 2:
+            raise DeadLetter("a parked 16 MB change must fit in the dead-letter topic too")
 
     # Random hex and random bytes: nothing for the compression to shrink. The bytea is 16 MB
     # once base64 in JSON.
@@ -70,7 +73,12 @@ def test_changes_up_to_16_mb_reach_a_handler_intact(pipeline: Pipeline, encoding
             handled = consumer.wait_for(
                 table, "c", where=lambda c, i=row_id: c.row["id"] == i, timeout=120
             )
-            assert not handled.parked
+            assert bool(handled.parked) is (row_id == 2)
+    bootstrap = pipeline.stack.kafka_bootstrap
+    source = read_records(bootstrap, [pipeline.topic(table)], 2)[1]  # row 2
+    (parked,) = read_records(bootstrap, [f"{pipeline.id}.dlq"], 1)
+    assert parked.value() == source.value()
+    assert len(source.value() or b"") > 16 * MB
     # Without schemas nothing says the column is bytea: it arrives as Debezium's base64 text.
     sent = {
         i: (body, base64.b64encode(blob).decode() if blob and encoding == "json-noschema" else blob)
