@@ -19,7 +19,7 @@ import httpx
 import psycopg
 from pydantic import BaseModel
 
-from cdc.capture_health import instance_problems, unpublished
+from cdc.capture_health import APPLY, instance_problems, unpublished
 from cdc.connect import ConnectClient, connect_database, render_config
 from cdc.errors import ConnectError
 from cdc.events import Op
@@ -30,7 +30,6 @@ from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.connector import captured_tables
 from cdc.tables.sql import OUTBOX_COLUMNS, publication_or_none, publication_tables
 
-APPLY = "run `cdc connector apply`"
 # pg_class.relreplident; the names are what ALTER TABLE ... REPLICA IDENTITY takes.
 IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "INDEX"}
 
