@@ -13,6 +13,7 @@ from cdc.capture_health import (
     CaptureProblem,
     instance_problems,
     publication_problems,
+    read_capture_health,
 )
 from cdc.connect import summarise_trace
 from cdc.findings import Severity
@@ -141,3 +142,16 @@ def test_the_watcher_says_it_once_per_change_and_fails_readiness() -> None:
     # Not knowing is said, and counted, but does not fail readiness.
     assert probes.ready() == (True, "ok")
     assert (gauge("task"), gauge("unknown")) == (0.0, 1.0)
+
+
+def test_what_cannot_be_asked_is_unknown_not_an_error() -> None:
+    # No Connect configured (Strimzi manages it), and no database where the settings say.
+    settings = Settings(connect_url="", pg_host="127.0.0.1", pg_port=1)
+    health = read_capture_health(WATCHED, settings)
+    assert health.problems == []
+    assert health.unknown[0] == "Kafka Connect is not configured (CDC_CONNECT_URL is empty)"
+    assert health.unknown[1].startswith("PostgreSQL: ")
+    unreachable = read_capture_health(
+        WATCHED, settings.model_copy(update={"connect_url": "http://127.0.0.1:1"})
+    )
+    assert unreachable.unknown[0].startswith("Kafka Connect at http://127.0.0.1:1: ")
