@@ -107,6 +107,8 @@ class ConnectClient:
             if any(now.get(i) != "RUNNING" for i in restarting):
                 break
             time.sleep(0.2)
+        # Nothing restarted (none FAILED with only_failed): nothing that could fail again.
+        steady = steady if restarting else 0.0
         return restarting, self.wait_running(name, timeout, grace=settle, steady=steady)
 
     def wait_running(
