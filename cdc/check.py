@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import psycopg
 
-from cdc.connect import ConnectClient, render_config
+from cdc.capture_health import instance_problems
+from cdc.connect import ConnectClient, connect_database, render_config
 from cdc.errors import ConnectError
 from cdc.findings import Finding, Severity, apply_fix, cdc_fix
 from cdc.handler_check import event_handler_findings, handler_findings
@@ -82,6 +84,7 @@ class ConnectorState:
     rendered: dict[str, str] = field(repr=False)
     live: dict[str, str] | None = field(repr=False)  # None: no such connector
     error: str | None = None  # Connect could not be asked: nothing is known about `live`
+    status: dict[str, Any] | None = None  # Connect's /status of the connector, if it exists
 
 
 @dataclass(frozen=True)
@@ -109,12 +112,7 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
     else:
         connector = _ask_connect(watched, settings, rendered)
     try:
-        with psycopg.connect(
-            settings.pg_conninfo(),
-            password=settings.pg_password.get_secret_value(),
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
+        with connect_database(settings, timeout=10) as conn:
             pub = watched.connector.publication
             via_root = publishes_via_root(conn, pub)
             return LiveState(
@@ -134,9 +132,10 @@ def _ask_connect(
         client = ConnectClient(settings.connect_url, timeout=10.0)
         try:
             live = client.get_config(watched.connector.name)
+            status = None if live is None else client.status(watched.connector.name)
         finally:
             client.close()
-        return ConnectorState(settings.connect_url, rendered, live)
+        return ConnectorState(settings.connect_url, rendered, live, status=status)
     except (httpx.HTTPError, ConnectError) as exc:
         return ConnectorState(settings.connect_url, rendered, None, error=str(exc) or repr(exc))
 
@@ -151,6 +150,8 @@ def compare(
     """Every mismatch between the handlers, the watched-tables file (``file`` names it in the
     fixes) and the live state."""
     findings = _connector(watched, live.connector, file)
+    if live.connector.status is not None:
+        findings += instance_problems(watched, live.connector.status, file)
     tables: Mapping[str, LiveTable] | None = live.tables
     if live.database_error is not None:
         tables = None  # unknown, not absent: report only what the file alone shows

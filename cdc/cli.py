@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cdc.deploy import Target
-from cdc.errors import CdcError, ConfigError
+from cdc.errors import CdcError, ConfigError, ConnectError
 from cdc.logs import configure_logging
 from cdc.settings import Settings, load_settings, stack_dir
 
@@ -160,8 +160,10 @@ def connector_apply(tables: WatchedOpt = None) -> None:
     console.print(f"connector {watched.connector.name}: {result}")
 
 
-def _print_status(status: dict[str, Any]) -> None:
-    """Print a connector's status as a table: one row for it, one for each task."""
+def _print_status(status: dict[str, Any], watched: WatchedTables, file: str) -> None:
+    """Print a connector's status as a table: one row for it, one for each task; then what
+    to do about each that captures nothing."""
+    from cdc.capture_health import instance_problems
     from cdc.connect import status_rows
 
     rows = status_rows(status)
@@ -171,6 +173,8 @@ def _print_status(status: dict[str, Any]) -> None:
         # Text, not markup: a Java trace may hold square brackets.
         table.add_row(row.instance, Text(row.state, style), Text(row.worker), Text(row.trace))
     console.print(table)
+    for problem in instance_problems(watched, status, file):
+        console.print(problem.one_line(), markup=False, highlight=False, soft_wrap=True)
 
 
 @connector_app.command("status")
@@ -178,7 +182,8 @@ def connector_status(
     tables: WatchedOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print Connect's status JSON.")] = False,
 ) -> None:
-    """Show the connector's and its tasks' state (exit 1 unless all are RUNNING)."""
+    """Show the connector's and its tasks' state, and what to do about a stopped one (exit 1
+    unless all are RUNNING)."""
     from cdc.connect import ConnectClient, status_rows
 
     settings, watched = _watched(tables)
@@ -186,7 +191,7 @@ def connector_status(
     if as_json:
         console.print_json(json.dumps(status))
     else:
-        _print_status(status)
+        _print_status(status, watched, str(tables or settings.watched_tables))
     rows = status_rows(status)
     # A connector without tasks streams nothing: that is not running either.
     if len(rows) < 2 or any(row.state != "RUNNING" for row in rows):
@@ -204,15 +209,28 @@ def connector_restart(
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for RUNNING.")] = 60.0,
+    steady: Annotated[
+        float,
+        typer.Option(help="Seconds they must then stay RUNNING (a task can fail again)."),
+    ] = 5.0,
 ) -> None:
-    """Restart the connector and its tasks, wait until they are RUNNING, show the status."""
+    """Restart the connector and its tasks, wait until they are RUNNING and stay so, show the
+    status."""
     from cdc.connect import ConnectClient
 
     settings, watched = _watched(tables)
     client = ConnectClient(settings.connect_url)
-    restarted, status = client.restart_and_wait(watched.connector.name, failed_only, timeout)
+    file = str(tables or settings.watched_tables)
+    try:
+        restarted, status = client.restart_and_wait(
+            watched.connector.name, failed_only, timeout, steady=steady
+        )
+    except ConnectError:
+        console.print("restarted, but it did not stay RUNNING:")
+        _print_status(client.status(watched.connector.name), watched, file)
+        raise typer.Exit(1) from None
     console.print(f"restarted: {', '.join(restarted) or 'nothing (none FAILED)'}")
-    _print_status(status)
+    _print_status(status, watched, file)
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The application database.")
@@ -399,12 +417,15 @@ def run(
 
     settings, watched, found = _consumer_setup(tables, handlers, group)
     if check and settings.check_at_start:
+        from cdc.capture_health import CaptureProblem
         from cdc.check import run_check
 
         report = run_check(found, watched, settings)
         err = Console(stderr=True)
         _report(report, err)
-        if report.errors:
+        # A stopped connector is no reason not to consume what it captured before: the
+        # consumer goes on saying so (log, metric, /readyz) until it runs again.
+        if any(not isinstance(f, CaptureProblem) for f in report.errors):
             err.print("refusing to start: fix the errors above (or run with --no-check)")
             raise typer.Exit(2)
     runtime = Runtime(settings, watched, Router(found, watched.tables))
@@ -484,7 +505,7 @@ def dlq_list(
 
     settings, watched = _watched(tables)
     topic = _dead_letter_topic(settings, watched)
-    with DeadLetterTopic(settings, topic) as dlq:
+    with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
         done = dlq.replayed_up_to(replay_group(settings))
         parked = list(dlq)
     table = Table(title=f"{topic}: {len(parked)} record(s)", title_justify="left")
@@ -531,7 +552,7 @@ def dlq_replay(tables: WatchedOpt = None, handlers: HandlersOpt = None) -> None:
     topic = _dead_letter_topic(settings, watched)
     try:
         with (
-            DeadLetterTopic(settings, topic, replay_group(settings)) as dlq,
+            DeadLetterTopic(settings, topic, replay_group(settings), watched.limits) as dlq,
             Progress(console=console) as progress,
         ):
             task = progress.add_task(f"replaying {topic}", total=dlq.pending)

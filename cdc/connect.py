@@ -13,7 +13,12 @@ import structlog
 from cdc.errors import ConfigError, ConnectError
 from cdc.settings import MASK, Settings
 from cdc.tables.config import WatchedTables
-from cdc.tables.connector import DROP_NULLABLE_DEFAULTS, DatabaseEndpoint, connector_config
+from cdc.tables.connector import (
+    DROP_NULLABLE_DEFAULTS,
+    DatabaseEndpoint,
+    connector_config,
+    topic_prefixes,
+)
 from cdc.tables.sql import (
     find_problems,
     prepare_tables,
@@ -22,10 +27,14 @@ from cdc.tables.sql import (
     request_incremental_snapshot,
     sync_publication,
 )
+from cdc.topics import raise_topic_limits
 
 log = structlog.get_logger("cdc.connect")
 
 ApplyResult = Literal["created", "updated", "unchanged"]
+# How long a restarted task must stay RUNNING to count as running: one that meets the change
+# that failed it fails again within seconds of starting.
+STEADY_S = 5.0
 
 
 class ConnectClient:
@@ -84,10 +93,15 @@ class ConnectClient:
         return dict(response.json()) if response.content else {}
 
     def restart_and_wait(
-        self, name: str, only_failed: bool = False, timeout: float = 60.0, settle: float = 10.0
+        self,
+        name: str,
+        only_failed: bool = False,
+        timeout: float = 60.0,
+        settle: float = 10.0,
+        steady: float = 0.0,
     ) -> tuple[list[str], dict[str, Any]]:
-        """Restart, then wait until everything is RUNNING. Returns the instances restarted
-        (``connector``, ``task 0``...) and the status after."""
+        """Restart, then wait until everything is RUNNING (for ``steady`` seconds). Returns
+        the instances restarted (``connector``, ``task 0``...) and the status after."""
         plan = self.restart(name, only_failed)
         restarting = [s.instance for s in status_rows(plan) if s.state == "RESTARTING"]
         # A distributed worker restarts asynchronously: until the status shows the restart,
@@ -98,33 +112,42 @@ class ConnectClient:
             if any(now.get(i) != "RUNNING" for i in restarting):
                 break
             time.sleep(0.2)
-        return restarting, self.wait_running(name, timeout, grace=settle)
+        # Nothing restarted (none FAILED with only_failed): nothing that could fail again.
+        steady = steady if restarting else 0.0
+        return restarting, self.wait_running(name, timeout, grace=settle, steady=steady)
 
-    def wait_running(self, name: str, timeout: float = 60.0, grace: float = 0.0) -> dict[str, Any]:
-        """Block until the connector and all its tasks are RUNNING; fail fast on FAILED
-        (after ``grace`` seconds, during which a restart may still show the old state)."""
+    def wait_running(
+        self, name: str, timeout: float = 60.0, grace: float = 0.0, steady: float = 0.0
+    ) -> dict[str, Any]:
+        """Block until the connector and all its tasks are RUNNING, and have stayed so for
+        ``steady`` seconds (a task that meets the change that failed it fails again a few
+        seconds after it starts); fail fast on FAILED (after ``grace`` seconds, during which a
+        restart may still show the old state)."""
         start = time.monotonic()
-        deadline = start + timeout
+        deadline = start + timeout + steady
         status: dict[str, Any] = {}
+        running_since: float | None = None
         while time.monotonic() < deadline:
             response = self._call("GET", f"/connectors/{name}/status", ok=(200, 404))
+            now = time.monotonic()
             if response.status_code == 200:
                 status = response.json()
-                tasks = status.get("tasks", [])
-                failed = [t for t in tasks if t["state"] == "FAILED"]
-                if failed and time.monotonic() - start >= grace:
+                failed = [r for r in status_rows(status) if r.state == "FAILED"]
+                if failed and (running_since is not None or now - start >= grace):
                     raise ConnectError(
                         "GET",
                         f"/connectors/{name}/status",
                         200,
-                        failed[0].get("trace", "task FAILED")[:4000],
+                        f"{failed[0].instance} FAILED: {failed[0].trace} (the whole trace: "
+                        "`cdc connector status --json`)",
                     )
-                if (
-                    status["connector"]["state"] == "RUNNING"
-                    and tasks
-                    and all(t["state"] == "RUNNING" for t in tasks)
-                ):
-                    return status
+                rows = status_rows(status)
+                if len(rows) > 1 and all(r.state == "RUNNING" for r in rows):
+                    running_since = now if running_since is None else running_since
+                    if now - running_since >= steady:
+                        return status
+                else:
+                    running_since = None
             time.sleep(0.5)
         raise ConnectError(
             "GET", f"/connectors/{name}/status", 0, f"not RUNNING after {timeout:.0f}s: {status}"
@@ -137,7 +160,7 @@ class InstanceStatus(NamedTuple):
     instance: str  # "connector", "task 0", ...
     state: str
     worker: str
-    trace: str  # the first line of the stack trace of a FAILED instance, else ""
+    trace: str  # a FAILED instance's stack trace in one line (`summarise_trace`), else ""
 
 
 def status_rows(status: dict[str, Any]) -> list[InstanceStatus]:
@@ -149,12 +172,20 @@ def status_rows(status: dict[str, Any]) -> list[InstanceStatus]:
             instance,
             str(entry.get("state", "")),
             str(entry.get("worker_id", "")),
-            str(entry.get("trace", "")).strip().split("\n", 1)[0]
-            if entry.get("state") == "FAILED"
-            else "",
+            summarise_trace(str(entry.get("trace", ""))) if entry.get("state") == "FAILED" else "",
         )
         for instance, entry in entries
     ]
+
+
+def summarise_trace(trace: str, limit: int = 600) -> str:
+    """A Java stack trace in one line: its root cause, then its first line."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no trace"
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    summary = lines[0] if not causes else f"{causes[-1]} (in {lines[0]})"
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
 def watched_names(watched: WatchedTables, names: Iterable[str], source: str) -> list[str]:
@@ -176,9 +207,7 @@ def request_snapshot(watched: WatchedTables, settings: Settings, tables: list[st
     """Ask the connector, through the signal table, for an incremental snapshot (a backfill
     as ``op: r`` events) of ``tables``; returns the signal id. The connector reads the
     signal from the WAL, so it acts on it whenever it streams."""
-    with psycopg.connect(
-        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
-    ) as conn:
+    with connect_database(settings) as conn:
         return request_incremental_snapshot(conn, watched, tables)
 
 
@@ -214,7 +243,7 @@ def apply_connector(
     opts = watched.connector
     client = ConnectClient(settings.connect_url)
     desired = render_config(watched, settings)
-    with _connect(settings) as conn:
+    with connect_database(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if not problems:
             problems = [
@@ -226,13 +255,17 @@ def apply_connector(
             prepare_tables(conn, watched, settings.debezium_user)
             if not publication_exists(conn, opts.publication):
                 sync_publication(conn, watched)
+        # Topics Debezium made under a lower limit take the change that needs the new one
+        # before the task sends it.
+        raise_topic_limits(settings, topic_prefixes(watched), watched.limits.topic)
         current = client.get_config(opts.name)
         if current == desired:
             result: ApplyResult = "unchanged"
-            if _has_failed_task(client.status(opts.name)):
-                # The SQL above may have fixed what made it fail.
+            failed = _has_failed_task(client.status(opts.name))
+            if failed:
+                # The SQL above may have fixed what made it fail; or not, and it fails again.
                 client.restart(opts.name)
-            client.wait_running(opts.name, timeout, grace=10.0)
+            client.wait_running(opts.name, timeout, grace=10.0, steady=STEADY_S if failed else 0)
         else:
             old_pid = _slot_pid(conn, opts.slot)
             client.put_config(opts.name, desired)
@@ -262,7 +295,7 @@ def prepare_database(watched: WatchedTables, settings: Settings) -> None:
     """The database half of ``apply``, for where something else puts the connector config
     (a Strimzi ``KafkaConnector``): tables, replica identity, grants and the publication.
     Safe to run from several pods at once."""
-    with _connect(settings) as conn:
+    with connect_database(settings) as conn:
         problems = find_problems(conn, watched, settings.debezium_user)
         if problems:
             raise ConfigError(str(settings.watched_tables), problems)
@@ -276,9 +309,15 @@ def prepare_database(watched: WatchedTables, settings: Settings) -> None:
     log.info("database.prepare", publication=watched.connector.publication)
 
 
-def _connect(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
+def connect_database(
+    settings: Settings, timeout: int | None = None
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection as the application role (``timeout``: to connect, seconds)."""
     return psycopg.connect(
-        settings.pg_conninfo(), autocommit=True, password=settings.pg_password.get_secret_value()
+        settings.pg_conninfo(),
+        autocommit=True,
+        password=settings.pg_password.get_secret_value(),
+        connect_timeout=timeout,
     )
 
 

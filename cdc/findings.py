@@ -1,4 +1,4 @@
-"""What `cdc check` reports: a finding, how bad it is, and the fix."""
+"""What `cdc check` and the capture watcher report: a problem, its subject and its fix."""
 
 from __future__ import annotations
 

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: Annotated[int, Field(ge=0, le=65535)] | None = 9400  # None: no endpoint
     check_at_start: bool = True
+    # How often the consumer asks Kafka Connect and PostgreSQL whether Debezium still
+    # captures its tables (0: never); what stops it is logged and fails /readyz.
+    capture_check_interval_s: Annotated[float, Field(ge=0)] = 30.0
 
     def kafka_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka properties for every client we make: endpoint and security."""

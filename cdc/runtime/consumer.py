@@ -30,6 +30,8 @@ from cdc.decoding.envelope import table_of_topic
 from cdc.errors import ConfigError, DecodeError, KafkaRefused, RegistryError
 from cdc.events import Change, DomainEvent, Event, Kind
 from cdc.routing import Routable, Route, Router
+from cdc.runtime.capture_watch import CaptureWatcher
+from cdc.runtime.consumer_config import consumer_config
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Later, Outcome, Stopping
@@ -121,7 +123,8 @@ class Runtime:
         self.settings = settings
         self.router = router
         self.observer = observer
-        self.resources = Resources(settings, (watched.outbox or OutboxOptions()).table)
+        outbox = (watched.outbox or OutboxOptions()).table
+        self.resources = Resources(settings, outbox, watched.limits)
         self._stop = threading.Event()
         self.dispatcher = Dispatcher(
             self.resources,
@@ -158,6 +161,7 @@ class Runtime:
             )
         self.metrics = Metrics()
         self.probes = Probes()
+        self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
         self.endpoint: Endpoint | None = None
         self._partitions: dict[tuple[str, int], PartitionWork] = {}
         self._workers = KeyedWorkers(0)  # replaced by run()
@@ -182,6 +186,7 @@ class Runtime:
         s = self.settings
         if s.http_port is not None:
             self.endpoint = Endpoint(self.metrics, self.probes, s.http_host, s.http_port).start()
+        self.capture.start()
         consumer = self._consumer()
         workers = self._workers = KeyedWorkers(s.concurrency)
         consumer.subscribe(
@@ -231,33 +236,8 @@ class Runtime:
             self._shut_down(consumer, workers)
 
     def _consumer(self) -> Consumer:
-        s = self.settings
-        return Consumer(
-            s.kafka_config(
-                **{
-                    "group.id": s.group_id,
-                    "session.timeout.ms": s.kafka_session_timeout_ms,
-                    "heartbeat.interval.ms": s.kafka_session_timeout_ms // 5,
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": True,
-                    "enable.auto.offset.store": False,
-                    "auto.commit.interval.ms": 1000,
-                    # A rebalance moves only the partitions that change owner; the others
-                    # keep their in-flight work.
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    # Topics appear when Debezium first writes to them; notice them quickly.
-                    "topic.metadata.refresh.interval.ms": 5000,
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._stats,
-                    "error_cb": self._kafka_error,
-                    # librdkafka's prefetch queue is the other half of bounded memory.
-                    "queued.max.messages.kbytes": 16384,
-                    # Once that queue is full, fetch again soon after it drains (the default
-                    # waits a second, leaving a fast consumer idle).
-                    "fetch.queue.backoff.ms": 50,
-                }
-            )
-        )
+        config = consumer_config(self.settings, self.resources.limits)
+        return Consumer({**config, "stats_cb": self._stats, "error_cb": self._kafka_error})
 
     @staticmethod
     def _fetch(consumer: Consumer, most: int) -> list[Message]:
@@ -312,6 +292,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release the handlers' connections, the producer and the HTTP endpoint."""
+        self.capture.stop()
         self.dispatcher.close()
         self.resources.close()
         if self.endpoint is not None:

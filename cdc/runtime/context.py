@@ -23,13 +23,10 @@ from cdc.events import Change, DomainEvent
 from cdc.outbox import DEFAULT_TABLE, aemit, emit
 from cdc.runtime.ledger import Ledger
 from cdc.settings import Settings
+from cdc.tables.limits import RecordLimits
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
-# What our producer takes: a record parked in the dead-letter topic is its original plus our
-# headers, so it must fit more than the 1 MB a topic holds by default. Well under the broker's
-# socket.request.max.bytes (100 MiB); each topic's max.message.bytes still applies.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,11 +51,18 @@ def _encode(value: Any) -> bytes | None:
 
 class Resources:
     """Connections shared by every handler run, opened on first use and closed once; and the
-    outbox table the watched-tables file declares, for ``ctx.emit``."""
+    outbox table the watched-tables file declares, for ``ctx.emit``; and how large a record
+    may be (our producer takes the largest a parked record can be)."""
 
-    def __init__(self, settings: Settings, outbox_table: str = DEFAULT_TABLE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        outbox_table: str = DEFAULT_TABLE,
+        limits: RecordLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.outbox_table = outbox_table
+        self.limits = limits or RecordLimits()
         self._lock = threading.RLock()  # ledger() opens the pool while holding it
         self._async_lock = asyncio.Lock()
         self._pool: ConnectionPool[Connection] | None = None
@@ -114,7 +118,7 @@ class Resources:
                             "enable.idempotence": True,
                             "acks": "all",
                             "linger.ms": 5,
-                            "message.max.bytes": MAX_RECORD_BYTES,
+                            "message.max.bytes": self.limits.parked,
                         }
                     )
                 )

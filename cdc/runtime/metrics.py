@@ -141,6 +141,13 @@ class Metrics:
         self.assigned = Gauge(
             "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
         )
+        self.capture_problems = Gauge(
+            "cdc_capture_problems",
+            "What stops Debezium capturing the watched tables, by connector and check "
+            "(connector, task, publication, table; unknown: Connect or PostgreSQL not asked).",
+            ["connector", "check"],
+            registry=r,
+        )
 
     def child(self, metric: Counter, *labels: str) -> Any:
         """``metric.labels(*labels)``, kept: the per-record series are looked up once each
@@ -180,13 +187,15 @@ class Metrics:
 
 class Probes:
     """Liveness: the fetch loop turned recently. Readiness: the consumer has subscribed,
-    its fetch loop runs, and it is not stopping."""
+    its fetch loop runs, it is not stopping, and Debezium captures its tables (``capture``
+    says why not)."""
 
     def __init__(self, stale_after: float = 60.0) -> None:
         self.stale_after = stale_after
         self._beat = time.monotonic()
         self.fetching = False
         self.stopping = False
+        self.capture: str | None = None
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -202,6 +211,8 @@ class Probes:
             return False, "stopping"
         if not self.fetching:
             return False, "not fetching yet"
+        if self.capture is not None:
+            return False, self.capture
         return self.live()
 
 

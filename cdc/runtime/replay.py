@@ -26,6 +26,7 @@ from confluent_kafka import (
 from cdc.runtime.consumer import Handled, Runtime, record_headers
 from cdc.runtime.dead_letter import HEADER
 from cdc.settings import Settings
+from cdc.tables.limits import RecordLimits
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,15 @@ class DeadLetterTopic:
     """Reads the dead-letter topic from where ``group`` got to (the beginning without one)
     up to its end as of opening."""
 
-    def __init__(self, settings: Settings, topic: str, group: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        group: str | None = None,
+        limits: RecordLimits | None = None,
+    ) -> None:
         self.topic = topic
+        limits = limits or RecordLimits()
         self.group = group
         self._consumer = Consumer(
             settings.kafka_config(
@@ -131,6 +139,7 @@ class DeadLetterTopic:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "enable.partition.eof": True,
+                    **limits.consumer(limits.parked),
                 }
             )
         )

@@ -18,6 +18,12 @@ from pydantic import (
 )
 
 from cdc.errors import ConfigError
+from cdc.tables.limits import (
+    DEFAULT_MAX_RECORD_BYTES,
+    LARGEST_MAX_RECORD_BYTES,
+    MIB,
+    RecordLimits,
+)
 
 # Plain unquoted PostgreSQL identifiers only: names reach generated SQL (always quoted),
 # Debezium regex lists and Kafka topic names, and a strict shape keeps all three exact. At
@@ -72,6 +78,11 @@ class ConnectorOptions(BaseModel):
     transaction_metadata: bool = False
     topic_partitions: Annotated[int, Field(ge=-1)] = -1
     topic_replication_factor: Annotated[int, Field(ge=-1)] = -1
+    # The largest change record, in bytes, that flows end to end (see cdc.tables.limits): a
+    # larger one stops the connector's task, loudly, until this is raised.
+    max_record_bytes: Annotated[int, Field(ge=MIB, le=LARGEST_MAX_RECORD_BYTES)] = (
+        DEFAULT_MAX_RECORD_BYTES
+    )
 
     @field_validator("name")
     @classmethod
@@ -151,6 +162,10 @@ class WatchedTables(BaseModel):
             return None
         schema, table = self.outbox.table.split(".")
         return TableName(schema=schema, table=table)
+
+    @property
+    def limits(self) -> RecordLimits:
+        return RecordLimits(self.connector.max_record_bytes)
 
     @property
     def heartbeat_table(self) -> TableName:

@@ -136,6 +136,7 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         "topic.creation.default.partitions": str(opts.topic_partitions),
         "topic.creation.default.replication.factor": str(opts.topic_replication_factor),
     }
+    config |= watched.limits.connector()
     if excluded:
         config["column.exclude.list"] = ",".join(excluded)
     if opts.encoding is Encoding.AVRO:
@@ -203,6 +204,14 @@ def outbox_topic_pattern(watched: WatchedTables) -> str | None:
     if watched.outbox is None:
         return None
     return f"^{re.escape(watched.outbox.topic_prefix)}\\..+"
+
+
+def topic_prefixes(watched: WatchedTables) -> list[str]:
+    """What the names of the topics Debezium writes for the file start with."""
+    prefixes = [f"{watched.connector.topic_prefix}."]
+    if watched.outbox is not None:
+        prefixes.append(f"{watched.outbox.topic_prefix}.")
+    return prefixes
 
 
 def data_topic(watched: WatchedTables, table: TableName) -> str:

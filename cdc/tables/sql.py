@@ -145,6 +145,11 @@ def published_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) ->
     return {str(r[0]) for r in rows}
 
 
+def publication_or_none(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str] | None:
+    """The publication's tables, or None when there is no such publication."""
+    return published_tables(conn, name) if publication_exists(conn, name) else None
+
+
 def request_incremental_snapshot(
     conn: psycopg.Connection[tuple[object, ...]], watched: WatchedTables, tables: list[str]
 ) -> str:

@@ -25,19 +25,23 @@ ROOT = Path(__file__).parents[2]
 USERS, POSTS, COMMENTS = 10, 10, 3000
 
 
-def start(pipeline: Pipeline, log: Path) -> subprocess.Popen[str]:
-    """`cdc run` on the example handlers, logging to ``log`` (a pipe would fill and block it)."""
+def start(
+    pipeline: Pipeline, log: Path, handlers: str = "handlers", cwd: Path = ROOT, **env: str
+) -> subprocess.Popen[str]:
+    """`cdc run` on ``handlers`` (the example's by default) found in ``cwd``, logging to ``log``
+    (a pipe would fill and block it); ``env``: more settings."""
     env = {
         **os.environ,
         **pipeline.stack.env(),
         "CDC_WATCHED_TABLES": str(pipeline.file),
-        "CDC_HANDLERS": "handlers",
+        "CDC_HANDLERS": handlers,
         "CDC_GROUP_ID": pipeline.id,
         "CDC_HTTP_PORT": "0",
+        **env,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "cdc", "run"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

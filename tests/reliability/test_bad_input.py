@@ -33,9 +33,10 @@ from cdc.decoding import RegistrySchemas
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Handled
 from cdc.runtime.consumer import record_headers
-from cdc.runtime.context import MAX_RECORD_BYTES, Resources
+from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import HEADER, DeadLetterSink, Rejected
 from cdc.stack.endpoints import StackEndpoints
+from cdc.tables.limits import RecordLimits
 from cdc.testing import RecordReader, RunningConsumer, read_records
 from tests.corpus.hostile import ENCODINGS, HUGE, Bad, Kind, Sample, Target, kinds_for
 from tests.integration.conftest import Pipeline
@@ -346,7 +347,7 @@ def test_the_dead_letter_topic_takes_records_over_the_default_limit(
         )
     )  # fmt: skip
     resources.close()
-    assert _limit(admin, topic) == MAX_RECORD_BYTES
+    assert _limit(admin, topic) == RecordLimits().parked
     (parked,) = read_records(cdc_stack.kafka_bootstrap, [topic], 1)
     assert (parked.value(), parked.key()) == (value, key)
     headers = record_headers(parked)

@@ -7,6 +7,7 @@ import pytest
 from cdc import ConfigError, parse_watched_tables
 from cdc.tables.config import Encoding, ReplicaIdentity
 from cdc.tables.connector import DatabaseEndpoint, connector_config, heartbeat_topic
+from cdc.tables.limits import MIB, RecordLimits
 
 GOOD = """
 connector:
@@ -62,6 +63,39 @@ def test_connector_config_is_derived_from_the_file() -> None:
     assert config["database.password"] == "${env:CDC_DEBEZIUM_PASSWORD}"
     assert config["value.converter.schemas.enable"] == "true"
     assert config["value.converter.replace.null.with.default"] == "false"
+
+
+def _with_limit(value: str) -> str:
+    return GOOD.replace(
+        "  publication: shop_pub\n", f"  publication: shop_pub\n  max_record_bytes: {value}\n"
+    )
+
+
+def test_one_record_limit_sets_every_kafka_limit_on_the_way() -> None:
+    default = connector_config(parse_watched_tables(GOOD), DB)
+    assert default["producer.override.max.request.size"] == str(32 * MIB)
+    raised = parse_watched_tables(_with_limit("20000000"))
+    config = connector_config(raised, DB)
+    limits = raised.limits
+    assert limits == RecordLimits(20_000_000)
+    assert config["producer.override.max.request.size"] == "20000000"
+    assert config["producer.override.buffer.memory"] == "40000000"  # above the record
+    assert config["producer.override.compression.type"] == "lz4"
+    # The compressed batch of data that does not compress is a little larger than the record.
+    assert config["topic.creation.default.max.message.bytes"] == str(limits.topic)
+    assert 20_000_000 < limits.topic < 21_000_000
+    assert limits.parked == 40_000_000  # the key once more and our headers fit in a parked copy
+    fetch = limits.consumer(limits.parked)
+    assert fetch["fetch.max.bytes"] == 52_428_800  # librdkafka's default is larger already
+    assert fetch["receive.message.max.bytes"] == 100_000_000
+    largest = RecordLimits(48 * MIB)
+    assert largest.consumer(largest.parked) == {
+        "fetch.max.bytes": 96 * MIB,
+        "receive.message.max.bytes": 96 * MIB + 512,
+    }
+    for wrong in ("1000", str(49 * MIB)):
+        with pytest.raises(ConfigError, match=r"connector\.max_record_bytes"):
+            parse_watched_tables(_with_limit(wrong))
 
 
 def test_encodings_pick_converters() -> None:

@@ -1,0 +1,96 @@
+"""The consumer's capture watcher. Debezium can stop capturing while the consumer fetches on
+happily, seeing nothing (a FAILED task, a watched table re-created outside the publication).
+Every ``capture_check_interval_s`` a thread asks Kafka Connect and PostgreSQL
+(`cdc.capture_health`) and says what it finds: one log line when it changes, the
+``cdc_capture_problems`` gauge, and ``/readyz``."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from cdc.capture_health import CaptureHealth, read_capture_health
+from cdc.runtime.metrics import Metrics, Probes
+from cdc.settings import Settings
+from cdc.tables.config import WatchedTables
+
+log = structlog.get_logger("cdc.capture")
+
+# The gauge's `check` label: kinds of problem, and `unknown` for what could not be asked.
+CHECKS = ("connector", "task", "publication", "table", "unknown")
+
+
+class CaptureWatcher:
+    """Runs `check` now and then every interval on a thread of its own until `stop`."""
+
+    def __init__(
+        self, settings: Settings, watched: WatchedTables, metrics: Metrics, probes: Probes
+    ) -> None:
+        self.settings = settings
+        self.watched = watched
+        self.metrics = metrics
+        self.probes = probes
+        self.interval = settings.capture_check_interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._problems: set[str] = set()
+        self._unknown: set[str] = set()
+
+    def start(self) -> None:
+        if self.interval <= 0:
+            log.info("capture.watch_off", connector=self.watched.connector.name)
+            return
+        self._thread = threading.Thread(target=self._loop, name="cdc-capture", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15.0)  # a check gives up within its 10 s timeouts
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception as exc:  # a bug here must not take the consumer down
+                log.exception("capture.check_failed", connector=self.watched.connector.name)
+                self.report(CaptureHealth(unknown=[f"the check failed: {exc!r}"]))
+            self._stop.wait(self.interval)
+
+    def check(self) -> CaptureHealth:
+        file = str(self.settings.watched_tables)
+        health = read_capture_health(self.watched, self.settings, file)
+        self.report(health)
+        return health
+
+    def report(self, health: CaptureHealth) -> None:
+        name = self.watched.connector.name
+        for check in CHECKS:
+            count = (
+                len(health.unknown)
+                if check == "unknown"
+                else sum(p.check == check for p in health.problems)
+            )
+            self.metrics.capture_problems.labels(name, check).set(count)
+        problems = {p.one_line(): p for p in health.problems}
+        for key in sorted(problems.keys() - self._problems):
+            p = problems[key]
+            log.error(
+                "capture.stopped",
+                connector=name,
+                check=p.check,
+                subject=p.subject,
+                problem=p.problem,
+                remedy=p.fix,
+            )
+        if self._problems and not problems:
+            log.info("capture.resumed", connector=name, was=sorted(self._problems))
+        for reason in sorted(set(health.unknown) - self._unknown):
+            log.warning("capture.unknown", connector=name, reason=reason)
+        self._problems, self._unknown = set(problems), set(health.unknown)
+        self.probes.capture = (
+            f"capture of connector {name} stopped: " + " | ".join(sorted(problems))
+            if problems
+            else None
+        )
