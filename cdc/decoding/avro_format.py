@@ -18,10 +18,10 @@ from cdc.decoding.connect_schema import (
     toasted,
 )
 from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
+from cdc.events.fallback import Unrepresentable
 from cdc.events.values import (
     PLACEHOLDER_TEXT,
     UNAVAILABLE,
-    Unrepresentable,
     logical_converter,
     lost_rows,
     shortest_float32,

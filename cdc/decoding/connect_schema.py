@@ -9,10 +9,10 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
+from cdc.events.fallback import Unrepresentable
 from cdc.events.values import (
     PLACEHOLDER_TEXT,
     UNAVAILABLE,
-    Unrepresentable,
     is_placeholder,
     logical_converter,
     lost_rows,

@@ -19,8 +19,9 @@ from cdc.events.change import (
     TransactionEvent,
 )
 from cdc.events.delivery import Delivery, DeliveryGate
+from cdc.events.fallback import Unrepresentable
 from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
-from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable, Unrepresentable
+from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable
 
 __all__ = [
     "MICROS",

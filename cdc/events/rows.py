@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from cdc.events import values
+from cdc.events import temporal, values
+from cdc.events.fallback import Unrepresentable
 from cdc.events.values import UNAVAILABLE, lost_rows
 
 
@@ -92,22 +93,22 @@ def _plan(name: str, annotation: Any, metadata: list[Any]) -> _Convert | None:
     scale = next((m for m in metadata if isinstance(m, Scale)), None)
     unit_hint = f"its unit: Annotated[..., MICROS] or Annotated[..., MILLIS] on {name}"
     if dt.datetime in accepts:
-        timestamp = {MILLIS: values.to_timestamp_ms, MICROS: values.to_timestamp_us}
+        timestamp = {MILLIS: temporal.to_timestamp_ms, MICROS: temporal.to_timestamp_us}
         return _by_raw_type(
             {
                 int: timestamp[unit] if unit else _needs(name, unit_hint),
-                str: values.to_zoned_timestamp,
+                str: temporal.to_zoned_timestamp,
             }
         )
     if dt.date in accepts:
-        return _by_raw_type({int: values.to_date})
+        return _by_raw_type({int: temporal.to_date})
     if dt.time in accepts:
-        time = {MILLIS: values.to_time_ms, MICROS: values.to_time_us}
+        time = {MILLIS: temporal.to_time_ms, MICROS: temporal.to_time_us}
         return _by_raw_type(
-            {int: time[unit] if unit else _needs(name, unit_hint), str: values.to_zoned_time}
+            {int: time[unit] if unit else _needs(name, unit_hint), str: temporal.to_zoned_time}
         )
     if dt.timedelta in accepts:
-        return _by_raw_type({int: values.to_duration_us, str: values.to_interval})
+        return _by_raw_type({int: temporal.to_duration_us, str: temporal.to_interval})
     if Decimal in accepts:
         binary = (
             (lambda v: values.to_decimal(v, scale.digits))
@@ -127,7 +128,7 @@ def _plan(name: str, annotation: Any, metadata: list[Any]) -> _Convert | None:
 
 
 def _lost_rows_unrepresentable(value: list[Any]) -> Any:
-    return values.Unrepresentable("array", None, value) if lost_rows(value) else value
+    return Unrepresentable("array", None, value) if lost_rows(value) else value
 
 
 def _decimal_text_or(binary: _Convert) -> _Convert:

@@ -109,12 +109,13 @@ def http_port(log: Path) -> int:
     return int(started[0]["http_port"])
 
 
+@pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])
 def test_a_change_over_the_limit_is_loud_until_the_limit_is_raised(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path, encoding: str
 ) -> None:
     table = pipeline.table("big")
     pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
-    pipeline.write_file({table: {}}, max_record_bytes=1_048_576)
+    pipeline.write_file({table: {}}, max_record_bytes=1_048_576, encoding=encoding)
     pipeline.apply()
     (tmp_path / "big_handlers.py").write_text(
         textwrap.dedent(f"""

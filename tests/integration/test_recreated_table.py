@@ -21,14 +21,15 @@ from tests.integration.test_ops import cdc
 pytestmark = pytest.mark.stack
 
 
+@pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])
 def test_a_recreated_table_is_reported_and_apply_brings_back_its_rows(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path, encoding: str
 ) -> None:
     table = pipeline.table("items")
     create = f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"
     pipeline.sql(create)
     # The rows written while the table was not captured come back as snapshot reads (op r).
-    pipeline.write_file({table: {"snapshot_reads": True}})
+    pipeline.write_file({table: {"snapshot_reads": True}}, encoding=encoding)
     pipeline.apply()
     (tmp_path / "item_handlers.py").write_text(
         textwrap.dedent(f"""
