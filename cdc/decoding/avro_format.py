@@ -55,6 +55,8 @@ class AvroDecoder(Decoder):
                 "", f"invalid UTF-8 in an Avro string at byte {exc.start} (schema {schema_id})"
             ) from None
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+            if buffer.tell() >= len(raw):  # it ran out of bytes mid-value
+                raise Mismatch("", f"truncated Avro data (schema {schema_id})") from None
             # fastavro reading bytes that are not a record of this schema: a union branch out
             # of range, a negative length, an enum symbol that does not exist...
             raise Mismatch(
