@@ -20,6 +20,7 @@ from cdc.connect import ConnectClient, connect_database, status_rows
 from cdc.errors import ConnectError
 from cdc.findings import Finding, Severity, apply_fix
 from cdc.settings import Settings
+from cdc.slot_health import SlotHealth, read_slot, slot_findings
 from cdc.tables.config import WatchedTables
 from cdc.tables.limits import LARGEST_MAX_RECORD_BYTES
 from cdc.tables.sql import publication_or_none, publication_tables
@@ -38,7 +39,8 @@ _TOO_LARGE = re.compile(r"RecordTooLargeException|MESSAGE_TOO_LARGE|max\.request
 @dataclass(frozen=True)
 class CaptureProblem(Finding):
     """Something that stops changes from being captured (always an error). ``check`` names
-    the kind (a metric label): ``connector``, ``task``, ``publication`` or ``table``."""
+    the kind (a metric label): ``connector``, ``task``, ``publication``, ``table`` or
+    ``slot``."""
 
     check: str = ""
 
@@ -50,13 +52,15 @@ def _problem(check: str, subject: str, problem: str, fix: str) -> CaptureProblem
     return CaptureProblem(Severity.ERROR, subject, problem, fix, check)
 
 
-@dataclass(frozen=True)
+@dataclass
 class CaptureHealth:
     """What a look found: the problems, and what could not be looked at (``unknown``: Connect
     or PostgreSQL unreachable, or Connect not configured)."""
 
     problems: list[CaptureProblem] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)  # capture goes on, for now
+    slot: SlotHealth | None = None  # None: not read
 
 
 def instance_problems(
@@ -138,10 +142,11 @@ def publication_problems(
 def read_capture_health(watched: WatchedTables, settings: Settings, file: str) -> CaptureHealth:
     """Ask Kafka Connect and PostgreSQL; what cannot be asked is ``unknown``, not raised."""
     health = CaptureHealth()
+    connector = None
     if not settings.connect_url:
         health.unknown.append("Kafka Connect is not configured (CDC_CONNECT_URL is empty)")
     else:
-        _ask_connect(watched, settings.connect_url, file, health)
+        connector = _ask_connect(watched, settings.connect_url, file, health)
     try:
         with connect_database(settings, timeout=10) as conn:
             published = publication_or_none(conn, watched.connector.publication)
@@ -152,24 +157,51 @@ def read_capture_health(watched: WatchedTables, settings: Settings, file: str) -
                 ([str(t) for t in publication_tables(watched)],),
             )
             existing = {str(r[0]) for r in rows}
+            slot = read_slot(conn, watched.connector.slot)
         health.problems.extend(publication_problems(watched, published, existing, file))
+        _judge_slot(watched, slot, connector, settings.slot_wal_warn_bytes, file, health)
     except psycopg.Error as exc:
         health.unknown.append(f"PostgreSQL: {str(exc).strip()}")
     return health
 
 
-def _ask_connect(watched: WatchedTables, url: str, file: str, health: CaptureHealth) -> None:
+def _judge_slot(
+    watched: WatchedTables,
+    slot: SlotHealth,
+    connector: bool | None,
+    warn_bytes: int,
+    file: str,
+    health: CaptureHealth,
+) -> None:
+    """A missing slot matters only where the connector exists (``connector``: whether it
+    does, None: unknown); a lost one always."""
+    health.slot = slot
+    if not slot.exists and connector is not True:
+        return
+    name, tables = watched.connector.name, sorted(watched.tables)
+    for finding in slot_findings(slot, name, tables, warn_bytes, file):
+        if finding.severity is Severity.ERROR:
+            health.problems.append(_problem("slot", finding.subject, finding.problem, finding.fix))
+        else:
+            health.warnings.append(finding)
+
+
+def _ask_connect(watched: WatchedTables, url: str, file: str, health: CaptureHealth) -> bool | None:
+    """Whether the connector exists (None: Connect could not be asked)."""
     client = ConnectClient(url, timeout=10.0)
     try:
         status = client.status(watched.connector.name)
         health.problems.extend(instance_problems(watched, status, file))
+        return True
     except ConnectError as exc:
         if exc.status != 404:
             health.unknown.append(f"Kafka Connect at {url}: {exc}")
-        else:
-            health.problems.append(_no_connector(watched, url, file))
+            return None
+        health.problems.append(_no_connector(watched, url, file))
+        return False
     except httpx.HTTPError as exc:
         health.unknown.append(f"Kafka Connect at {url}: {str(exc) or repr(exc)}")
+        return None
     finally:
         client.close()
 

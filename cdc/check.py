@@ -27,6 +27,7 @@ from cdc.partition_check import (
 )
 from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.settings import MASK, Settings, is_secret_key
+from cdc.slot_health import SlotHealth, read_slot, slot_findings
 from cdc.tables.config import WatchedTables
 from cdc.tables.connector import captured_tables
 from cdc.tables.live import LiveTable, read_tables
@@ -96,11 +97,16 @@ class LiveState:
     # The publication's publish_via_partition_root: off, a watched partitioned table's
     # changes are published under its partitions' names, which Debezium does not watch.
     via_root: bool = True
+    slot: SlotHealth | None = None  # the connector's replication slot; None: not read
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
     return compare(
-        handlers, watched, read_live_state(watched, settings), file=str(settings.watched_tables)
+        handlers,
+        watched,
+        read_live_state(watched, settings),
+        file=str(settings.watched_tables),
+        slot_warn_bytes=settings.slot_wal_warn_bytes,
     )
 
 
@@ -120,6 +126,7 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
                 publication=None if via_root is None else frozenset(published_tables(conn, pub)),
                 tables=read_tables(conn, captured_tables(watched)),
                 via_root=via_root is not False,
+                slot=read_slot(conn, watched.connector.slot),
             )
     except psycopg.OperationalError as exc:
         return LiveState(connector, None, {}, database_error=str(exc).strip())
@@ -146,10 +153,16 @@ def compare(
     live: LiveState,
     *,
     file: str = "cdc.yaml",
+    slot_warn_bytes: int = Settings.model_fields["slot_wal_warn_bytes"].default,
 ) -> Report:
     """Every mismatch between the handlers, the watched-tables file (``file`` names it in the
     fixes) and the live state."""
     findings = _connector(watched, live.connector, file)
+    if live.slot is not None and live.connector.live is not None:
+        # Without a connector there is no slot to expect; that finding says what to do.
+        findings += slot_findings(
+            live.slot, watched.connector.name, sorted(watched.tables), slot_warn_bytes, file
+        )
     if live.connector.status is not None:
         findings += instance_problems(watched, live.connector.status, file)
     tables: Mapping[str, LiveTable] | None = live.tables

@@ -444,12 +444,14 @@ def lag(
     """Show how far a consumer group is behind on each watched table's topic: committed
     offset, end offset and lag per partition, totals per table and overall."""
     from cdc.lag import group_lag, lag_table
+    from cdc.slot_health import slot_line
 
     settings, watched = _watched(tables)
     group = group or settings.group_id
     rows = group_lag(settings, watched, group)
     title = f"consumer group {group} on {watched.connector.topic_prefix}.<schema>.<table>"
     console.print(lag_table(rows, title=title))
+    console.print(slot_line(settings, watched.connector.slot), soft_wrap=True)
 
 
 @app.command("snapshot")

@@ -82,6 +82,14 @@ class ConnectClient:
     def delete(self, name: str) -> None:
         self._call("DELETE", f"/connectors/{name}", ok=(200, 204, 404))
 
+    def stop(self, name: str) -> None:
+        """Shut the connector's tasks down, keeping its config and offsets, until `resume`
+        (a paused task keeps its replication connection; a stopped one lets the slot go)."""
+        self._call("PUT", f"/connectors/{name}/stop")
+
+    def resume(self, name: str) -> None:
+        self._call("PUT", f"/connectors/{name}/resume")
+
     def restart(self, name: str, only_failed: bool = False) -> dict[str, Any]:
         """Restart the connector and its tasks, or only those FAILED. Returns Connect's plan:
         the status with what it restarts as RESTARTING."""

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     # How often the consumer asks Kafka Connect and PostgreSQL whether Debezium still
     # captures its tables (0: never); what stops it is logged and fails /readyz.
     capture_check_interval_s: Annotated[float, Field(ge=0)] = 30.0
+    # WAL the replication slot may hold before `cdc check` and the consumer warn about it.
+    slot_wal_warn_bytes: Annotated[int, Field(gt=0)] = 1024**3
 
     def kafka_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka properties for every client we make: endpoint and security."""

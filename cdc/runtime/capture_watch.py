@@ -13,12 +13,13 @@ import structlog
 from cdc.capture_health import CaptureHealth, read_capture_health
 from cdc.runtime.metrics import Metrics, Probes
 from cdc.settings import Settings
+from cdc.slot_health import SlotHealth
 from cdc.tables.config import WatchedTables
 
 log = structlog.get_logger("cdc.capture")
 
 # The gauge's `check` label: kinds of problem, and `unknown` for what could not be asked.
-CHECKS = ("connector", "task", "publication", "table", "unknown")
+CHECKS = ("connector", "task", "publication", "table", "slot", "unknown")
 
 
 class CaptureWatcher:
@@ -36,6 +37,7 @@ class CaptureWatcher:
         self._thread: threading.Thread | None = None
         self._problems: set[str] = set()
         self._unknown: set[str] = set()
+        self._warnings: set[str] = set()
 
     def start(self) -> None:
         if self.interval <= 0:
@@ -88,9 +90,29 @@ class CaptureWatcher:
             log.info("capture.resumed", connector=name, was=sorted(self._problems))
         for reason in sorted(set(health.unknown) - self._unknown):
             log.warning("capture.unknown", connector=name, reason=reason)
+        warnings = {f"{w.subject}: {w.problem}": w for w in health.warnings}
+        for key in sorted(warnings.keys() - self._warnings):
+            w = warnings[key]
+            log.warning(
+                "capture.warning", connector=name, subject=w.subject, problem=w.problem, fix=w.fix
+            )
+        self._warnings = set(warnings)
+        if health.slot is not None:
+            self._slot_metrics(health.slot)
         self._problems, self._unknown = set(problems), set(health.unknown)
         self.probes.capture = (
             f"capture of connector {name} stopped: " + " | ".join(sorted(problems))
             if problems
             else None
+        )
+
+    def _slot_metrics(self, slot: SlotHealth) -> None:
+        labels = (self.watched.connector.name, slot.slot)
+        m = self.metrics
+        m.slot_active.labels(*labels).set(1 if slot.active else 0)
+        m.slot_lost.labels(*labels).set(1 if slot.lost or not slot.exists else 0)
+        m.slot_retained_wal.labels(*labels).set(slot.retained_bytes or 0)
+        m.slot_unconfirmed_wal.labels(*labels).set(slot.unconfirmed_bytes or 0)
+        m.slot_safe_wal.labels(*labels).set(
+            -1 if slot.safe_wal_size is None else slot.safe_wal_size
         )

@@ -144,8 +144,38 @@ class Metrics:
         self.capture_problems = Gauge(
             "cdc_capture_problems",
             "What stops Debezium capturing the watched tables, by connector and check "
-            "(connector, task, publication, table; unknown: Connect or PostgreSQL not asked).",
+            "(connector, task, publication, table, slot; unknown: Connect or PostgreSQL not "
+            "asked).",
             ["connector", "check"],
+            registry=r,
+        )
+        slot = ["connector", "slot"]
+        self.slot_active = Gauge(
+            "cdc_slot_active", "1 while a connector reads the replication slot.", slot, registry=r
+        )
+        self.slot_lost = Gauge(
+            "cdc_slot_lost",
+            "1 when the replication slot is missing or lost (wal_status lost): changes were lost.",
+            slot,
+            registry=r,
+        )
+        self.slot_retained_wal = Gauge(
+            "cdc_slot_retained_wal_bytes",
+            "WAL the database keeps for the replication slot (behind its restart_lsn).",
+            slot,
+            registry=r,
+        )
+        self.slot_unconfirmed_wal = Gauge(
+            "cdc_slot_unconfirmed_wal_bytes",
+            "WAL written since Debezium last confirmed (behind confirmed_flush_lsn).",
+            slot,
+            registry=r,
+        )
+        self.slot_safe_wal = Gauge(
+            "cdc_slot_safe_wal_bytes",
+            "WAL that may still be written before the slot is lost (max_slot_wal_keep_size "
+            "set; -1 where it is not).",
+            slot,
             registry=r,
         )
 
