@@ -198,6 +198,26 @@ def connector_status(
         raise typer.Exit(1)
 
 
+@connector_app.command("recover")
+def connector_recover(tables: WatchedOpt = None) -> None:
+    """After the replication slot was lost or dropped: let the connector make a new one and
+    re-read every watched table as snapshot reads (op r). Does nothing to a healthy slot."""
+    from cdc.slot_recovery import recover_slot
+
+    settings, watched = _watched(tables)
+    done = recover_slot(watched, settings)
+    slot = watched.connector.slot
+    if not done.needed:
+        console.print(f"replication slot {slot} is healthy: nothing to recover")
+        return
+    was = "lost, dropped and made again" if done.dropped else "missing, made again"
+    console.print(
+        f"replication slot {slot} was {was}; {done.signal} re-reads "
+        f"{sum(done.rows.values())} row(s): " + ", ".join(f"{t} {n}" for t, n in done.rows.items()),
+        soft_wrap=True,
+    )
+
+
 @connector_app.command("restart")
 def connector_restart(
     tables: WatchedOpt = None,

@@ -90,6 +90,10 @@ class ConnectClient:
     def resume(self, name: str) -> None:
         self._call("PUT", f"/connectors/{name}/resume")
 
+    def reset_offsets(self, name: str) -> None:
+        """Forget where the (stopped) connector read to: it starts as new when resumed."""
+        self._call("DELETE", f"/connectors/{name}/offsets")
+
     def restart(self, name: str, only_failed: bool = False) -> dict[str, Any]:
         """Restart the connector and its tasks, or only those FAILED. Returns Connect's plan:
         the status with what it restarts as RESTARTING."""

@@ -87,3 +87,8 @@ class EmitError(CdcError, ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("cannot emit: " + "; ".join(problems))
+
+
+class RecoveryError(CdcError):
+    """A lost or missing replication slot could not be given back to the connector; the
+    message says what to do by hand."""

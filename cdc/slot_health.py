@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from cdc.connect import connect_database
-from cdc.findings import Finding, Severity, apply_fix, cdc_fix
+from cdc.findings import Finding, Severity, cdc_fix
 from cdc.settings import Settings
 
 # pg_replication_slots is readable by every role, and so is pg_current_wal_lsn(): the
@@ -58,7 +58,8 @@ def slot_findings(
     """Errors for a missing or lost slot (changes are lost: the remedy re-reads the watched
     tables); a warning for one that holds more than ``warn_bytes`` of WAL."""
     subject = f"replication slot {slot.slot}"
-    snapshot = cdc_fix(f"snapshot {' '.join(tables)}", file)
+    # The connector makes a new slot and re-reads the watched tables (op r).
+    recover = f"{cdc_fix('connector recover', file)}: it re-reads {', '.join(tables)}"
     if not slot.exists:
         return [
             Finding(
@@ -66,8 +67,7 @@ def slot_findings(
                 subject,
                 f"does not exist while connector {connector} is configured: changes written "
                 "since it went are not captured",
-                f"{apply_fix(file)} (the connector's task makes a new slot from now on), then "
-                f"{snapshot} to re-read the watched tables",
+                recover,
             )
         ]
     if slot.lost:
@@ -77,8 +77,7 @@ def slot_findings(
                 subject,
                 "is lost (wal_status lost: max_slot_wal_keep_size removed WAL it needed): the "
                 "changes in that WAL are gone",
-                f"drop it (SELECT pg_drop_replication_slot('{slot.slot}')), {apply_fix(file)}, "
-                f"then {snapshot}",
+                recover,
             )
         ]
     findings = []
