@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     pg_pool_size: Annotated[int, Field(ge=1)] | None = None  # default: concurrency
     ledger_table: str = "cdc_processed_changes"
     ledger_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    # How often a running consumer prunes the ledger (0: only when it starts using it).
+    ledger_prune_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: Annotated[int, Field(ge=0, le=65535)] | None = 9400  # None: no endpoint
     check_at_start: bool = True

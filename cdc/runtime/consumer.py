@@ -35,6 +35,7 @@ from cdc.runtime.consumer_config import consumer_config
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Later, Outcome, Stopping
+from cdc.runtime.housekeeping import LedgerPruner
 from cdc.runtime.metrics import Endpoint, Metrics, PlainHistogram, Probes
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork
 from cdc.settings import Settings
@@ -162,6 +163,7 @@ class Runtime:
         self.metrics = Metrics()
         self.probes = Probes()
         self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
+        self.pruner = LedgerPruner(self.resources, self.metrics, settings.ledger_prune_interval_s)
         self.endpoint: Endpoint | None = None
         self._partitions: dict[tuple[str, int], PartitionWork] = {}
         self._workers = KeyedWorkers(0)  # replaced by run()
@@ -187,6 +189,7 @@ class Runtime:
         if s.http_port is not None:
             self.endpoint = Endpoint(self.metrics, self.probes, s.http_host, s.http_port).start()
         self.capture.start()
+        self.pruner.start()
         consumer = self._consumer()
         workers = self._workers = KeyedWorkers(s.concurrency)
         consumer.subscribe(
@@ -293,6 +296,7 @@ class Runtime:
     def close(self) -> None:
         """Release the handlers' connections, the producer and the HTTP endpoint."""
         self.capture.stop()
+        self.pruner.stop()
         self.dispatcher.close()
         self.resources.close()
         if self.endpoint is not None:

@@ -104,10 +104,20 @@ class Resources:
                 with self.pool().connection() as conn:
                     ledger.create(conn)
                     # Kafka keeps records for days, not forever: older rows can never match
-                    # a redelivery. Pruned at each start, which is often enough for growth.
+                    # a redelivery. Pruned here and then every ledger_prune_interval_s
+                    # (runtime/housekeeping.py).
                     ledger.prune(conn, self.settings.ledger_retention_days)
                 self._ledger = ledger
             return self._ledger
+
+    def prune_ledger(self) -> int | None:
+        """Forget ledger rows past the retention; None while no handler has used the ledger."""
+        with self._lock:
+            ledger = self._ledger
+        if ledger is None:
+            return None
+        with self.pool().connection() as conn:
+            return ledger.prune(conn, self.settings.ledger_retention_days)
 
     def producer(self) -> Producer:
         with self._lock:

@@ -149,6 +149,11 @@ class Metrics:
             ["connector", "check"],
             registry=r,
         )
+        self.ledger_pruned = Counter(
+            "cdc_ledger_pruned_rows",
+            "Ledger rows pruned while running, past ledger_retention_days.",
+            registry=r,
+        )
         slot = ["connector", "slot"]
         self.slot_active = Gauge(
             "cdc_slot_active", "1 while a connector reads the replication slot.", slot, registry=r

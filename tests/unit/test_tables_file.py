@@ -97,6 +97,7 @@ def test_every_command_with_tables_is_covered() -> None:
     assert sorted(" ".join(c) for c in tables_commands()) == [
         "check",
         "connector apply",
+        "connector recover",
         "connector render",
         "connector restart",
         "connector status",
