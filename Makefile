@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # What the stack and the tests run that pip does not bring: Java 17, Maven, PostgreSQL 15,
-# and a compose implementation to validate docker-compose.yml (Debian's packages).
+# a compose implementation to validate docker-compose.yml, and promtool to check and test the
+# alerting rules (Debian's packages).
 PG_BIN ?= $(or $(CDC_PG_BIN),/usr/lib/postgresql/15/bin)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -24,6 +25,7 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	[ -x "$(PG_BIN)/postgres" ] || missing="$$missing postgresql-15"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
@@ -73,7 +75,9 @@ psql:
 clean: stack-down
 	rm -rf $(VENV) .cdc
 
-# docker-compose.yml and deploy/kubernetes.yaml are made from the code; tests check they are current.
+# docker-compose.yml, deploy/kubernetes.yaml and deploy/prometheus/alerts.yml are made from the
+# code; tests check they are current.
 deploy-files: $(VENV)/.installed
 	$(CDC) deploy compose > docker-compose.yml
 	$(CDC) deploy kubernetes > deploy/kubernetes.yaml
+	$(CDC) deploy alerts > deploy/prometheus/alerts.yml

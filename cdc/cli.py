@@ -321,6 +321,14 @@ def deploy_compose() -> None:
     print(render_compose(Settings()), end="")
 
 
+@deploy_app.command("alerts")
+def deploy_alerts() -> None:
+    """Prometheus alerting rules for the consumer's metrics (deploy/prometheus/alerts.yml)."""
+    from cdc.deploy.alerts import render_alerts
+
+    print(render_alerts(), end="")
+
+
 @deploy_app.command("kubernetes")
 def deploy_kubernetes(
     tables: WatchedOpt = None,

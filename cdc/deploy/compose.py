@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdc.deploy import consumer_env, grace_period_s, served_port
+from cdc.deploy.alerts import PROMETHEUS_IMAGE
 from cdc.deploy.yaml_out import dump
 from cdc.settings import Settings
 from cdc.stack import config, images
@@ -68,7 +69,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
     }
     http = served_port(defaults)
     worker = images.worker_properties()
-    return {
+    project: dict[str, Any] = {
         "services": {
             "secrets": {
                 "image": img["postgres"],
@@ -179,6 +180,16 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
         },
         "volumes": {"pgdata": {}, "kafkadata": {}, "secrets": {}},
     }
+    # `docker compose --profile monitoring up`: Prometheus scraping the consumer, with our
+    # alerting rules (deploy/prometheus/), on http://127.0.0.1:9090.
+    project["services"]["prometheus"] = {
+        "image": PROMETHEUS_IMAGE,
+        "profiles": ["monitoring"],
+        "volumes": ["./deploy/prometheus:/etc/prometheus:ro"],
+        "ports": ["127.0.0.1:9090:9090"],
+        "depends_on": ["consumer"],
+    }
+    return project
 
 
 def _health(test: list[str], retries: int) -> dict[str, Any]:

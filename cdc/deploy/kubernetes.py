@@ -9,6 +9,7 @@ from typing import Any
 
 from cdc.connect import render_config
 from cdc.deploy import Target, consumer_env, grace_period_s, served_port
+from cdc.deploy.alerts import monitoring_manifests
 from cdc.deploy.yaml_out import dump_all
 from cdc.errors import ConfigError
 from cdc.settings import Settings
@@ -193,8 +194,9 @@ def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
 def consumer_manifests(
     watched_text: str, settings: Settings, target: Target
 ) -> list[dict[str, Any]]:
-    """ConfigMaps (watched-tables file, settings), the Deployment, a metrics Service and a
-    PodDisruptionBudget. The Secret ``cdc`` is the operator's to create."""
+    """ConfigMaps (watched-tables file, settings), the Deployment, a metrics Service, a
+    PodDisruptionBudget, and for the Prometheus Operator the alerting rules and a
+    ServiceMonitor. The Secret ``cdc`` is the operator's to create."""
     name = target.name
     labels = {"app.kubernetes.io/name": "cdc", "app.kubernetes.io/instance": name}
     port = served_port(settings)
@@ -327,6 +329,7 @@ def consumer_manifests(
             "metadata": _meta(name, target, labels=labels),
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
         },
+        *monitoring_manifests(_meta(name, target, labels=labels), labels),
     ]
 
 

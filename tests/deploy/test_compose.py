@@ -141,7 +141,7 @@ def test_state_in_named_volumes_and_ports_on_loopback(normalized: dict[str, Any]
             host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
             assert host_ip == "127.0.0.1"
     published = {n for n, s in services.items() if s.get("ports")}
-    assert published == {"postgres", "kafka", "connect", "consumer"}
+    assert published == {"postgres", "kafka", "connect", "consumer", "prometheus"}
 
 
 def test_no_secret_in_the_file() -> None:
