@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,9 @@ class PartitionLag:
     committed: int | None  # None: the group never committed on this partition
     low: int  # low watermark: the first offset still in the log
     end: int  # high watermark: the offset the next record will get
+    # Kafka timestamp (ms) of the first record the group has still to read: about when
+    # Debezium produced it. None when nothing is behind.
+    oldest_unread_ms: int | None = None
 
     @property
     def lag(self) -> int:
@@ -81,11 +86,13 @@ def group_lag(
                 rows.append(PartitionLag(table, topic, None, None, 0, 0))
             for tp in (tp for tp in partitions if tp.topic == topic):
                 low, end = _watermarks(consumer, tp, timeout)
-                rows.append(
-                    PartitionLag(
-                        table, topic, tp.partition, committed[topic, tp.partition], low, end
-                    )
+                row = PartitionLag(
+                    table, topic, tp.partition, committed[topic, tp.partition], low, end
                 )
+                if row.lag:
+                    at = _timestamp_at(consumer, tp, end - row.lag, timeout)
+                    row = dataclasses.replace(row, oldest_unread_ms=at)
+                rows.append(row)
     finally:
         consumer.close()
     return rows
@@ -103,6 +110,22 @@ def _committed(
     return out
 
 
+def _timestamp_at(consumer: Any, tp: Any, offset: int, timeout: float) -> int | None:
+    """The Kafka timestamp of the record at ``offset`` (None if it cannot be read in time)."""
+    consumer.assign([TopicPartition(tp.topic, tp.partition, offset)])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            stamp = msg.timestamp()[1]
+            return int(stamp) if stamp > 0 else None
+        return None
+    finally:
+        consumer.unassign()
+
+
 def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
     marks = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
     if marks is None:  # librdkafka's way of saying it timed out
@@ -112,22 +135,49 @@ def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
     return int(marks[0]), int(marks[1])
 
 
-def lag_table(rows: Iterable[PartitionLag], title: str | None = None) -> Table:
-    """One row a partition and a total a table, then the total over all tables."""
-    table = Table("table", "partition", "committed", "end", "lag", title=title)
+def lag_table(
+    rows: Iterable[PartitionLag], title: str | None = None, now_ms: float | None = None
+) -> Table:
+    """One row a partition and a total a table, then the total over all tables. ``behind``:
+    how long ago the oldest record still to read was produced (its table's worst)."""
+    now = time.time() * 1000 if now_ms is None else now_ms
+    table = Table("table", "partition", "committed", "end", "lag", "behind", title=title)
     for column in table.columns[1:]:
         column.justify = "right"
-    grand = 0
+    grand, worst_all = 0, None
     for name, group in itertools.groupby(rows, key=lambda r: r.table):
         parts = list(group)
         for row in parts:
             if row.partition is None:
-                table.add_row(name, "no topic yet", "-", "-", "0")
+                table.add_row(name, "no topic yet", "-", "-", "0", "-")
             else:
                 committed = "-" if row.committed is None else str(row.committed)
-                table.add_row(name, str(row.partition), committed, str(row.end), str(row.lag))
+                table.add_row(
+                    name,
+                    str(row.partition),
+                    committed,
+                    str(row.end),
+                    str(row.lag),
+                    _behind(row.oldest_unread_ms, now),
+                )
         total = sum(r.lag for r in parts)
         grand += total
-        table.add_row(name, "total", "", "", str(total), style="bold", end_section=True)
-    table.add_row("all tables", "total", "", "", str(grand), style="bold")
+        worst = min((r.oldest_unread_ms for r in parts if r.oldest_unread_ms), default=None)
+        if worst is not None:
+            worst_all = worst if worst_all is None else min(worst_all, worst)
+        table.add_row(
+            name, "total", "", "", str(total), _behind(worst, now), style="bold", end_section=True
+        )
+    table.add_row("all tables", "total", "", "", str(grand), _behind(worst_all, now), style="bold")
     return table
+
+
+def _behind(produced_ms: int | None, now_ms: float) -> str:
+    if produced_ms is None:
+        return "-"
+    seconds = max(0, int((now_ms - produced_ms) / 1000))
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minute}m"
+    return f"{minute}m {second}s" if minute else f"{second}s"

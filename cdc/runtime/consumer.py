@@ -407,11 +407,11 @@ class Runtime:
             return
         taken = self._prepare(msg, where)
         if isinstance(taken, Handled):
-            work.skip(where[2])
+            work.skip(where[2], msg.timestamp()[1])
             if self.observer is not None:
                 self.observer(taken)
             return
-        work.add(where[2])
+        work.add(where[2], msg.timestamp()[1])
         # One key at a time, in partition order; a record without a key orders per partition.
         key = (where[0], where[1], msg.key())
         pending = None
@@ -627,6 +627,15 @@ class Runtime:
         for metric, observed in self._observed.items():
             metric.observe_all(observed)
             observed.clear()
+        oldest: dict[str, float] = {}
+        now_ms = time.time() * 1000
+        for (topic, _), work in self._partitions.items():
+            table = (self._topics.get(topic) or self._topic(topic))[1] or topic
+            ts = work.oldest_ms
+            # 0: no record waits (or it has no timestamp, librdkafka's -1)
+            age = (now_ms - ts) / 1000 if ts is not None and ts > 0 else 0.0
+            oldest[table] = max(oldest.get(table, 0.0), age)
+        m.set_oldest_unfinished(oldest)
 
     def _decode(self, msg: Message, outbox: bool) -> Event:
         try:

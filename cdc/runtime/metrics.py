@@ -149,6 +149,14 @@ class Metrics:
             ["connector", "check"],
             registry=r,
         )
+        self.oldest_unfinished = Gauge(
+            "cdc_oldest_unfinished_seconds",
+            "Age of the oldest change fetched and not yet finished, by table (from its Kafka "
+            "timestamp: about when Debezium produced it); 0 when none waits.",
+            ["table"],
+            registry=r,
+        )
+        self._oldest_tables: set[str] = set()
         self.ledger_pruned = Counter(
             "cdc_ledger_pruned_rows",
             "Ledger rows pruned while running, past ledger_retention_days.",
@@ -215,6 +223,14 @@ class Metrics:
                     key = f"{sample.labels['outcome']}/{sample.labels['table']}"
                     totals[key] = totals.get(key, 0) + int(sample.value)
         return totals
+
+    def set_oldest_unfinished(self, ages: dict[str, float]) -> None:
+        """The gauge per table; a table no longer owned (revoked) goes back to 0."""
+        for table in self._oldest_tables - ages.keys():
+            self.oldest_unfinished.labels(table).set(0)
+        for table, age in ages.items():
+            self.oldest_unfinished.labels(table).set(max(age, 0.0))
+        self._oldest_tables |= ages.keys()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -32,6 +32,7 @@ class PartitionWork:
         self._lock = threading.Lock()
         self._quiet = threading.Condition(self._lock)
         self._pending: deque[int] = deque()
+        self._times: deque[int] = deque()  # each pending record's Kafka timestamp (ms)
         self._finished: set[int] = set()
         self._running = 0
         self._position: int | None = None  # next offset to commit
@@ -67,15 +68,17 @@ class PartitionWork:
         with self._lock:
             return self._position
 
-    def add(self, offset: int) -> None:
+    def add(self, offset: int, timestamp_ms: int = 0) -> None:
         with self._lock:
             self._pending.append(offset)
+            self._times.append(timestamp_ms)
 
-    def skip(self, offset: int) -> None:
+    def skip(self, offset: int, timestamp_ms: int = 0) -> None:
         """`add` and `finish` at once, for a record finished as soon as it is read."""
         with self._lock:
             if self._pending:  # its head is not finished: nothing moves yet
                 self._pending.append(offset)
+                self._times.append(timestamp_ms)
                 self._finished.add(offset)
             else:
                 self._position = offset + 1
@@ -85,8 +88,15 @@ class PartitionWork:
             self._finished.add(offset)
             while self._pending and self._pending[0] in self._finished:
                 done = self._pending.popleft()
+                self._times.popleft()
                 self._finished.discard(done)
                 self._position = done + 1
+
+    @property
+    def oldest_ms(self) -> int | None:
+        """The Kafka timestamp of the oldest record not finished (None: all are)."""
+        with self._lock:
+            return self._times[0] if self._times else None
 
     @property
     def in_flight(self) -> int:

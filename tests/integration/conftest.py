@@ -74,6 +74,14 @@ class Pipeline:
             body["outbox"] = {"topic_prefix": self.outbox_prefix, **outbox}
         self.file.write_text(yaml.safe_dump(body))
 
+    def watch_new_table(self, short: str = "items", columns: str = "id int PRIMARY KEY") -> str:
+        """Create a table of this pipeline's, watch it alone and apply: its name."""
+        table = self.table(short)
+        self.sql(f"CREATE TABLE {table} ({columns})")
+        self.write_file({table: {}})
+        self.apply()
+        return table
+
     def watched(self) -> WatchedTables:
         return load_watched_tables(self.file)
 

@@ -15,10 +15,7 @@ pytestmark = pytest.mark.stack
 
 
 def test_the_ledger_is_pruned_while_the_consumer_runs(pipeline: Pipeline) -> None:
-    table = pipeline.table("items")
-    pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY)")
-    pipeline.write_file({table: {}})
-    pipeline.apply()
+    table = pipeline.watch_new_table()
 
     def once(change: Change, ctx: Context) -> None:
         pass

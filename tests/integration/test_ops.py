@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,6 +59,7 @@ def test_lag_per_partition_and_table(pipeline: Pipeline) -> None:
         pipeline.sql(f"CREATE TABLE {table} (id int PRIMARY KEY)")
     pipeline.write_file({items: {}, empty: {}})
     pipeline.apply()
+    written_ms = time.time() * 1000
     pipeline.sql(f"INSERT INTO {items} SELECT generate_series(1, 5)")
     topic = pipeline.topic(items)
     read_records(pipeline.stack.kafka_bootstrap, [topic], 5)
@@ -70,10 +72,15 @@ def test_lag_per_partition_and_table(pipeline: Pipeline) -> None:
 
     # In the file's order (write_file sorts it). Nothing has been written to the empty
     # table: its topic does not exist yet.
-    assert group_lag(pipeline.settings, pipeline.watched(), group) == [
+    rows = group_lag(pipeline.settings, pipeline.watched(), group)
+    assert [dataclasses.replace(r, oldest_unread_ms=None) for r in rows] == [
         PartitionLag(f"public.{empty}", pipeline.topic(empty), None, None, low=0, end=0),
         PartitionLag(f"public.{items}", topic, 0, committed=2, low=0, end=5),
     ]
+    # The first record still to read (offset 2) was produced after the insert, just now.
+    assert rows[0].oldest_unread_ms is None
+    assert rows[1].oldest_unread_ms is not None
+    assert written_ms - 1000 <= rows[1].oldest_unread_ms <= time.time() * 1000
     # A group that never committed would read from the start.
     (_, never) = group_lag(pipeline.settings, pipeline.watched(), f"{pipeline.id}-never")
     assert (never.committed, never.end, never.lag) == (None, 5, 5)
@@ -81,17 +88,22 @@ def test_lag_per_partition_and_table(pipeline: Pipeline) -> None:
     shown = cdc(pipeline, "lag", "--group", group)
     assert shown.returncode == 0, shown.stderr
     assert f"consumer group {group} on {pipeline.id}.<schema>.<table>" in shown.stdout
-    assert cells(shown.stdout) == [
+    shown_cells = cells(shown.stdout)
+    behind = [row.pop() for row in shown_cells]
+    assert shown_cells == [
         [f"public.{empty}", "no topic yet", "-", "-", "0"],
         [f"public.{empty}", "total", "", "", "0"],
         [f"public.{items}", "0", "2", "5", "3"],
         [f"public.{items}", "total", "", "", "3"],
         ["all tables", "total", "", "", "3"],
     ]
+    assert behind[:2] == ["-", "-"]
+    assert all(re.fullmatch(r"\d+s", b) for b in behind[2:]), behind
+    assert f"replication slot {pipeline.id}: active, wal_status reserved" in shown.stdout
     # Without --group: the consumer's own group.
     default = cdc(pipeline, "lag", CDC_GROUP_ID=group)
     assert default.returncode == 0, default.stderr
-    assert cells(default.stdout) == cells(shown.stdout)
+    assert [row[:-1] for row in cells(default.stdout)] == shown_cells  # but for the time
 
 
 def _op(msg: Message) -> str:

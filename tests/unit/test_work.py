@@ -98,3 +98,17 @@ def test_a_failing_task_does_not_stop_its_worker() -> None:
     assert workers.wait_idle(5)
     workers.close()
     assert ran == [1]
+
+
+def test_the_oldest_unfinished_record_is_the_head_of_the_pending() -> None:
+    work = PartitionWork("t", 0)
+    assert work.oldest_ms is None
+    work.add(10, 1000)
+    work.skip(11, 2000)  # finished at once, behind an unfinished one
+    work.add(12, 3000)
+    assert work.oldest_ms == 1000
+    work.finish(12)
+    assert work.oldest_ms == 1000
+    work.finish(10)  # 10 and 11 leave; 12 was finished too
+    assert work.oldest_ms is None
+    assert work.position == 13
