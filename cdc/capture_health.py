@@ -23,6 +23,7 @@ from cdc.settings import Settings
 from cdc.slot_health import SlotHealth, read_slot, slot_findings
 from cdc.tables.config import WatchedTables
 from cdc.tables.limits import LARGEST_MAX_RECORD_BYTES
+from cdc.tables.live import read_tables
 from cdc.tables.sql import publication_or_none, publication_tables
 
 # States in which the connector or a task captures nothing until someone acts. UNASSIGNED
@@ -150,13 +151,7 @@ def read_capture_health(watched: WatchedTables, settings: Settings, file: str) -
     try:
         with connect_database(settings, timeout=10) as conn:
             published = publication_or_none(conn, watched.connector.publication)
-            rows = conn.execute(
-                "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY(%s) "
-                "AND c.relkind IN ('r', 'p')",
-                ([str(t) for t in publication_tables(watched)],),
-            )
-            existing = {str(r[0]) for r in rows}
+            existing = set(read_tables(conn, publication_tables(watched)))
             slot = read_slot(conn, watched.connector.slot)
         health.problems.extend(publication_problems(watched, published, existing, file))
         _judge_slot(watched, slot, connector, settings.slot_wal_warn_bytes, file, health)

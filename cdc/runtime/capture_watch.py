@@ -6,12 +6,11 @@ Every ``capture_check_interval_s`` a thread asks Kafka Connect and PostgreSQL
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 
 from cdc.capture_health import CaptureHealth, read_capture_health
 from cdc.runtime.metrics import Metrics, Probes
+from cdc.runtime.periodic import Periodic
 from cdc.settings import Settings
 from cdc.slot_health import SlotHealth
 from cdc.tables.config import WatchedTables
@@ -32,33 +31,27 @@ class CaptureWatcher:
         self.watched = watched
         self.metrics = metrics
         self.probes = probes
-        self.interval = settings.capture_check_interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A check gives up within its 10 s timeouts.
+        self._thread = Periodic(
+            "capture", settings.capture_check_interval_s, self._check_or_say, at_start=True
+        )
         self._problems: set[str] = set()
         self._unknown: set[str] = set()
         self._warnings: set[str] = set()
 
     def start(self) -> None:
-        if self.interval <= 0:
+        if not self._thread.start():
             log.info("capture.watch_off", connector=self.watched.connector.name)
-            return
-        self._thread = threading.Thread(target=self._loop, name="cdc-capture", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15.0)  # a check gives up within its 10 s timeouts
+        self._thread.stop()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check()
-            except Exception as exc:  # a bug here must not take the consumer down
-                log.exception("capture.check_failed", connector=self.watched.connector.name)
-                self.report(CaptureHealth(unknown=[f"the check failed: {exc!r}"]))
-            self._stop.wait(self.interval)
+    def _check_or_say(self) -> None:
+        try:
+            self.check()
+        except Exception as exc:  # a bug here must not take the consumer down
+            log.exception("capture.check_failed", connector=self.watched.connector.name)
+            self.report(CaptureHealth(unknown=[f"the check failed: {exc!r}"]))
 
     def check(self) -> CaptureHealth:
         file = str(self.settings.watched_tables)

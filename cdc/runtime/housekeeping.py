@@ -3,39 +3,28 @@
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 
 from cdc.runtime.context import Resources
 from cdc.runtime.metrics import Metrics
+from cdc.runtime.periodic import Periodic
 
 log = structlog.get_logger("cdc.consumer")
 
 
 class LedgerPruner:
-    """A thread of its own, between `start` and `stop`."""
+    """`prune` every interval on a thread of its own, between `start` and `stop`."""
 
     def __init__(self, resources: Resources, metrics: Metrics, interval: float) -> None:
         self.resources = resources
         self.metrics = metrics
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic("ledger", interval, self.prune, at_start=False)
 
     def start(self) -> None:
-        if self.interval > 0:
-            self._thread = threading.Thread(target=self._loop, name="cdc-ledger", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15.0)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.prune()
+        self._thread.stop()
 
     def prune(self) -> int | None:
         try:

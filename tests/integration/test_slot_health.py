@@ -49,6 +49,12 @@ def slot_state(su: psycopg.Connection[tuple[Any, ...]], slot: str) -> tuple[Any,
     ).fetchone()
 
 
+def stop_connector(pipeline: Pipeline, su: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Stop the connector's task, and wait until it has let its slot go."""
+    pipeline.connect.stop(pipeline.name)
+    eventually(lambda: slot_state(su, pipeline.id), lambda s: s is not None and not s[0])
+
+
 def write_wal(su: psycopg.Connection[tuple[Any, ...]], megabytes: int) -> None:
     """WAL of about ``megabytes``, across segments, with nothing any connector watches."""
     su.execute("CREATE TEMP TABLE IF NOT EXISTS ballast (v text)")
@@ -92,8 +98,7 @@ def test_held_wal_is_warned_about_and_a_lost_slot_is_an_error(
     pipeline: Pipeline, su: psycopg.Connection[tuple[Any, ...]]
 ) -> None:
     watched_pipeline(pipeline)
-    pipeline.connect.stop(pipeline.name)
-    eventually(lambda: slot_state(su, pipeline.id), lambda s: s is not None and not s[0])
+    stop_connector(pipeline, su)
     write_wal(su, 40)
 
     # Stopped: the slot holds WAL and nobody reads it. Warnings, not errors: nothing is lost.
@@ -139,8 +144,7 @@ def test_a_slot_dropped_by_hand_is_an_error(
     pipeline: Pipeline, su: psycopg.Connection[tuple[Any, ...]]
 ) -> None:
     watched_pipeline(pipeline)
-    pipeline.connect.stop(pipeline.name)
-    eventually(lambda: slot_state(su, pipeline.id), lambda s: s is not None and not s[0])
+    stop_connector(pipeline, su)
     su.execute("SELECT pg_drop_replication_slot(%s)", (pipeline.id,))
 
     report = run_check([], pipeline.watched(), pipeline.settings)
@@ -180,8 +184,7 @@ def test_recover_makes_a_new_slot_and_re_reads_what_was_missed(
     with RunningConsumer(config, watched, Router(handlers, watched.tables)) as consumer:
         pipeline.sql(f"INSERT INTO {table} VALUES (1, 'before')")
         consumer.wait_for(table, "c")
-        pipeline.connect.stop(pipeline.name)
-        eventually(lambda: slot_state(su, pipeline.id), lambda s: s is not None and not s[0])
+        stop_connector(pipeline, su)
         pipeline.sql(f"INSERT INTO {table} VALUES (2, 'while stopped'), (3, 'while stopped')")
         lose_slot(su, pipeline.id)
 
