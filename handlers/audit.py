@@ -25,8 +25,8 @@ def audit(change: Change, ctx: Context) -> None:
                 change.op.value,
                 Jsonb(change.key, dumps=_dumps),
                 sorted(changed) if changed is not None else None,
-                Jsonb(change.before, dumps=_dumps) if change.before is not None else None,
-                Jsonb(change.after, dumps=_dumps) if change.after is not None else None,
+                Jsonb(change.before.to_dict(), dumps=_dumps) if change.before is not None else None,
+                Jsonb(change.after.to_dict(), dumps=_dumps) if change.after is not None else None,
                 change.source.commit_time,
             ),
         )

@@ -3,21 +3,18 @@ schema id, then Avro binary. Read with fastavro; schemas come from a `SchemaSour
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import fastavro
 
 from cdc.decoding.base import Decoder
-from cdc.decoding.connect_schema import (
-    Convert,
-    Mismatch,
-    guarded,
-    is_envelope,
-    toast_aware,
-    toasted,
-)
+from cdc.decoding.connect_schema import Convert, guarded, is_envelope, toast_aware
 from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
+from cdc.events.columns import Columns, Mismatch, Plan
 from cdc.events.fallback import Unrepresentable
 from cdc.events.values import (
     PLACEHOLDER_TEXT,
@@ -158,10 +155,8 @@ class _Compiler:
         self.defined[full] = (schema, namespace)
         space = full.rpartition(".")[0]
         if is_envelope(schema):
-            # Both readings of the row record, `before` (which defines it) first.
-            plain = _fields(self._fields(schema, space, toast, ()))
-            with_toast = _fields(self._fields(schema, space, toast, ("after",)))
-            convert = _envelope(plain, with_toast)
+            fields = self._fields(schema, space, toast, ())  # defines the row record
+            convert = self._envelope(schema, space, fields)
         else:
             convert = _fields(self._fields(schema, space, toast, ()))
         logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
@@ -170,6 +165,43 @@ class _Compiler:
             convert = guarded(lambda value: to_python(record(value)))
         self.named[(full, toast)] = convert
         return convert
+
+    def _envelope(
+        self, schema: dict[str, Any], space: str, fields: list[tuple[str, Convert | None]]
+    ) -> Convert:
+        """`before` and `after` become `Columns` (their plans: one per TOAST reading of the
+        row record); other fields are converted as any record's."""
+        types = {f["name"]: f["type"] for f in schema["fields"]}
+        before_plan = self._plan(types["before"], space, toast=False)
+        after_plan = self._plan(types["after"], space, toast=False)
+        after_toast = self._plan(types["after"], space, toast=True)
+        rest = _fields([(n, c) for n, c in fields if n not in ("before", "after")])
+
+        def convert(value: Any) -> Any:
+            before, after = value["before"], value["after"]
+            if before is not None:
+                value["before"] = Columns(before, before_plan, "before")
+            if after is not None:
+                toast = before is None and value["op"] == "u"
+                value["after"] = Columns(after, after_toast if toast else after_plan, "after")
+            return rest(value)
+
+        return convert
+
+    def _plan(self, row: Any, namespace: str, toast: bool) -> Plan:
+        """The columns of the row record (`row`: its union with null, or its name)."""
+        if isinstance(row, list):
+            (row,) = (branch for branch in row if branch != "null")
+        if isinstance(row, str):
+            full = row if "." in row or not namespace else f"{namespace}.{row}"
+            row, namespace = self.defined[full] if full in self.defined else self.defined[row]
+            namespace = _fullname(row, namespace).rpartition(".")[0]
+        else:
+            namespace = _fullname(row, namespace).rpartition(".")[0]
+        plan: Plan = {}
+        for name, convert in self._fields(row, namespace, toast, ()):
+            plan[name] = (_ANY, _same) if convert is None else (_NULL_ONLY, convert)
+        return plan
 
     def _fields(
         self, schema: dict[str, Any], space: str, toast: bool, toast_fields: tuple[str, ...]
@@ -203,13 +235,14 @@ def _toast(convert: Convert | None, toast: bool) -> Convert | None:
     return toast_aware(convert) if toast else convert
 
 
-def _envelope(plain: Convert, with_toast: Convert) -> Convert:
-    def convert(value: Any) -> Any:
-        if value is not None and toasted(value):
-            return with_toast(value)
-        return plain(value)
+# Every type fastavro reads a value as: a column without a conversion passes as it is.
+_TYPES: tuple[type, ...] = (int, str, float, bool, bytes, list, dict, type(None), Decimal)
+_ANY = frozenset((*_TYPES, uuid.UUID, dt.date, dt.datetime, dt.time))
+_NULL_ONLY: frozenset[type] = frozenset((type(None),))
 
-    return convert
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # A plain string or bytes field only needs its TOAST placeholder spotted. Plain strings are

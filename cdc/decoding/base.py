@@ -8,24 +8,21 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from cdc.decoding.connect_schema import Mismatch
 from cdc.decoding.envelope import build_domain_event, build_event
 from cdc.errors import DecodeError, RegistryError
-from cdc.events.change import Event, KafkaCoordinates, trusted
+from cdc.events.change import Event, KafkaCoordinates
+from cdc.events.columns import Mismatch
 
 
 def coordinates(msg: Message) -> KafkaCoordinates:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     timestamp_type, timestamp = msg.timestamp()
-    return trusted(
-        KafkaCoordinates,
-        {
-            "topic": topic or "",
-            "partition": partition if partition is not None else -1,
-            "offset": offset if offset is not None else -1,
-            "timestamp_ms": timestamp if timestamp_type else None,
-            "headers": tuple(msg.headers() or ()),
-        },
+    partition, offset, headers = msg.partition(), msg.offset(), msg.headers()
+    return KafkaCoordinates(
+        msg.topic() or "",
+        -1 if partition is None else partition,
+        -1 if offset is None else offset,
+        timestamp if timestamp_type else None,
+        tuple(headers) if headers else (),  # type: ignore[arg-type]  # bytes values
     )
 
 
@@ -43,21 +40,24 @@ class Decoder(ABC):
         *,
         outbox: bool = False,
     ) -> Event:
-        """``outbox``: the record is a domain event the Outbox Event Router wrote."""
-        part = "key"
+        """``outbox``: the record is a domain event the Outbox Event Router wrote. A change's
+        key is read when first asked for (`read_key`)."""
+        part = "value"
         try:
-            key_data = None if key is None else self._read(key)[0]
-            part = "value"
             if outbox:
+                part = "key"
+                key_data = None if key is None else self._read(key)[0]
+                part = "value"
                 value_data = None if value is None else self._read(value)[0]
                 return build_domain_event(value_data, key_data, kafka, raw=self.raw)
             if value is None:
-                return build_event(None, None, key_data, kafka, raw=self.raw)
+                part = "key"
+                return build_event(None, None, key, kafka, self, raw=self.raw)
             value_data, schema_name = self._read(value)
             if value_data is None:
                 # Only a null record is a tombstone; a value that reads as null is not one.
                 raise Mismatch("", "the value reads as null: not a change, and not a tombstone")
-            return build_event(value_data, schema_name, key_data, kafka, raw=self.raw)
+            return build_event(value_data, schema_name, key, kafka, self, raw=self.raw)
         except (DecodeError, RegistryError):
             raise
         except Mismatch as exc:
@@ -67,6 +67,23 @@ class Decoder(ABC):
             raise self._error("nested too deeply", kafka, part) from None
         except Exception as exc:  # any other failure is still this record's fault
             raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, part) from exc
+
+    def read_key(self, raw: bytes, kafka: KafkaCoordinates) -> dict[str, Any] | None:
+        """A record's key: its columns as values; `DecodeError` (part ``key``) if it cannot
+        be read."""
+        try:
+            key = self._read(raw)[0]
+            if key is not None and type(key) is not dict:
+                raise Mismatch("key", f"expected an object, got {type(key).__name__}")
+            return key
+        except (DecodeError, RegistryError):
+            raise
+        except Mismatch as exc:
+            raise self._error(str(exc) if exc.path else exc.reason, kafka, "key") from None
+        except RecursionError:
+            raise self._error("nested too deeply", kafka, "key") from None
+        except Exception as exc:
+            raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, "key") from exc
 
     def peek_op(self, value: bytes) -> str | None:
         """The change's ``op`` if it can be read without decoding, else None."""

@@ -9,6 +9,7 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
+from cdc.events.columns import Column, Columns, Mismatch, Plan
 from cdc.events.fallback import Unrepresentable
 from cdc.events.values import (
     PLACEHOLDER_TEXT,
@@ -21,18 +22,6 @@ from cdc.events.values import (
 )
 
 Convert = Callable[[Any], Any]
-
-
-class Mismatch(ValueError):
-    """A value does not match its schema; `path` says where."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path or '<root>'}: {reason}")
-
-    def under(self, name: str) -> Mismatch:
-        return Mismatch(f"{name}.{self.path}" if self.path else name, self.reason)
 
 
 _BRIEF = reprlib.Repr()
@@ -154,16 +143,47 @@ def toasted(value: dict[str, Any]) -> bool:
 
 
 def _envelope(schema: dict[str, Any]) -> Convert:
-    """A change envelope: `after` read with TOAST stand-ins only where `toasted`."""
-    plain = _struct(schema, toast=False)
-    with_toast = _struct(schema, toast=False, toast_fields={"after"})
+    """A change envelope: `before` and `after` become `Columns`, converted as they are read,
+    `after` with TOAST stand-ins only where `toasted`; the rest stays as parsed (the change
+    checks what it uses)."""
+    fields = {f.get("field"): f for f in schema["fields"] if isinstance(f, dict)}
+    before_plan = row_plan(fields["before"], toast=False)
+    after_plan = row_plan(fields["after"], toast=False)
+    after_toast = row_plan(fields["after"], toast=True)
 
     def convert(value: Any) -> Any:
-        if isinstance(value, dict) and toasted(value):
-            return with_toast(value)
-        return plain(value)
+        if type(value) is not dict:
+            raise Mismatch("", f"expected an object, got {_typename(value)}")
+        before = value.get("before")
+        if before is not None:
+            if type(before) is not dict:
+                raise Mismatch("before", f"expected an object, got {_typename(before)}")
+            value["before"] = Columns(before, before_plan, "before")
+        after = value.get("after")
+        if after is not None:
+            if type(after) is not dict:
+                raise Mismatch("after", f"expected an object, got {_typename(after)}")
+            plan = after_toast if before is None and value.get("op") == "u" else after_plan
+            value["after"] = Columns(after, plan, "after")
+        return value
 
     return convert
+
+
+_NULL = type(None)
+
+
+def row_plan(schema: Any, toast: bool) -> Plan:
+    """The columns of a row struct: for each, the types passing unchanged and the
+    conversion (with its check) of any other value."""
+    if not isinstance(schema, dict) or schema.get("type") != "struct":
+        raise Mismatch("", f"a row must be a struct: {brief(schema)}")
+    plan: Plan = {}
+    for name, passing, placeholder, inner, optional in _struct_fields(schema, toast, ()):
+        fast = () if placeholder else passing
+        column: Column = (frozenset((*fast, _NULL) if optional else fast), inner)
+        plan[name] = column
+    return plan
 
 
 def guarded(convert: Convert) -> Convert:
@@ -220,11 +240,17 @@ _PASSING: dict[str, tuple[type, ...]] = {
 def _struct(
     schema: dict[str, Any], toast: bool, toast_fields: frozenset[str] | set[str] = frozenset()
 ) -> Convert:
+    return _struct_converter(_struct_fields(schema, toast, toast_fields))
+
+
+def _struct_fields(
+    schema: dict[str, Any], toast: bool, toast_fields: frozenset[str] | set[str] | tuple[()]
+) -> list[tuple[str, tuple[type, ...], tuple[str, ...], Convert, bool]]:
+    """Per field: name, the types passing unchanged, the text among them standing for an
+    unchanged TOAST value, the converter, optional."""
     fields_schema = schema.get("fields")
     if not isinstance(fields_schema, list):
         raise Mismatch("", "struct schema without fields")
-    # Per field: name, the types passing unchanged, the text among them standing for an
-    # unchanged TOAST value, the converter, optional.
     fields: list[tuple[str, tuple[type, ...], tuple[str, ...], Convert, bool]] = []
     for field in fields_schema:
         name = field.get("field") if isinstance(field, dict) else None
@@ -240,8 +266,7 @@ def _struct(
         passing = _PASSING.get(kind, ()) if plain else ()
         placeholder = PLACEHOLDER_TEXT if field_toast and kind == "string" else ()
         fields.append((name, passing, placeholder, inner, bool(field.get("optional", False))))
-
-    return _struct_converter(fields)
+    return fields
 
 
 def _struct_converter(

@@ -8,13 +8,15 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from cdc.decoding.connect_schema import Mismatch, brief, toasted
+from cdc.decoding.connect_schema import brief, toasted
 from cdc.events.change import (
+    _UNREAD,
     Change,
     DomainEvent,
     Event,
     Heartbeat,
     KafkaCoordinates,
+    KeyReader,
     LogicalMessage,
     Op,
     Source,
@@ -23,7 +25,8 @@ from cdc.events.change import (
     TransactionEvent,
     trusted,
 )
-from cdc.events.values import UNAVAILABLE, as_bytes, is_placeholder
+from cdc.events.columns import TOASTED, Columns, Mismatch, Plan
+from cdc.events.values import as_bytes
 from cdc.tables.connector import AGGREGATE_TYPE_HEADER, EVENT_ID_HEADER, EVENT_TYPE_HEADER
 
 HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
@@ -38,25 +41,47 @@ def table_of_topic(topic: str) -> str:
 
 
 def build_event(
-    value: Any, value_schema: str | None, key: Any, kafka: KafkaCoordinates, *, raw: bool
+    value: Any,
+    value_schema: str | None,
+    key: bytes | None,
+    kafka: KafkaCoordinates,
+    keys: KeyReader,
+    *,
+    raw: bool,
 ) -> Event:
     """The event for a value already checked against its schema. `raw`: values came without
-    one and may hold TOAST placeholder text still to replace."""
+    one and may hold TOAST placeholder text still to replace. A change's key (`key`, its
+    bytes) is read by `keys` when asked for; the other events' at once."""
     if value is None:
         return trusted(
-            Tombstone, {"table": table_of_topic(kafka.topic), "key": _key(key), "kafka": kafka}
+            Tombstone,
+            {
+                "table": table_of_topic(kafka.topic),
+                "key": _key_now(key, kafka, keys),
+                "kafka": kafka,
+            },
         )
     if not isinstance(value, dict):
         raise Mismatch("", f"expected an object, got {type(value).__name__}")
     if value_schema == HEARTBEAT_SCHEMA or (
         value_schema is None and kafka.topic.startswith(HEARTBEAT_TOPIC_PREFIX)
     ):
-        return _validated(Heartbeat, dict(value, kafka=kafka, server_name=_server(key)))
+        server = _server(_key_now(key, kafka, keys))
+        return _validated(Heartbeat, dict(value, kafka=kafka, server_name=server))
     if "op" not in value and (
         value_schema == TRANSACTION_SCHEMA or (value_schema is None and "status" in value)
     ):
         return _validated(TransactionEvent, dict(value, kafka=kafka))
-    return _change(value, key, kafka, raw)
+    change = _change(value, kafka, raw)
+    if key is not None:
+        change._key = _UNREAD
+        change._key_raw = key
+        change._keys = keys
+    return change
+
+
+def _key_now(key: bytes | None, kafka: KafkaCoordinates, keys: KeyReader) -> Any:
+    return None if key is None else keys.read_key(key, kafka)
 
 
 def build_domain_event(value: Any, key: Any, kafka: KafkaCoordinates, *, raw: bool) -> DomainEvent:
@@ -96,14 +121,16 @@ def _header(kafka: KafkaCoordinates, name: str) -> str:
         raise Mismatch(f"headers.{name}", f"invalid UTF-8 at byte {exc.start}") from None
 
 
-def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool) -> Change:
+def _change(value: dict[str, Any], kafka: KafkaCoordinates, raw: bool) -> Change:
     raw_op = value.get("op")
-    op = _OPS.get(raw_op) if isinstance(raw_op, str) else None
+    op = _OPS.get(raw_op) if type(raw_op) is str else None
     if op is None:
         if raw_op is None:
             raise Mismatch("op", "missing: not a Debezium change event")
+        if type(raw_op) is not str:
+            raise Mismatch("op", f"expected a string, got {type(raw_op).__name__}")
         raise Mismatch("op", f"unknown operation {brief(raw_op)}")
-    source = _validated(Source, value.get("source"), "source")
+    source = Source.check(value.get("source"))
     transaction = value.get("transaction")
     message = value.get("message")
     if op is Op.MESSAGE:
@@ -118,44 +145,32 @@ def _change(value: dict[str, Any], key: Any, kafka: KafkaCoordinates, raw: bool)
             },
             "message",
         )
-    return trusted(
-        Change,
-        {
-            "op": op,
-            "before": _row(value.get("before"), "before", False),
-            "after": _row(value.get("after"), "after", raw and toasted(value)),
-            "source": source,
-            "ts_ms": _int_or_none(value, "ts_ms"),
-            "ts_us": _int_or_none(value, "ts_us"),
-            "ts_ns": _int_or_none(value, "ts_ns"),
-            "transaction": None
-            if transaction is None
-            else _validated(TransactionBlock, transaction, "transaction"),
-            "message": message,
-            "key": _key(key),
-            "kafka": kafka,
-        },
+    return Change(
+        op,
+        _row(value.get("before"), "before", kafka, None),
+        _row(value.get("after"), "after", kafka, TOASTED if raw and toasted(value) else None),
+        source,
+        kafka,
+        None,
+        _int_or_none(value, "ts_ms"),
+        _int_or_none(value, "ts_us"),
+        _int_or_none(value, "ts_ns"),
+        None if transaction is None else _validated(TransactionBlock, transaction, "transaction"),
+        message,
     )
 
 
-def _row(row: Any, path: str, toast: bool) -> dict[str, Any] | None:
-    """`toast`: a raw row (no schema) that may hold TOAST placeholders (see `toasted`); with a
-    schema the decoder already turned them into UNAVAILABLE."""
+def _row(row: Any, path: str, kafka: KafkaCoordinates, plan: Plan | None) -> Columns | None:
+    """The row's `Columns` (made by the decoder when the record has a schema); `plan`: for a
+    raw row, `TOASTED` where it may hold TOAST placeholders (see `toasted`)."""
     if row is None:
         return None
-    if not isinstance(row, dict):
+    if type(row) is Columns:
+        row._kafka = kafka
+        return row
+    if type(row) is not dict:
         raise Mismatch(path, f"expected an object, got {type(row).__name__}")
-    if toast:
-        for name, column in row.items():
-            if is_placeholder(column):
-                row[name] = UNAVAILABLE
-    return row
-
-
-def _key(key: Any) -> dict[str, Any] | None:
-    if key is None or isinstance(key, dict):
-        return key
-    raise Mismatch("key", f"expected an object, got {type(key).__name__}")
+    return Columns(row, plan, path, kafka)
 
 
 def _server(key: Any) -> str | None:
@@ -170,7 +185,7 @@ def _int_or_none(value: dict[str, Any], name: str) -> int | None:
     raise Mismatch(name, f"expected an integer, got {type(item).__name__}")
 
 
-_M = TypeVar("_M", Heartbeat, TransactionEvent, Source, TransactionBlock, LogicalMessage)
+_M = TypeVar("_M", Heartbeat, TransactionEvent, TransactionBlock, LogicalMessage)
 
 
 def _validated(model: type[_M], data: Any, path: str = "") -> _M:

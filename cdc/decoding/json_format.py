@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from cdc.decoding.base import Decoder
-from cdc.decoding.connect_schema import Convert, Mismatch, compile_schema
+from cdc.decoding.connect_schema import Convert, compile_schema
+from cdc.events.columns import Mismatch
 
 _HEAD = b'{"schema":'
 _SPLIT = b',"payload":'
@@ -41,7 +42,8 @@ class JsonDecoder(Decoder):
     @staticmethod
     def _payload(raw: bytes, known: tuple[bytes, Convert, str | None]) -> tuple[Any, str | None]:
         head, convert, name = known
-        payload = _loads(raw[len(head) + len(_SPLIT) : -1])
+        # A view: the payload is parsed where it lies, not copied out of the record first.
+        payload = _loads(memoryview(raw)[len(head) + len(_SPLIT) : -1])
         return (None if payload is None else convert(payload)), name
 
     def read(self, raw: bytes) -> tuple[Any, str | None]:
@@ -98,7 +100,7 @@ class JsonDecoder(Decoder):
 _RECENT = 8  # schemas tried before searching for the payload
 
 
-def _loads(raw: bytes) -> Any:
+def _loads(raw: bytes | memoryview) -> Any:
     # orjson parses in a third of the time and takes exactly UTF-8 JSON. What it refuses
     # goes through the stdlib, which either reads it (NaN, lone surrogates: Jackson can
     # write those) or says precisely what is wrong. (An integer beyond 64 bits, which
@@ -106,7 +108,7 @@ def _loads(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        pass
+        raw = bytes(raw)
     # JsonConverter writes UTF-8 only. json.loads(bytes) would also take UTF-16 and UTF-32
     # (and a BOM): text the connector never wrote, so it is refused rather than guessed at.
     try:

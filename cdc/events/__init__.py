@@ -18,6 +18,7 @@ from cdc.events.change import (
     TransactionBlock,
     TransactionEvent,
 )
+from cdc.events.columns import Columns
 from cdc.events.delivery import Delivery, DeliveryGate
 from cdc.events.fallback import Unrepresentable
 from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
@@ -29,6 +30,7 @@ __all__ = [
     "PLACEHOLDER",
     "UNAVAILABLE",
     "Change",
+    "Columns",
     "DataCollectionCount",
     "Delivery",
     "DeliveryGate",

@@ -1,7 +1,8 @@
-"""The records a Debezium PostgreSQL connector writes, as typed models.
+"""The records a Debezium PostgreSQL connector writes, as typed objects.
 
-Decoders build these with `trusted` from values they have already checked against the
-record's schema, so reading a record does not pay for a second validation.
+A change is built from the parsed record without converting it: its rows (`Columns`) convert
+a column when it is read, its source and key are read when asked for. The rarer records are
+pydantic models, built with `trusted` from values the decoder has checked.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeVar as DefaultTypeVar
 
+from cdc.events.columns import Columns, Mismatch
 from cdc.events.values import UNAVAILABLE
 
 
@@ -49,19 +51,28 @@ class Snapshot(StrEnum):
     FALSE = "false"
 
 
-_FROZEN = ConfigDict(frozen=True, populate_by_name=True)
+# arbitrary types: `KafkaCoordinates` and `Columns` are plain classes, cheap to make.
+_FROZEN = ConfigDict(frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
 
 
-class KafkaCoordinates(BaseModel):
+class KafkaCoordinates:
     """Where a record was read from."""
 
-    model_config = _FROZEN
+    __slots__ = ("headers", "offset", "partition", "timestamp_ms", "topic")
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None = None,
+        headers: tuple[tuple[str, bytes | None], ...] = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp_ms = timestamp_ms
+        self.headers = headers
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
@@ -69,6 +80,18 @@ class KafkaCoordinates(BaseModel):
             if key == name:
                 return value
         return None
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.topic, self.partition, self.offset, self.timestamp_ms, self.headers)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KafkaCoordinates) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"KafkaCoordinates({self}, timestamp_ms={self.timestamp_ms})"
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -82,30 +105,116 @@ def _utc_from(ts_us: int | None, ts_ms: int | None) -> dt.datetime | None:
     return None
 
 
-class Source(BaseModel):
-    """Where in PostgreSQL a change happened. Incremental snapshot rows have no txId or LSN."""
+_SNAPSHOTS = {s.value: s for s in Snapshot}
 
-    model_config = _FROZEN
 
-    version: str
-    connector: str
-    name: str
-    db: str
-    schema_: str = Field(alias="schema")
-    table: str
-    ts_ms: int
-    ts_us: int | None = None
-    ts_ns: int | None = None
-    snapshot: Snapshot | None = None
-    sequence: str | None = None
-    tx_id: int | None = Field(default=None, alias="txId")
-    lsn: int | None = None
-    xmin: int | None = None
+class Source:
+    """Where in PostgreSQL a change happened: Debezium's `source` block, read as needed.
+    Incremental snapshot rows have no txId or LSN.
+
+    `check` makes sure of what routing needs (database, schema, table, ts_ms, the snapshot
+    marker); the other fields are checked when read, a wrong one raising `Mismatch`."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._raw = raw
+
+    @classmethod
+    def check(cls, raw: Any) -> Source:
+        if type(raw) is not dict:
+            raise Mismatch("source", f"expected an object, got {_typename(raw)}")
+        for name in ("db", "schema", "table"):
+            if type(raw.get(name)) is not str:
+                raise Mismatch(
+                    f"source.{name}", f"expected a string, got {_typename(raw.get(name))}"
+                )
+        if type(raw.get("ts_ms")) is not int:
+            raise Mismatch(
+                "source.ts_ms", f"expected an integer, got {_typename(raw.get('ts_ms'))}"
+            )
+        snapshot = raw.get("snapshot")
+        if snapshot is not None and snapshot not in _SNAPSHOTS:
+            raise Mismatch("source.snapshot", f"unknown snapshot marker {snapshot!r:.60}")
+        return cls(raw)
+
+    def _text(self, name: str) -> str:
+        value = self._raw.get(name)
+        if type(value) is not str:
+            raise Mismatch(f"source.{name}", f"expected a string, got {_typename(value)}")
+        return value
+
+    def _int(self, name: str) -> int | None:
+        value = self._raw.get(name)
+        if value is None or type(value) is int:
+            return value
+        raise Mismatch(f"source.{name}", f"expected an integer, got {_typename(value)}")
+
+    @property
+    def version(self) -> str:
+        return self._text("version")
+
+    @property
+    def connector(self) -> str:
+        return self._text("connector")
+
+    @property
+    def name(self) -> str:
+        return self._text("name")
+
+    @property
+    def db(self) -> str:
+        return self._raw["db"]  # type: ignore[no-any-return]
+
+    @property
+    def schema(self) -> str:
+        return self._raw["schema"]  # type: ignore[no-any-return]
+
+    schema_ = schema
+
+    @property
+    def table(self) -> str:
+        return self._raw["table"]  # type: ignore[no-any-return]
+
+    @property
+    def ts_ms(self) -> int:
+        return self._raw["ts_ms"]  # type: ignore[no-any-return]
+
+    @property
+    def ts_us(self) -> int | None:
+        return self._int("ts_us")
+
+    @property
+    def ts_ns(self) -> int | None:
+        return self._int("ts_ns")
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        marker = self._raw.get("snapshot")
+        return None if marker is None else _SNAPSHOTS[marker]
+
+    @property
+    def sequence(self) -> str | None:
+        value = self._raw.get("sequence")
+        return None if value is None else self._text("sequence")
+
+    @property
+    def tx_id(self) -> int | None:
+        return self._int("txId")
+
+    @property
+    def lsn(self) -> int | None:
+        return self._int("lsn")
+
+    @property
+    def xmin(self) -> int | None:
+        return self._int("xmin")
 
     @property
     def is_snapshot(self) -> bool:
         """Debezium sends null or "false" while streaming."""
-        return self.snapshot is not None and self.snapshot is not Snapshot.FALSE
+        marker = self._raw.get("snapshot")
+        return marker is not None and marker != "false"
 
     @property
     def commit_time(self) -> dt.datetime:
@@ -113,6 +222,21 @@ class Source(BaseModel):
         time = _utc_from(self.ts_us, self.ts_ms)
         assert time is not None  # ts_ms is required
         return time
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Source) and self._raw == other._raw
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Source({self._raw!r})"
+
+
+def _typename(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 class TransactionBlock(BaseModel):
@@ -133,27 +257,87 @@ class LogicalMessage(BaseModel):
 
 
 Row = dict[str, Any]
-# A handler's row model types `before` / `after` as `Change[Model]`; plain `Change` has dicts.
-RowT = DefaultTypeVar("RowT", default=dict[str, Any])
+# A handler's row model types `before` / `after` as `Change[Model]`; plain `Change` has
+# `Columns`, converted as they are read.
+RowT = DefaultTypeVar("RowT", default=Columns)
+_UNREAD: Any = object()
 
 
-class Change(BaseModel, Generic[RowT]):
+class KeyReader(Protocol):
+    def read_key(self, raw: bytes, kafka: KafkaCoordinates) -> Row | None: ...
+
+
+class Change(Generic[RowT]):
     """One Debezium change event: a row created, updated, deleted or read, a truncate, or a
-    logical decoding message."""
+    logical decoding message. The key is read when first asked for."""
 
-    model_config = _FROZEN
+    __slots__ = (
+        "_key",
+        "_key_raw",
+        "_keys",
+        "after",
+        "before",
+        "kafka",
+        "message",
+        "op",
+        "source",
+        "transaction",
+        "ts_ms",
+        "ts_ns",
+        "ts_us",
+    )
 
     op: Op
-    before: RowT | None = None
-    after: RowT | None = None
+    before: RowT | None
+    after: RowT | None
     source: Source
-    ts_ms: int | None = None
-    ts_us: int | None = None
-    ts_ns: int | None = None
-    transaction: TransactionBlock | None = None
-    message: LogicalMessage | None = None
-    key: Row | None = None
     kafka: KafkaCoordinates
+
+    def __init__(
+        self,
+        op: Op,
+        before: RowT | None,
+        after: RowT | None,
+        source: Source,
+        kafka: KafkaCoordinates,
+        key: Row | None = None,
+        ts_ms: int | None = None,
+        ts_us: int | None = None,
+        ts_ns: int | None = None,
+        transaction: TransactionBlock | None = None,
+        message: LogicalMessage | None = None,
+    ) -> None:
+        self.op = op
+        self.before = before
+        self.after = after
+        self.source = source
+        self.kafka = kafka
+        self._key = key
+        self._key_raw: bytes | None = None
+        self._keys: KeyReader | None = None
+        self.ts_ms = ts_ms
+        self.ts_us = ts_us
+        self.ts_ns = ts_ns
+        self.transaction = transaction
+        self.message = message
+
+    @property
+    def key(self) -> Row | None:
+        """The record's key (the row's primary key, or its `message.key.columns`)."""
+        key = self._key
+        if key is _UNREAD:
+            assert self._keys is not None
+            assert self._key_raw is not None
+            key = self._key = self._keys.read_key(self._key_raw, self.kafka)
+        return key
+
+    def with_rows(self, before: Any, after: Any) -> Change[Any]:
+        """This change with other `before` / `after` (a row model's)."""
+        other: Change[Any] = _new(Change)
+        for name in Change.__slots__:
+            _set(other, name, getattr(self, name))
+        other.before, other.after = before, after
+        return other
 
     @property
     def kind(self) -> Kind:
@@ -168,9 +352,10 @@ class Change(BaseModel, Generic[RowT]):
     @property
     def table(self) -> str:
         """`schema.table`; empty for logical decoding messages."""
-        if not self.source.table:
+        raw = self.source._raw
+        if not raw["table"]:
             return ""
-        return f"{self.source.schema_}.{self.source.table}"
+        return f"{raw['schema']}.{raw['table']}"
 
     @property
     def row(self) -> RowT | None:
@@ -187,8 +372,8 @@ class Change(BaseModel, Generic[RowT]):
 
         Every column for a create or a delete; None for an update whose `before` PostgreSQL
         did not send (REPLICA IDENTITY DEFAULT keeps only the key, if anything). Unchanged
-        TOASTed columns never count as changed.
-        """
+        TOASTed columns never count as changed. Compared as Debezium encoded them: nothing
+        is converted."""
         before, after = _columns(self.before), _columns(self.after)
         if self.op in (Op.CREATE, Op.READ):
             return frozenset(after or ())
@@ -196,7 +381,7 @@ class Change(BaseModel, Generic[RowT]):
             return frozenset(before or ())
         if self.op is not Op.UPDATE or before is None or after is None:
             return None
-        if not set(after) <= set(before):
+        if not after.keys() <= before.keys():
             return None
         return frozenset(
             name
@@ -211,15 +396,41 @@ class Change(BaseModel, Generic[RowT]):
         """The same for every delivery of this change, including Debezium's own re-sends
         after a connector restart (new Kafka offsets, same LSN)."""
         src = self.source
-        where = f"{src.lsn}/{src.tx_id}" if src.lsn is not None else f"snapshot@{src.ts_ms}"
+        lsn = src.lsn
+        where = f"{lsn}/{src.tx_id}" if lsn is not None else f"snapshot@{src.ts_ms}"
         key = json.dumps(self.key, sort_keys=True, default=str, separators=(",", ":"))
         return f"{src.db}/{self.table or '-'}/{where}/{self.op.value}/{key}"
 
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.op,
+            self.before,
+            self.after,
+            self.source,
+            self.key,
+            self.ts_ms,
+            self.ts_us,
+            self.ts_ns,
+            self.transaction,
+            self.message,
+            self.kafka,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Change) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Change(op={self.op.value!r}, table={self.table!r}, kafka={self.kafka})"
+
 
 def _columns(row: Any) -> Row | None:
-    """A row as a dict; a row model gives its declared columns."""
+    """A row's values as compared: as Debezium encoded them; a row model's declared columns."""
     if row is None or isinstance(row, dict):
         return row
+    if isinstance(row, Columns):
+        return row.raw()
     return dict(row)
 
 

@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -166,6 +166,8 @@ class Row(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_debezium(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not isinstance(data, dict):
+            data = dict(data.items())  # a change's Columns: their values as read
         if not isinstance(data, dict):
             return data
         plan = cls.__cdc_plan__

@@ -19,7 +19,7 @@ import importlib
 import inspect
 import pkgutil
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from cdc.errors import ConfigError
 from cdc.events import Change, DomainEvent, Op
 from cdc.events.change import trusted
+from cdc.events.columns import Columns
 from cdc.tables.config import IDENTIFIER
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,15 +69,33 @@ class TableHandler:
     def typed(self, change: Change) -> Change[Any]:
         """The change with `before` / `after` as the handler's row model.
 
-        Raises pydantic's ValidationError when a row does not fit the model."""
+        Raises pydantic's ValidationError when a row does not fit the model, `DecodeError`
+        when a column it reads contradicts the record's schema."""
         model = self.model
         if model is None or (change.before is None and change.after is None):
             return change
-        values = dict(change.__dict__)
-        for side in ("before", "after"):
-            if values[side] is not None:
-                values[side] = model.model_validate(values[side])
-        return trusted(Change[model], values)  # type: ignore[valid-type]
+        before, after = change.before, change.after
+        return change.with_rows(
+            None if before is None else model.model_validate(_columns_for(model, before)),
+            None if after is None else model.model_validate(_columns_for(model, after)),
+        )
+
+
+def _columns_for(model: type[BaseModel], row: Mapping[str, Any]) -> Any:
+    """The columns the model reads, converted: only those, unless it keeps extra ones."""
+    names = _READS.get(model)
+    if names is None:
+        if model.model_config.get("extra") in ("allow", "forbid"):
+            names = _READS[model] = ()
+        else:
+            wire = {n for name, f in model.model_fields.items() for n in (name, f.alias) if n}
+            names = _READS[model] = tuple(wire)
+    if not names or not isinstance(row, Columns):
+        return row if isinstance(row, dict) else dict(row)
+    return {name: row[name] for name in names if name in row}
+
+
+_READS: dict[type[BaseModel], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, eq=False)

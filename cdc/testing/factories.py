@@ -12,7 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cdc.events import Change, Op
+from cdc.events import Change, KafkaCoordinates, Op, Source
+from cdc.events.columns import plain
 from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
 
 DEBEZIUM_VERSION = "3.6.3.Final"
@@ -92,12 +93,12 @@ class ChangeFactory:
         prefix = self.watched.connector.topic_prefix if self.watched else "cdc"
         topic = f"{prefix}.{table}"
         offsets = self._offsets.setdefault(topic, itertools.count())
-        return Change.model_validate(
-            {
-                "op": op,
-                "before": old,
-                "after": new,
-                "source": {
+        return Change(
+            op,
+            plain(old),
+            plain(new),
+            Source(
+                {
                     "version": DEBEZIUM_VERSION,
                     "connector": "postgresql",
                     "name": prefix,
@@ -109,11 +110,11 @@ class ChangeFactory:
                     "snapshot": "true" if snapshot else "false",
                     "txId": None if snapshot else next(self._tx),
                     "lsn": next(self._lsn),
-                },
-                "ts_ms": now_ms,
-                "key": key,
-                "kafka": {"topic": topic, "partition": 0, "offset": next(offsets)},
-            }
+                }
+            ),
+            KafkaCoordinates(topic, 0, next(offsets)),
+            key=key,
+            ts_ms=now_ms,
         )
 
 

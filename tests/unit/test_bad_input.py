@@ -71,6 +71,20 @@ def test_hostile_record(encoding: str, kind: Kind) -> None:
         assert len(error.reason) < 500, error.reason[:500]
         return
     event = dec.decode(bad.key, bad.value, kafka, outbox=outbox)
+    if kind.stage == "read":
+        # Read lazily: the change decodes, and the column (or key) fails when read.
+        assert isinstance(event, Change)
+        assert event.after is not None
+        read = (lambda: event.key) if kind.part == "key" else event.after.to_dict
+        with pytest.raises(DecodeError) as caught:
+            read()
+        error = caught.value
+        assert (error.topic, error.partition, error.offset, error.part) == (
+            kafka.topic, 3, 1234, kind.part,
+        )  # fmt: skip
+        assert kind.reason_for(encoding) in error.reason, error.reason
+        assert len(error.reason) < 500, error.reason[:500]
+        return
     if kind.stage == "route" and kind.target == "table":
         assert isinstance(event, Change)
         assert event.table.endswith(f".{UNWATCHED}")
