@@ -152,9 +152,7 @@ def _change(value: dict[str, Any], kafka: KafkaCoordinates, raw: bool) -> Change
         source,
         kafka,
         None,
-        _int_or_none(value, "ts_ms"),
-        _int_or_none(value, "ts_us"),
-        _int_or_none(value, "ts_ns"),
+        *_times(value),
         None if transaction is None else _validated(TransactionBlock, transaction, "transaction"),
         message,
     )
@@ -178,11 +176,19 @@ def _server(key: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _int_or_none(value: dict[str, Any], name: str) -> int | None:
-    item = value.get(name)
-    if item is None or (isinstance(item, int) and not isinstance(item, bool)):
-        return item
+_TIME = frozenset((int, type(None)))
+
+
+def _times(value: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """The envelope's ts_ms, ts_us and ts_ns."""
+    times = value.get("ts_ms"), value.get("ts_us"), value.get("ts_ns")
+    if type(times[0]) in _TIME and type(times[1]) in _TIME and type(times[2]) in _TIME:
+        return times
+    name, item = next((n, t) for n, t in zip(_TIMES, times, strict=True) if type(t) not in _TIME)
     raise Mismatch(name, f"expected an integer, got {type(item).__name__}")
+
+
+_TIMES = ("ts_ms", "ts_us", "ts_ns")
 
 
 _M = TypeVar("_M", Heartbeat, TransactionEvent, TransactionBlock, LogicalMessage)

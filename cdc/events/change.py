@@ -124,16 +124,15 @@ class Source:
     def check(cls, raw: Any) -> Source:
         if type(raw) is not dict:
             raise Mismatch("source", f"expected an object, got {_typename(raw)}")
-        for name in ("db", "schema", "table"):
-            if type(raw.get(name)) is not str:
-                raise Mismatch(
-                    f"source.{name}", f"expected a string, got {_typename(raw.get(name))}"
-                )
-        if type(raw.get("ts_ms")) is not int:
-            raise Mismatch(
-                "source.ts_ms", f"expected an integer, got {_typename(raw.get('ts_ms'))}"
-            )
-        snapshot = raw.get("snapshot")
+        get = raw.get
+        if type(get("db")) is not str or type(get("schema")) is not str:
+            name = "db" if type(get("db")) is not str else "schema"
+            raise Mismatch(f"source.{name}", f"expected a string, got {_typename(get(name))}")
+        if type(get("table")) is not str:
+            raise Mismatch("source.table", f"expected a string, got {_typename(get('table'))}")
+        if type(get("ts_ms")) is not int:
+            raise Mismatch("source.ts_ms", f"expected an integer, got {_typename(get('ts_ms'))}")
+        snapshot = get("snapshot")
         if snapshot is not None and snapshot not in _SNAPSHOTS:
             raise Mismatch("source.snapshot", f"unknown snapshot marker {snapshot!r:.60}")
         return cls(raw)
