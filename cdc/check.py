@@ -20,6 +20,7 @@ from cdc.connect import ConnectClient, connect_database, render_config
 from cdc.errors import ConnectError
 from cdc.findings import Finding, Severity, apply_fix, cdc_fix
 from cdc.handler_check import event_handler_findings, handler_findings
+from cdc.key_check import key_findings
 from cdc.partition_check import (
     identity_name,
     partition_findings,
@@ -181,6 +182,7 @@ def compare(
         findings += _publication(watched, through_parents(live.publication, live.tables), file)
         findings += _tables(watched, live.tables, file)
         findings += partition_findings(watched, live.tables, live.via_root, file)
+        findings += key_findings(watched, live.tables, file)
         findings += _outbox(watched, live.tables, file)
     findings += handler_findings(
         [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file

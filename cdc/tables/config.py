@@ -55,6 +55,18 @@ class TableOptions(BaseModel):
     replica_identity: ReplicaIdentity = ReplicaIdentity.DEFAULT
     snapshot_reads: bool = False
     exclude_columns: tuple[Identifier, ...] = ()
+    # The record key (and so the partition, per-key order and concurrency) by these columns
+    # rather than the primary key: Debezium's `message.key.columns`.
+    key_columns: tuple[Identifier, ...] = ()
+
+    @model_validator(mode="after")
+    def _key_is_sent(self) -> TableOptions:
+        excluded = sorted(set(self.key_columns) & set(self.exclude_columns))
+        if excluded:
+            raise ValueError(f"key column(s) {', '.join(excluded)} are also excluded columns")
+        if len(set(self.key_columns)) != len(self.key_columns):
+            raise ValueError("key_columns names a column twice")
+        return self
 
 
 class ConnectorOptions(BaseModel):

@@ -139,6 +139,13 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
     config |= watched.limits.connector()
     if excluded:
         config["column.exclude.list"] = ",".join(excluded)
+    keys = [
+        f"{_regex(str(t.schema_), t.table)}:{','.join(watched.tables[str(t)].key_columns)}"
+        for t in watched.table_names()
+        if watched.tables[str(t)].key_columns
+    ]
+    if keys:
+        config["message.key.columns"] = ";".join(keys)
     if opts.encoding is Encoding.AVRO:
         config["schema.name.adjustment.mode"] = "avro"
         config["field.name.adjustment.mode"] = "avro"

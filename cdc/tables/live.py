@@ -28,6 +28,17 @@ class LiveTable:
     partitions: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # A partition's ancestors (schema.table), its parent first and the root last.
     ancestors: tuple[str, ...] = ()
+    # REPLICA IDENTITY USING INDEX: the index's columns.
+    identity_index: frozenset[str] = frozenset()
+
+    @property
+    def old_row_columns(self) -> frozenset[str] | None:
+        """The columns PostgreSQL logs of a deleted row (None: every column)."""
+        if self.replica_identity == "f":
+            return None
+        if self.replica_identity == "i":
+            return self.identity_index
+        return self.primary_key if self.replica_identity == "d" else frozenset()
 
 
 _TABLE = (
@@ -40,7 +51,10 @@ _TABLE = (
     "AND a.attnum > 0 AND NOT a.attisdropped AND a.attndims > 1), "
     "ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
     "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-    "WHERE i.indrelid = c.oid AND i.indisprimary) "
+    "WHERE i.indrelid = c.oid AND i.indisprimary), "
+    "ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
+    "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+    "WHERE i.indrelid = c.oid AND i.indisreplident) "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
 )
@@ -62,7 +76,7 @@ def read_table(conn: psycopg.Connection[tuple[Any, ...]], table: TableName) -> L
     row = conn.execute(_TABLE, (table.schema_, table.table)).fetchone()
     if row is None:
         return None
-    oid, partitioned, identity, columns, generated, multidimensional, key = row
+    oid, partitioned, identity, columns, generated, multidimensional, key, index = row
     return LiveTable(
         str(identity),
         frozenset(key),
@@ -74,6 +88,7 @@ def read_table(conn: psycopg.Connection[tuple[Any, ...]], table: TableName) -> L
         if partitioned
         else {},
         ancestors=tuple(str(r[0]) for r in conn.execute(_ANCESTORS, (oid,))),
+        identity_index=frozenset(index),
     )
 
 

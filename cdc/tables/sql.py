@@ -43,9 +43,10 @@ def find_problems(
         ancestor = watched_ancestor(str(t), table, watched.tables)
         if ancestor is not None:
             problems.append(f"tables.{t}: {partition_watched_twice(ancestor)}")
-        for col in options.exclude_columns:
-            if col not in table.columns:
-                problems.append(f"tables.{t}.exclude_columns: no column {col!r} in {t}")
+        for option in ("exclude_columns", "key_columns"):
+            for col in getattr(options, option):
+                if col not in table.columns:
+                    problems.append(f"tables.{t}.{option}: no column {col!r} in {t}")
     outbox = watched.outbox_table
     if outbox is not None:
         box = read_table(conn, outbox)

@@ -76,18 +76,21 @@ class ChangeFactory:
         table = _qualified(table)
         schema, name = table.split(".")
         options = self.options(table)
-        key_columns = self.keys.get(table, ("id",))
+        primary_key = self.keys.get(table, ("id",))
         full = options.replica_identity is ReplicaIdentity.FULL
         old = _visible(before, options)
         new = _visible(after, options)
         if old is not None and not full:
             # DEFAULT identity: PostgreSQL logs only the key of a deleted row (Debezium sends
             # the other columns as null) and nothing of an updated one.
-            old = {k: v if k in key_columns else None for k, v in old.items()}
+            old = {k: v if k in primary_key else None for k, v in old.items()}
             if op is not Op.DELETE:
                 old = None
         row = new if new is not None else old
-        key = None if row is None else {k: row[k] for k in key_columns if k in row}
+        # The record key: the primary key, or the table's `key_columns` (a delete under
+        # DEFAULT identity has them only where they are in the primary key, as in Debezium).
+        key_columns = options.key_columns or primary_key
+        key = None if row is None else {k: row.get(k) for k in key_columns}
         now_ms = int(time.time() * 1000)
         snapshot = op is Op.READ
         prefix = self.watched.connector.topic_prefix if self.watched else "cdc"

@@ -91,3 +91,19 @@ def test_full_identity_and_excluded_columns() -> None:
     assert factory.read(TABLE, row).kafka.topic == "corpus." + TABLE
     offsets = [factory.insert(TABLE, row).kafka.offset for _ in range(3)]
     assert offsets == sorted(set(offsets))
+
+
+def test_key_columns_key_the_change_as_debezium_does() -> None:
+    def factory(identity: str) -> ChangeFactory:
+        return ChangeFactory(
+            parse_watched_tables(
+                f"tables:\n  public.moves: {{replica_identity: {identity}, "
+                "key_columns: [account_id]}\n"
+            )
+        )
+
+    row = {"id": 1, "account_id": 7, "amount": 5}
+    assert factory("default").insert("moves", row).key == {"account_id": 7}
+    # Under DEFAULT identity PostgreSQL logs only the primary key of a deleted row.
+    assert factory("default").delete("moves", row).key == {"account_id": None}
+    assert factory("full").delete("moves", row).key == {"account_id": 7}

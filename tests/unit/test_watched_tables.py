@@ -21,7 +21,8 @@ tables:
     replica_identity: full
     snapshot_reads: true
     exclude_columns: [password_hash, totp_secret]
-  sales.orders: {}
+  sales.orders:
+    key_columns: [account_id, region]
 """
 DB = DatabaseEndpoint(
     host="db",
@@ -56,6 +57,7 @@ def test_connector_config_is_derived_from_the_file() -> None:
     assert config["column.exclude.list"] == (
         r"public\.users\.password_hash,public\.users\.totp_secret"
     )
+    assert config["message.key.columns"] == r"sales\.orders:account_id,region"
     assert config["heartbeat.interval.ms"] == "2000"
     assert config["poll.interval.ms"] == "20"  # not Debezium's 500: half-second bursts
     assert config["heartbeat.action.query"].startswith('INSERT INTO "cdc"."heartbeat"')
@@ -161,6 +163,12 @@ def test_encodings_pick_converters() -> None:
         ("tables:\n  public.a$b: {}\n", "must be written schema.table"),
         (f"tables:\n  public.{'a' * 64}: {{}}\n", "must be written schema.table"),
         ("connector:\n  name: '..'\ntables:\n  public.a: {}\n", "path segment"),
+        (
+            "tables:\n  public.a:\n    key_columns: [k]\n    exclude_columns: [k]\n",
+            "key column(s) k are also excluded columns",
+        ),
+        ("tables:\n  public.a:\n    key_columns: [k, k]\n", "names a column twice"),
+        ('tables:\n  public.a:\n    key_columns: ["K"]\n', "key_columns.0"),
     ],
 )
 def test_bad_files_name_the_problem(text: str, fragment: str) -> None:
