@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
-from cdc.errors import EmitError
+from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Retry, Routable, Route
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
@@ -275,7 +275,9 @@ def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
         return HandlerRun(name, Outcome.RETRY, attempt, result.reason, result, result.after)
     if isinstance(result, DeadLetter):
         return HandlerRun(name, Outcome.DEAD_LETTER, attempt, result.reason, result)
-    if isinstance(result, EmitError):  # the same event would be refused on every attempt
+    if isinstance(result, EmitError | DecodeError):
+        # The same event would be refused on every attempt; a column that contradicts its
+        # schema (converted when the handler reads it) reads the same way on every attempt.
         return HandlerRun(name, Outcome.DEAD_LETTER, attempt, str(result), result)
     if isinstance(result, AlreadyProcessed):
         return HandlerRun(name, Outcome.DUPLICATE, attempt, str(result))

@@ -23,6 +23,7 @@ from cdc import (
     Settings,
     on_change,
 )
+from cdc.errors import DecodeError
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Resources
 from cdc.runtime.dispatch import HandlerRun, Later, Stopping
@@ -88,6 +89,21 @@ def test_raised_instructions_mean_the_same() -> None:
 
     assert dispatcher().attempt(route(raises_retry), CHANGE).outcome is Outcome.RETRY
     assert dispatcher().attempt(route(raises_dead_letter), CHANGE).outcome is Outcome.DEAD_LETTER
+
+
+def test_a_column_that_contradicts_its_schema_is_dead_lettered_not_retried() -> None:
+    # Rows convert a column when it is first read: a value its schema does not allow raises
+    # DecodeError in the handler, and reading it again would raise the same.
+    error = DecodeError("c_int: expected an integer", topic="t", partition=0, offset=7)
+
+    def reads_a_bad_column(change: Change, ctx: Context) -> None:
+        raise error
+
+    waits = Waits()
+    run = dispatcher(waits).run(route(reads_a_bad_column), CHANGE)
+    assert (run.outcome, run.attempts, run.reason) == (Outcome.DEAD_LETTER, 1, str(error))
+    assert run.error is error
+    assert waits.delays == []
 
 
 class Wrong(Row):
