@@ -1,5 +1,4 @@
-"""Decode a batch: each record kept to its event; a registry outage is waited out, a record
-that cannot be decoded is parked."""
+"""Decode a batch: each record to its event; a registry outage waited out, a bad record parked."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""Drop what no handler takes before decoding it: snapshot reads of tables that do not ask
-for them, and data topics no handler reads; counted once per batch. (A tombstone has only its
-key to decode, and a key that cannot be read is parked: tombstones go on to be decoded.)"""
+"""Drop, before decoding, what no handler takes: unwanted snapshot reads, unread topics."""
 
 from __future__ import annotations
 
@@ -16,6 +14,8 @@ from cdc.runtime.records import Handled, coordinates, where
 from cdc.runtime.subscription import Subscription
 from cdc.runtime.tally import Labels, Tally
 
+# A tombstone has only its key to decode, and a key that cannot be read is parked: tombstones
+# go on to be decoded (the gate holds them back after that).
 log = structlog.get_logger("cdc.consumer")
 
 # What to do with a topic's records before decoding them: None, decode them all; else a

@@ -1,5 +1,4 @@
-"""Fetch: the Kafka consumer, its rebalance callbacks and client errors, a batch at a time,
-and pausing partitions to keep the records in flight within the window."""
+"""Fetch: the Kafka consumer, its rebalance callbacks, a batch at a time, and flow control."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Offsets: each assigned partition's finished prefix (`PartitionWork`), stored once per
-batch; committed when partitions are revoked, never when they are lost."""
+"""Offsets: each partition's finished prefix, stored per batch, committed on revoke."""
 
 from __future__ import annotations
 
@@ -17,8 +16,10 @@ log = structlog.get_logger("cdc.consumer")
 
 
 class Offsets:
-    """The work of the partitions this consumer owns, keyed by (topic, partition). The
-    rebalance methods run on the consumer thread, inside ``consume()``."""
+    """The work of the partitions this consumer owns, keyed by (topic, partition): the
+    position past each one's finished prefix is stored once per batch (the client commits
+    what is stored every second), committed when the partition is revoked, and never when
+    it is lost. The rebalance methods run on the consumer thread, inside ``consume()``."""
 
     def __init__(self, metrics: Metrics, deadline_s: float) -> None:
         self.works: dict[tuple[str, int], PartitionWork] = {}

@@ -1,5 +1,4 @@
-"""Parking a record in the dead-letter topic: byte for byte, with why, logged and counted;
-a broker outage is waited out, as the record must not be passed over."""
+"""Park a record in the dead-letter topic, byte for byte, with why; logged and counted."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The values the stages hand forward: a routed record on its way through its handlers, and
-what became of a record."""
+"""The values the stages hand forward: a routed record (`Taken`) and its fate (`Handled`)."""
 
 from __future__ import annotations
 

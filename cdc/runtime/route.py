@@ -1,5 +1,4 @@
-"""Gate and route: the delivery gate holds back what no handler asked for, the router names
-the handlers each event goes to, and the unrouted policy says what becomes of the rest."""
+"""Gate and route: the delivery gate, each event's handlers, and the unrouted policy."""
 
 from __future__ import annotations
 

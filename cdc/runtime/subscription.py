@@ -1,5 +1,4 @@
-"""What the consumer subscribes to, and what each topic is: an outbox topic, or the topic of
-the table it is named for."""
+"""The topics the consumer subscribes to, and what each is: outbox or a table's."""
 
 from __future__ import annotations
 

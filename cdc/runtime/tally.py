@@ -1,5 +1,4 @@
-"""Counts and timings taken while a batch goes through, added to the metrics once per batch:
-the metrics take a lock on every update."""
+"""Counts and timings taken while a batch goes through, added to the metrics once per batch."""
 
 from __future__ import annotations
 
@@ -13,8 +12,9 @@ Labels = tuple[str, str, str]
 
 
 class Tally:
-    """What the consumer thread counts is kept until `flush`; other threads (the workers)
-    update the metrics at once, as nothing would flush for them."""
+    """What the consumer thread counts is kept until `flush` (the metrics take a lock on
+    every update); other threads (the workers) update the metrics at once, as nothing would
+    flush for them."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
