@@ -1,5 +1,4 @@
-"""Execute: run each routed record's handlers, on the consumer thread when they have proven
-quick, else on the keyed workers; park what fails; finish each record in its partition."""
+"""Execute: run each record's handlers, here when quick, else on the keyed workers."""
 
 from __future__ import annotations
 
@@ -49,7 +48,8 @@ class Executor:
         self._observer = observer
         self._stop = stop
         self._one_worker = concurrency == 1
-        # Handlers that are coroutines: they run on the dispatcher's loop, never here.
+        # Handlers that are coroutines: they run on the dispatcher's loop, handed over by a
+        # worker, or (quick ones) a batch's runs together from the consumer thread.
         self._async = asynchronous
         # How long each handler ran lately (jumps up at once, comes down slowly).
         self._pace: dict[str, float] = {}
@@ -62,11 +62,14 @@ class Executor:
     def batch(
         self, items: list[Handled | Taken], works: dict[tuple[str, int], PartitionWork]
     ) -> None:
-        """Finish what needs no handler; run quick handlers here and hand the rest to the
-        workers, the whole batch at once. Records of one key keep their order: one runs
-        here only while nothing of its key waits for a worker."""
+        """Finish what needs no handler; run quick handlers here (quick coroutine handlers
+        together, on the dispatcher's loop) and hand the rest to the workers, the whole
+        batch at once. Records of one key keep their order: one runs here only while
+        nothing of its key waits for a worker."""
         tasks: list[Task] = []
-        keys: set[Key] = set()
+        keys: set[Key] = set()  # the keys of those tasks
+        group: list[tuple[PartitionWork, Taken, Key]] = []  # for the loop, in order
+        grouped: set[Key] = set()
         observer = self._observer
         for item in items:
             if self._stop.is_set():
@@ -84,14 +87,48 @@ class Executor:
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
             pending = None
-            if key not in keys and self._inline(key, item.routes):
+            here = key not in keys and self._inline(key, item.routes)
+            if here and item.routes[0].name in self._async:
+                group.append((work, item, key))
+                grouped.add(key)
+                continue
+            if key in grouped:  # what of its key went before it runs first
+                self._run_group(group, tasks, keys)
+                grouped.clear()
+            if here:
                 # Quick handlers run right here: handing them to a thread costs more than they do.
                 pending = self._handle(work, item, None, None)
                 if pending is None:
                     continue
             tasks.append((key, self._task(work, item, pending)))
             keys.add(key)
+        self._run_group(group, tasks, keys)
         self.workers.submit(tasks)
+
+    def _run_group(
+        self, group: list[tuple[PartitionWork, Taken, Key]], tasks: list[Task], keys: set[Key]
+    ) -> None:
+        """Run the records of quick coroutine handlers with one hand-off to the loop; one
+        that has to wait before its next attempt goes to the workers, and so does every
+        record of its key after it. Empties ``group``."""
+        while group:
+            runnable = []
+            for work, taken, key in group:
+                if key in keys:  # behind a record of its key that waits for a worker
+                    tasks.append((key, self._task(work, taken, None)))
+                else:
+                    runnable.append((work, taken, key))
+            if not runnable:
+                break
+            runs = [(taken.routes[0], taken.event) for _, taken, _ in runnable]
+            tried = self.dispatcher.try_run_all(runs)
+            for (work, taken, key), first in zip(runnable, tried, strict=False):
+                pending = self._handle(work, taken, None, None, first)
+                if pending is not None:
+                    tasks.append((key, self._task(work, taken, pending)))
+                    keys.add(key)
+            group[:] = runnable[len(tried) :]  # not started: after one that was not done
+        group.clear()
 
     def _task(
         self, work: PartitionWork, taken: Taken, pending: Pending | None
@@ -114,17 +151,24 @@ class Executor:
         if self._one_worker and not workers.idle:
             return False
         for route in routes:
-            if route.name in self._async or self._pace.get(route.name, _UNPROVEN_S) > _INLINE_S:
+            if self._pace.get(route.name, _UNPROVEN_S) > _INLINE_S:
                 return False
+            if route.name in self._async and len(routes) > 1:
+                return False  # one coroutine handler's records are run together, on the loop
         return not workers.queued(key)
 
     def _handle(
-        self, work: PartitionWork, taken: Taken, pending: Pending | None, wait: Wait | None
+        self,
+        work: PartitionWork,
+        taken: Taken,
+        pending: Pending | None,
+        wait: Wait | None,
+        first: HandlerRun | Later | None = None,
     ) -> Pending | None:
         """Run the handlers (``wait`` None: without waiting, returning what has to) and
         finish the record; a fault of ours parks it."""
         try:
-            handled = self.run(taken, wait, pending)
+            handled = self.run(taken, wait, pending, first)
         except Stopping:
             return None  # not finished: read again
         except Exception as exc:  # a fault of ours, not the record's: park it, keep going
@@ -149,10 +193,15 @@ class Executor:
         return None
 
     def run(
-        self, taken: Taken, wait: Wait | None, pending: Pending | None = None
+        self,
+        taken: Taken,
+        wait: Wait | None,
+        pending: Pending | None = None,
+        first: HandlerRun | Later | None = None,
     ) -> Handled | Pending:
         """Each route's handler run, from where ``pending`` left off; ``wait`` None: where a
-        handler would wait before its next attempt, stop and return that as `Pending`. A
+        handler would wait before its next attempt, stop and return that as `Pending`
+        (``first``: what the first route's run came to, tried already). A
         handler's dead letter parks the record (``wait`` or the consumer's stop waits out
         a broker outage)."""
         event, table = taken.event, taken.table
@@ -167,7 +216,8 @@ class Executor:
             duplicates = sum(r.outcome is Outcome.DUPLICATE for r in runs)
         for route in taken.routes[len(runs) :]:
             if wait is None:
-                tried = self.dispatcher.try_run(route, event)
+                tried = first or self.dispatcher.try_run(route, event)
+                first = None
                 if isinstance(tried, Later):
                     self._paced(route, tried.spent)
                     return Pending(tuple(runs), tried)

@@ -4,6 +4,7 @@ counted; handlers see a key's changes in order; offsets move only past finished 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,13 +19,14 @@ WATCHED = parse_watched_tables("connector: {topic_prefix: corpus}\ntables: {corp
 SETTINGS = Settings(http_port=None, capture_check_interval_s=0, ledger_prune_interval_s=0)
 
 
-def corpus_messages() -> list[Message]:
-    """The data topic's records, a tombstone among them, as the client hands them over."""
+def corpus_messages(first: int = 0) -> list[Message]:
+    """The data topic's records, a tombstone among them, as the client hands them over
+    (numbered from ``first``)."""
     return [
         Message(
             topic=r.kafka.topic,
             partition=r.kafka.partition,
-            offset=r.kafka.offset,
+            offset=first + r.kafka.offset,
             key=r.key,
             value=r.value,
             headers=list(r.kafka.headers),
@@ -38,8 +40,11 @@ def corpus_messages() -> list[Message]:
 class Kafka:
     """What `Runtime.run()` asks of the client: ``batches`` in turn, then nothing."""
 
-    def __init__(self, batches: list[list[Message]], done: Callable[[], None]) -> None:
+    def __init__(
+        self, batches: list[list[Message]], done: Callable[[], None], gap_s: float = 0.0
+    ) -> None:
         self.batches = batches
+        self.gap_s = gap_s  # between batches: the time records take to arrive
         self.done = done
         self.stored: list[tuple[str, int, int]] = []
         self.store_calls = 0
@@ -52,6 +57,7 @@ class Kafka:
         if not self.batches:
             self.done()
             return []
+        time.sleep(self.gap_s)
         batch, rest = self.batches[0][:num_messages], self.batches[0][num_messages:]
         self.batches[0:1] = [rest] if rest else []
         return batch
@@ -79,7 +85,12 @@ class CountingDecoder:
         return self.inner.peek_op(value)
 
 
-def run(batches: list[list[Message]], func: Any) -> tuple[Runtime, Kafka, list[Handled]]:
+def run(
+    batches: list[list[Message]],
+    func: Any,
+    ready: Callable[[Runtime], None] = lambda _: None,
+    gap_s: float = 0.0,
+) -> tuple[Runtime, Kafka, list[Handled]]:
     handled: list[Handled] = []
     runtime: Runtime
 
@@ -90,7 +101,8 @@ def run(batches: list[list[Message]], func: Any) -> tuple[Runtime, Kafka, list[H
     dec = CountingDecoder()
     router = Router(handlers_of(func), WATCHED.tables)
     runtime = Fake(SETTINGS, WATCHED, router, decoder=dec, observer=handled.append)  # type: ignore[arg-type]
-    kafka = Kafka(batches, runtime.stop)
+    kafka = Kafka(batches, runtime.stop, gap_s)
+    ready(runtime)
     runtime.run()
     return runtime, kafka, handled
 
@@ -150,3 +162,34 @@ def test_records_of_a_key_run_in_order_across_batches_and_workers() -> None:
     assert len(ran) == 9  # 4 reads, 5 changes: not the truncate, not the tombstone
     assert sorted(h.offset for h in handled) == sorted(m.offset() for m in messages)
     assert kafka.stored[-1][2] == int(messages[-1].offset() or 0) + 1
+
+
+def test_quick_coroutine_handlers_run_together_on_the_loop_in_key_order() -> None:
+    seen: dict[str, list[int]] = {}
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    async def changed(change: Change, ctx: Context) -> None:
+        seen.setdefault(repr(change.key), []).append(change.kafka.offset)
+
+    together: list[int] = []
+
+    def spy(runtime: Runtime) -> None:
+        dispatcher = runtime.dispatcher
+        try_run_all = dispatcher.try_run_all
+
+        def counted(runs: Any) -> Any:
+            together.append(len(runs))
+            return try_run_all(runs)
+
+        dispatcher.try_run_all = counted  # type: ignore[method-assign]
+
+    size = len(corpus_messages())
+    n = 10
+    _, kafka, handled = run([corpus_messages(i * size) for i in range(n)], changed, spy, 0.02)
+    # Unproven, the handler starts on the workers; once quick, a batch's runs go together.
+    assert together
+    assert max(together) > 1
+    assert all(offsets == sorted(offsets) for offsets in seen.values())
+    assert sum(len(offsets) for offsets in seen.values()) == 9 * n
+    assert len(handled) == size * n
+    assert kafka.stored[-1][2] == size * n
