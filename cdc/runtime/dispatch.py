@@ -9,7 +9,7 @@ import inspect
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -106,9 +106,25 @@ class Dispatcher:
     ) -> HandlerRun:
         """One call of the handler, and what its result means. With ``publish=False`` the
         records the handler published are returned, not sent."""
-        handler = route.handler
-        name = handler.name
         started = time.perf_counter()
+        call = self._call(route, change, attempt, log or RecordLog(change, route.name))
+        if isinstance(call, HandlerRun):
+            return call
+        ctx, result = call
+        if result is not None and inspect.isawaitable(result):
+            try:
+                result = self._run_async(result)
+            except Exception as exc:
+                result = exc
+        return self._settle(route.name, result, attempt, ctx, started, publish=publish)
+
+    def _call(
+        self, route: Route, change: Routable, attempt: int, log: Any
+    ) -> HandlerRun | tuple[Context, Any]:
+        """Type the change and call the handler: the dead-letter run of a change that does
+        not fit the handler's model, else the context and what the call returned or raised
+        (for a coroutine function, the coroutine, not run yet)."""
+        handler = route.handler
         try:
             typed = route.typed(change)
         except Exception as exc:  # typing is deterministic: another attempt cannot help
@@ -118,17 +134,31 @@ class Dispatcher:
                 str(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
             )
             return HandlerRun(
-                name, Outcome.DEAD_LETTER, attempt, f"{what} does not fit {model}: {detail}", exc
+                handler.name,
+                Outcome.DEAD_LETTER,
+                attempt,
+                f"{what} does not fit {model}: {detail}",
+                exc,
             )
-        ctx = Context(typed, name, attempt, log or RecordLog(change, name), self.resources)
+        ctx = Context(typed, handler.name, attempt, log, self.resources)
         try:
             if handler.ledger:  # its table is made on first use: the database may be down
                 ctx.ledger = self.resources.ledger()
-            result = handler.func(typed, ctx)
-            if result is not None and inspect.isawaitable(result):
-                result = self._run_async(result)
+            return ctx, handler.func(typed, ctx)
         except Exception as exc:  # every failure has a defined meaning
-            result = exc
+            return ctx, exc
+
+    def _settle(
+        self,
+        name: str,
+        result: Any,
+        attempt: int,
+        ctx: Context,
+        started: float,
+        *,
+        publish: bool = True,
+    ) -> HandlerRun:
+        """What the handler's result means; once it is done, its records published."""
         run = _meaning(name, result, attempt)
         if run.outcome is Outcome.DONE and ctx.published:
             try:
@@ -140,6 +170,35 @@ class Dispatcher:
                 run.published = ctx.published
         run.seconds = time.perf_counter() - started
         return run
+
+    def try_run_all(self, runs: Sequence[tuple[Route, Routable]]) -> list[HandlerRun | Later]:
+        """`try_run` for runs of coroutine handlers, with one hand-off to the event loop for
+        all of their first attempts, awaited there one after another. The runs after the
+        first that is not simply done (it failed, or has records to publish) are not
+        started: the list returned ends with that one."""
+        calls = []
+        for route, change in runs:
+            log = RecordLog(change, route.name)
+            if self._debug:
+                log.debug("handler.start")
+            started = time.perf_counter()
+            call = self._call(route, change, 1, log)
+            calls.append((log, call, time.perf_counter() - started))
+        awaited = self._run_async(_in_turn([call for _, call, _ in calls]))
+        out: list[HandlerRun | Later] = []
+        for (route, change), (log, call, spent), (result, waited) in zip(
+            runs, calls, awaited, strict=False
+        ):
+            if isinstance(call, HandlerRun):
+                first = call
+            else:
+                started = time.perf_counter() - spent - waited
+                first = self._settle(route.name, result, 1, call[0], started)
+            out.append(self._attempts(route, change, None, None, log=log, first=first))
+        for _, call, _ in calls[len(awaited) :]:
+            if not isinstance(call, HandlerRun) and inspect.iscoroutine(call[1]):
+                call[1].close()  # not started: it runs again, on its own
+        return out
 
     def run(
         self,
@@ -169,10 +228,15 @@ class Dispatcher:
         change: Routable,
         wait: Callable[[float], bool] | None,
         later: Later | None,
+        *,
+        log: Any = None,
+        first: HandlerRun | None = None,
     ) -> HandlerRun | Later:
-        log = RecordLog(change, route.name)
+        """The attempts of one run (``first``: the first attempt, made already)."""
+        if log is None:
+            log = RecordLog(change, route.name)
         if later is None:
-            if self._debug:
+            if self._debug and first is None:
                 log.debug("handler.start")
             attempt, spent, outage = 1, 0.0, 0
         else:
@@ -181,7 +245,8 @@ class Dispatcher:
             if wait(later.delay):
                 raise Stopping
         while True:
-            run = self.attempt(route, change, attempt, log=log)
+            run = first or self.attempt(route, change, attempt, log=log)
+            first = None
             spent += run.seconds
             run.seconds = spent
             if run.outcome is Outcome.DONE:
@@ -261,6 +326,27 @@ def unreachable(error: BaseException | None) -> bool:
     state = error.sqlstate
     # No SQLSTATE: the client lost or never had the connection (psycopg's own error).
     return state is None or state.startswith(_UNREACHABLE_STATES)
+
+
+async def _in_turn(calls: list[HandlerRun | tuple[Context, Any]]) -> list[tuple[Any, float]]:
+    """Await each call's coroutine in turn: what it returned or raised, and how long it took;
+    up to the first that is not simply done (nothing returned, nothing to publish)."""
+    done: list[tuple[Any, float]] = []
+    for call in calls:
+        if isinstance(call, HandlerRun):  # the change did not fit the model
+            done.append((None, 0.0))
+            break
+        ctx, result = call
+        started = time.perf_counter()
+        if result is not None and inspect.isawaitable(result):
+            try:
+                result = await result
+            except Exception as exc:
+                result = exc
+        done.append((result, time.perf_counter() - started))
+        if result is not None or ctx.published:
+            break
+    return done
 
 
 def _sleep(seconds: float) -> bool:

@@ -113,6 +113,7 @@ class PartitionWork:
 
 
 Key = Hashable
+Task = tuple[Key, Callable[[], None]]
 
 
 class KeyedWorkers:

@@ -264,6 +264,43 @@ def test_async_handlers_share_one_loop() -> None:
     d.close()
 
 
+def test_async_runs_handed_to_the_loop_together_run_in_turn() -> None:
+    calls: list[int] = []
+
+    async def handler(change: Change, ctx: Context) -> None:
+        await asyncio.sleep(0)
+        calls.append(len(calls))
+        assert asyncio.current_task() is not None  # a task: asyncio.timeout() works
+
+    d = dispatcher()
+    r = route(handler)
+    runs = d.try_run_all([(r, CHANGE)] * 5)
+    assert [run.outcome for run in runs if isinstance(run, HandlerRun)] == [Outcome.DONE] * 5
+    assert calls == [0, 1, 2, 3, 4]
+    d.close()
+
+
+def test_async_runs_stop_after_one_that_is_not_done(recwarn: pytest.WarningsRecorder) -> None:
+    calls: list[int] = []
+
+    async def handler(change: Change, ctx: Context) -> None:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise Retry("busy", after=1.5)
+
+    d = dispatcher()
+    runs = d.try_run_all([(route(handler), CHANGE)] * 4)
+    # The second waits for its next attempt; the two after it were not started (and their
+    # coroutines closed: no "never awaited" warning).
+    assert len(runs) == 2
+    assert calls == [0, 1]
+    assert isinstance(runs[0], HandlerRun)
+    assert runs[0].outcome is Outcome.DONE
+    assert runs[1] == Later(2, runs[1].spent, 0, 1.5)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    d.close()
+
+
 def test_published_records_leave_only_on_success() -> None:
     def publishes(change: Change, ctx: Context) -> None:
         ctx.publish("follow-ups", {"id": change.key["id"] if change.key else None}, key="k")

@@ -1,0 +1,262 @@
+"""Execute: run each record's handlers, here when quick, else on the keyed workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from cdc.events import Change
+from cdc.routing import Route
+from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
+from cdc.runtime.metrics import Metrics
+from cdc.runtime.park import Parker
+from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
+from cdc.runtime.tally import Tally
+from cdc.runtime.work import Key, KeyedWorkers, PartitionWork, Task
+
+log = structlog.get_logger("cdc.consumer")
+# A handler that ran this long lately is handed to the workers rather than run on the
+# consumer thread: it waits on I/O, and others can run meanwhile. A handler starts out on
+# the workers, as if it had run _UNPROVEN_S, and moves to the consumer thread after a few
+# dozen quick runs: one that blocks from its first change never holds up fetching.
+_INLINE_S = 0.001
+_UNPROVEN_S = 0.01
+
+
+class Executor:
+    """Runs handlers through the dispatcher (its retries, the ledger, publishing) and hands
+    each finished record to its `PartitionWork` and the observer."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        parker: Parker,
+        tally: Tally,
+        *,
+        concurrency: int,
+        asynchronous: set[str],
+        observer: Observer | None,
+        stop: threading.Event,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self._parker = parker
+        self._tally = tally
+        self._metrics: Metrics = tally.metrics
+        self._observer = observer
+        self._stop = stop
+        self._one_worker = concurrency == 1
+        # Handlers that are coroutines: they run on the dispatcher's loop, handed over by a
+        # worker, or (quick ones) a batch's runs together from the consumer thread.
+        self._async = asynchronous
+        # How long each handler ran lately (jumps up at once, comes down slowly).
+        self._pace: dict[str, float] = {}
+        self.workers = KeyedWorkers(0)  # replaced by start()
+
+    def start(self, concurrency: int) -> KeyedWorkers:
+        self.workers = KeyedWorkers(concurrency)
+        return self.workers
+
+    def batch(
+        self, items: list[Handled | Taken], works: dict[tuple[str, int], PartitionWork]
+    ) -> None:
+        """Finish what needs no handler; run quick handlers here (quick coroutine handlers
+        together, on the dispatcher's loop) and hand the rest to the workers, the whole
+        batch at once. Records of one key keep their order: one runs here only while
+        nothing of its key waits for a worker."""
+        tasks: list[Task] = []
+        keys: set[Key] = set()  # the keys of those tasks
+        group: list[tuple[PartitionWork, Taken, Key]] = []  # for the loop, in order
+        grouped: set[Key] = set()
+        observer = self._observer
+        for item in items:
+            if self._stop.is_set():
+                break  # the rest of the fetch is read again after a restart
+            work = works.get((item.topic, item.partition))
+            if work is None:  # not (or no longer) ours: the owner reads it
+                continue
+            if isinstance(item, Handled):
+                work.skip(item.offset)
+                if observer is not None:
+                    observer(item)
+                continue
+            msg = item.msg
+            work.add(item.offset, msg.timestamp()[1])
+            # One key at a time, in partition order; a record without a key orders per partition.
+            key = (item.topic, item.partition, msg.key())
+            pending = None
+            here = key not in keys and self._inline(key, item.routes)
+            if here and item.routes[0].name in self._async:
+                group.append((work, item, key))
+                grouped.add(key)
+                continue
+            if key in grouped:  # what of its key went before it runs first
+                self._run_group(group, tasks, keys)
+                grouped.clear()
+            if here:
+                # Quick handlers run right here: handing them to a thread costs more than they do.
+                pending = self._handle(work, item, None, None)
+                if pending is None:
+                    continue
+            tasks.append((key, self._task(work, item, pending)))
+            keys.add(key)
+        self._run_group(group, tasks, keys)
+        self.workers.submit(tasks)
+
+    def _run_group(
+        self, group: list[tuple[PartitionWork, Taken, Key]], tasks: list[Task], keys: set[Key]
+    ) -> None:
+        """Run the records of quick coroutine handlers with one hand-off to the loop; one
+        that has to wait before its next attempt goes to the workers, and so does every
+        record of its key after it. Empties ``group``."""
+        while group:
+            runnable = []
+            for work, taken, key in group:
+                if key in keys:  # behind a record of its key that waits for a worker
+                    tasks.append((key, self._task(work, taken, None)))
+                else:
+                    runnable.append((work, taken, key))
+            if not runnable:
+                break
+            runs = [(taken.routes[0], taken.event) for _, taken, _ in runnable]
+            tried = self.dispatcher.try_run_all(runs)
+            for (work, taken, key), first in zip(runnable, tried, strict=False):
+                pending = self._handle(work, taken, None, None, first)
+                if pending is not None:
+                    tasks.append((key, self._task(work, taken, pending)))
+                    keys.add(key)
+            group[:] = runnable[len(tried) :]  # not started: after one that was not done
+        group.clear()
+
+    def _task(
+        self, work: PartitionWork, taken: Taken, pending: Pending | None
+    ) -> Callable[[], None]:
+        def task() -> None:
+            if not work.begin():
+                return  # revoked or past the deadline: not finished, so read again
+            try:
+                self._handle(work, taken, pending, work.hurry.wait)
+            finally:
+                work.end()
+
+        return task
+
+    def _inline(self, key: Key, routes: list[Route]) -> bool:
+        """Whether to run the handlers on the consumer thread: all are sync and ran quickly
+        lately, nothing of the key waits for a worker, and with one worker, none is busy
+        (``concurrency: 1`` runs one handler at a time)."""
+        workers = self.workers
+        if self._one_worker and not workers.idle:
+            return False
+        for route in routes:
+            if self._pace.get(route.name, _UNPROVEN_S) > _INLINE_S:
+                return False
+            if route.name in self._async and len(routes) > 1:
+                return False  # one coroutine handler's records are run together, on the loop
+        return not workers.queued(key)
+
+    def _handle(
+        self,
+        work: PartitionWork,
+        taken: Taken,
+        pending: Pending | None,
+        wait: Wait | None,
+        first: HandlerRun | Later | None = None,
+    ) -> Pending | None:
+        """Run the handlers (``wait`` None: without waiting, returning what has to) and
+        finish the record; a fault of ours parks it."""
+        try:
+            handled = self.run(taken, wait, pending, first)
+        except Stopping:
+            return None  # not finished: read again
+        except Exception as exc:  # a fault of ours, not the record's: park it, keep going
+            msg, table = taken.msg, taken.table
+            log.exception("record.failed", **where(msg), table=table, op=taken.op)
+            try:
+                self._parker.park(
+                    msg,
+                    f"{type(exc).__name__}: {exc}",
+                    "InternalError",
+                    wait=wait or self._stop.wait,
+                    table=table,
+                )
+            except Stopping:
+                return None
+            handled = taken.handled(parked=(str(exc),))
+        if isinstance(handled, Pending):
+            return handled
+        work.finish(handled.offset)
+        if self._observer is not None:
+            self._observer(handled)
+        return None
+
+    def run(
+        self,
+        taken: Taken,
+        wait: Wait | None,
+        pending: Pending | None = None,
+        first: HandlerRun | Later | None = None,
+    ) -> Handled | Pending:
+        """Each route's handler run, from where ``pending`` left off; ``wait`` None: where a
+        handler would wait before its next attempt, stop and return that as `Pending`
+        (``first``: what the first route's run came to, tried already). A
+        handler's dead letter parks the record (``wait`` or the consumer's stop waits out
+        a broker outage)."""
+        event, table = taken.event, taken.table
+        tally = self._tally
+        runs: list[HandlerRun] = []
+        parked: list[str] = []
+        duplicates = 0
+        later = None
+        if pending is not None:
+            runs, later = list(pending.runs), pending.later
+            parked = [r.reason for r in runs if r.outcome is Outcome.DEAD_LETTER]
+            duplicates = sum(r.outcome is Outcome.DUPLICATE for r in runs)
+        for route in taken.routes[len(runs) :]:
+            if wait is None:
+                tried = first or self.dispatcher.try_run(route, event)
+                first = None
+                if isinstance(tried, Later):
+                    self._paced(route, tried.spent)
+                    return Pending(tuple(runs), tried)
+                run = tried
+            else:
+                run = self.dispatcher.run(route, event, wait, later=later)
+                later = None
+            self._paced(route, run.seconds)
+            runs.append(run)
+            tally.observe(
+                self._metrics.handler_seconds, (route.name, table, run.outcome.value), run.seconds
+            )
+            if run.attempts > 1:
+                self._metrics.retries.labels(route.name, table).inc(run.attempts - 1)
+            if run.outcome is Outcome.DUPLICATE:
+                duplicates += 1
+            elif run.outcome is Outcome.DEAD_LETTER:
+                error = type(run.error).__name__ if run.error is not None else "InvalidResult"
+                parked.append(run.reason)
+                self._parker.park(
+                    taken.msg,
+                    run.reason,
+                    error,
+                    wait=wait or self._stop.wait,
+                    handler=route.name,
+                    table=table,
+                    attempts=run.attempts,
+                )
+        outcome = (
+            "dead_lettered" if parked else "duplicate" if duplicates == len(runs) else "handled"
+        )
+        tally.count(outcome, table, taken.op)
+        committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
+        if committed_ms is not None:
+            tally.observe(self._metrics.end_to_end, (table,), time.time() - committed_ms / 1000)
+        return taken.handled(tuple(runs), tuple(parked))
+
+    def _paced(self, route: Route, seconds: float) -> None:
+        """Note how long a handler ran: a slow run counts at once, quick ones bring it down
+        over a few dozen runs. (From any thread: a lost update only delays the switch.)"""
+        pace = self._pace.get(route.name, _UNPROVEN_S)
+        self._pace[route.name] = seconds if seconds > pace else pace * 0.9 + seconds * 0.1

@@ -1,0 +1,51 @@
+"""Counts and timings taken while a batch goes through, added to the metrics once per batch."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from cdc.runtime.metrics import Metrics, PlainHistogram
+
+# (table, op, outcome): the labels of cdc_records_total
+Labels = tuple[str, str, str]
+
+
+class Tally:
+    """What the consumer thread counts is kept until `flush` (the metrics take a lock on
+    every update); other threads (the workers) update the metrics at once, as nothing would
+    flush for them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.counts: Counter[Labels] = Counter()
+        self._observed: dict[PlainHistogram, list[tuple[tuple[str, ...], float]]] = {}
+        self._owner: int | None = None
+
+    def bind(self) -> None:
+        """The calling thread is the consumer thread from now on."""
+        self._owner = threading.get_ident()
+
+    def count(self, outcome: str, table: str, op: str) -> None:
+        if threading.get_ident() == self._owner:
+            self.counts[table, op, outcome] += 1
+        else:
+            self.metrics.child(self.metrics.records, table, op, outcome).inc()
+
+    def observe(self, metric: PlainHistogram, labels: tuple[str, ...], amount: float) -> None:
+        if threading.get_ident() == self._owner:
+            observed = self._observed.get(metric)
+            if observed is None:
+                observed = self._observed[metric] = []
+            observed.append((labels, amount))
+        else:
+            metric.observe(labels, amount)
+
+    def flush(self) -> None:
+        m = self.metrics
+        for (table, op, outcome), n in self.counts.items():
+            m.child(m.records, table, op, outcome).inc(n)
+        self.counts.clear()
+        for metric, observed in self._observed.items():
+            metric.observe_all(observed)
+            observed.clear()
