@@ -20,10 +20,11 @@ import time
 
 import structlog
 
-from cdc import Change, Context, Settings, on_change
+from cdc import Change, Context, on_change
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Dispatcher, Resources
 from cdc.runtime.work import KeyedWorkers
+from cdc.settings import Settings
 from tests.corpus.load import first_insert
 
 TABLE = "corpus.all_types"

@@ -26,10 +26,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 
-from cdc import Change, Context, Settings, on_change
+from cdc import Change, Context, on_change
 from cdc.logs import configure_logging
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Runtime
+from cdc.settings import Settings
 
 TABLES = ("customers", "orders", "products")
 

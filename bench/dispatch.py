@@ -25,9 +25,10 @@ from typing import Any
 import structlog
 
 from bench.decode import rate
-from cdc import Change, Context, DomainEvent, Row, Settings, on_change, on_event
+from cdc import Change, Context, DomainEvent, Row, on_change, on_event
 from cdc.routing import Route, Router, handlers_of
 from cdc.runtime import Dispatcher, Resources
+from cdc.settings import Settings
 from tests.corpus.load import DATA, OUTBOX, OrderPlaced, Record, decode, decoder, records
 
 TABLE = "corpus.all_types"

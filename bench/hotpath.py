@@ -22,11 +22,11 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from bench.contenders import TABLES, customers, orders, peak_rss_mb, products
-from cdc import Settings
 from cdc.logs import configure_logging
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Runtime
 from cdc.runtime.consumer import Handled
+from cdc.settings import Settings
 
 
 def sample(settings: Settings, topics: list[str], n: int) -> list[Message]:

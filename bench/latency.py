@@ -25,11 +25,12 @@ from typing import Any
 
 import psycopg
 
-from cdc import Change, Context, on_change, parse_watched_tables
+from cdc import Change, Context, on_change
 from cdc.connect import apply_connector
 from cdc.logs import configure_logging
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Runtime
+from cdc.tables.config import parse_watched_tables
 from cdc.testing.pipeline import remove_connector
 from cdc.testing.stack import running_stack
 

@@ -1,109 +1,56 @@
-"""React to every change in PostgreSQL, in Python."""
+"""React to every change in PostgreSQL, in Python.
 
-from cdc.decoding import (
-    AvroDecoder,
-    Decoder,
-    JsonDecoder,
-    RegistrySchemas,
-    StaticSchemas,
-    decoder_for,
-)
-from cdc.errors import (
-    CdcError,
-    ConfigError,
-    ConnectError,
-    DecodeError,
-    EmitError,
-    RegistryError,
-    StackError,
-)
+What a handler author needs is here; the rest lives in named submodules: `cdc.events` (every
+event type), `cdc.decoding` (decoders), `cdc.settings`, `cdc.tables.config` (the watched-tables
+file), `cdc.runtime`, `cdc.errors`, `cdc.testing` (the test kit)."""
+
+from cdc.errors import CdcError, ConfigError, DecodeError, EmitError
 from cdc.events import (
     MICROS,
     MILLIS,
     UNAVAILABLE,
     Change,
     Columns,
-    Delivery,
-    DeliveryGate,
     DomainEvent,
     Event,
-    Heartbeat,
     KafkaCoordinates,
     Kind,
     Op,
     Row,
     Scale,
-    Snapshot,
     Source,
-    Tombstone,
-    TransactionBlock,
-    TransactionEvent,
     Unavailable,
     Unrepresentable,
 )
 from cdc.outbox import aemit, emit
 from cdc.routing import DeadLetter, Retry, on_change, on_event
-from cdc.runtime import Context, Outcome
-from cdc.settings import Settings, load_settings
-from cdc.tables.config import (
-    Encoding,
-    ReplicaIdentity,
-    TableOptions,
-    WatchedTables,
-    load_watched_tables,
-    parse_watched_tables,
-)
+from cdc.runtime import Context
 
 __all__ = [
     "MICROS",
     "MILLIS",
     "UNAVAILABLE",
-    "AvroDecoder",
     "CdcError",
     "Change",
     "Columns",
     "ConfigError",
-    "ConnectError",
     "Context",
     "DeadLetter",
     "DecodeError",
-    "Decoder",
-    "Delivery",
-    "DeliveryGate",
     "DomainEvent",
     "EmitError",
-    "Encoding",
     "Event",
-    "Heartbeat",
-    "JsonDecoder",
     "KafkaCoordinates",
     "Kind",
     "Op",
-    "Outcome",
-    "RegistryError",
-    "RegistrySchemas",
-    "ReplicaIdentity",
     "Retry",
     "Row",
     "Scale",
-    "Settings",
-    "Snapshot",
     "Source",
-    "StackError",
-    "StaticSchemas",
-    "TableOptions",
-    "Tombstone",
-    "TransactionBlock",
-    "TransactionEvent",
     "Unavailable",
     "Unrepresentable",
-    "WatchedTables",
     "aemit",
-    "decoder_for",
     "emit",
-    "load_settings",
-    "load_watched_tables",
     "on_change",
     "on_event",
-    "parse_watched_tables",
 ]

@@ -10,7 +10,9 @@ from typing import Any
 
 import psycopg
 
-from cdc import emit, load_settings, load_watched_tables
+from cdc import emit
+from cdc.settings import load_settings
+from cdc.tables.config import load_watched_tables
 from handlers.models import PostSubmitted
 
 

@@ -1,5 +1,6 @@
 """Test kit: change factories, a handler runner, the real stack and consumers on it."""
 
+from cdc.runtime.dispatch import Outcome
 from cdc.testing.consumer import RunningConsumer
 from cdc.testing.factories import ChangeFactory
 from cdc.testing.kafka import RecordReader, read_records
@@ -10,6 +11,7 @@ from cdc.testing.stack import RunningStack, running_stack, start_stack
 __all__ = [
     "ChangeFactory",
     "HandlerRunner",
+    "Outcome",
     "Pipelines",
     "RecordReader",
     "RunningConsumer",

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from cdc import Outcome, Settings, load_watched_tables
+from cdc.runtime import Outcome
+from cdc.settings import Settings
+from cdc.tables.config import load_watched_tables
 from cdc.testing import ChangeFactory, HandlerRunner
 from handlers.comments import tell_post_author
 from handlers.users import email_changed, welcome

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from confluent_kafka import Message
 
-from cdc import Change, DecodeError, Encoding, decoder_for
-from cdc.decoding import coordinates
+from cdc import Change, DecodeError
+from cdc.decoding import coordinates, decoder_for
+from cdc.tables.config import Encoding
 from cdc.testing import RecordReader, read_records
 from tests.integration.conftest import Pipeline
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc import StackError
+from cdc.errors import StackError
 from cdc.stack.local import COMPONENTS, LocalStack, port_open
 
 pytestmark = pytest.mark.stack

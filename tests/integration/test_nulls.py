@@ -11,7 +11,9 @@ import httpx
 import pytest
 from psycopg.rows import dict_row
 
-from cdc import Change, Encoding, Op, decoder_for
+from cdc import Change, Op
+from cdc.decoding import decoder_for
+from cdc.tables.config import Encoding
 from cdc.testing import RecordReader
 from tests.integration.conftest import Pipeline
 

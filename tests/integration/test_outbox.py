@@ -15,10 +15,12 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from cdc import Change, Context, DomainEvent, Encoding, Retry, decoder_for, emit, on_event
+from cdc import Change, Context, DomainEvent, Retry, emit, on_event
+from cdc.decoding import decoder_for
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Runtime
 from cdc.runtime.replay import DeadLetterTopic, replay
+from cdc.tables.config import Encoding
 from cdc.testing import RecordReader, RunningConsumer
 from tests.integration.conftest import Pipeline
 

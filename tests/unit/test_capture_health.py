@@ -7,7 +7,6 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from cdc import parse_watched_tables
 from cdc.capture_health import (
     CaptureHealth,
     CaptureProblem,
@@ -20,6 +19,7 @@ from cdc.findings import Severity
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.metrics import Metrics, Probes
 from cdc.settings import Settings
+from cdc.tables.config import parse_watched_tables
 
 WATCHED = parse_watched_tables(
     "connector: {name: shop, publication: shop_pub, max_record_bytes: 2000000}\n"

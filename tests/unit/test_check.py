@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from cdc import Change, Row, parse_watched_tables
+from cdc import Change, Row
 from cdc.check import (
     ConnectorState,
     Finding,
@@ -19,6 +19,7 @@ from cdc.check import (
 )
 from cdc.routing import TableHandler, handlers_of, on_change
 from cdc.settings import MASK
+from cdc.tables.config import parse_watched_tables
 from cdc.tables.connector import DatabaseEndpoint, connector_config
 from cdc.tables.sql import publication_tables
 

@@ -12,23 +12,9 @@ from uuid import UUID
 
 import pytest
 
-from cdc import (
-    MICROS,
-    MILLIS,
-    UNAVAILABLE,
-    Change,
-    Heartbeat,
-    Kind,
-    Op,
-    Row,
-    Scale,
-    Snapshot,
-    Tombstone,
-    TransactionEvent,
-    Unavailable,
-)
+from cdc import MICROS, MILLIS, UNAVAILABLE, Change, Kind, Op, Row, Scale, Unavailable
 from cdc.decoding import JsonDecoder
-from cdc.events import Event
+from cdc.events import Event, Heartbeat, Snapshot, Tombstone, TransactionEvent
 from cdc.events.columns import Columns, Mismatch
 from tests.corpus.load import (
     DATA,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cdc import Delivery, DeliveryGate, Kind
+from cdc import Kind
+from cdc.events import Delivery, DeliveryGate
 from tests.corpus.load import decode, decoder, records
 
 TABLE = "corpus.all_types"

@@ -12,21 +12,12 @@ import pytest
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError, field_validator
 
-from cdc import (
-    Change,
-    ConfigError,
-    Context,
-    DeadLetter,
-    Outcome,
-    Retry,
-    Row,
-    Settings,
-    on_change,
-)
+from cdc import Change, ConfigError, Context, DeadLetter, Retry, Row, on_change
 from cdc.errors import DecodeError
 from cdc.routing import Route, handlers_of
-from cdc.runtime import Backoff, Dispatcher, Resources
+from cdc.runtime import Backoff, Dispatcher, Outcome, Resources
 from cdc.runtime.dispatch import HandlerRun, Later, Stopping
+from cdc.settings import Settings
 from cdc.testing import run_handler
 from tests.corpus.load import first_insert
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cdc import parse_watched_tables
 from cdc.connect import InstanceStatus, status_rows, watched_names
 from cdc.errors import ConfigError
+from cdc.tables.config import parse_watched_tables
 
 WATCHED = parse_watched_tables("tables: {public.users: {}, shop.orders: {}}")
 

@@ -9,21 +9,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from cdc import (
-    Context,
-    DecodeError,
-    DomainEvent,
-    EmitError,
-    KafkaCoordinates,
-    Outcome,
-    emit,
-    on_event,
-    parse_watched_tables,
-)
+from cdc import Context, DecodeError, DomainEvent, EmitError, KafkaCoordinates, emit, on_event
 from cdc.check import ConnectorState, LiveState, LiveTable, Severity, compare
 from cdc.decoding import JsonDecoder
 from cdc.routing import Router, handlers_of, on_change
-from cdc.tables.config import Encoding
+from cdc.runtime import Outcome
+from cdc.tables.config import Encoding, parse_watched_tables
 from cdc.tables.connector import DatabaseEndpoint, connector_config, outbox_topic_pattern
 from cdc.tables.sql import publication_tables
 from cdc.testing import run_handler

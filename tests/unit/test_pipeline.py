@@ -10,9 +10,11 @@ from typing import Any
 
 from confluent_kafka import Message, TopicPartition
 
-from cdc import Change, Context, Settings, on_change, parse_watched_tables
+from cdc import Change, Context, on_change
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Handled, Runtime
+from cdc.settings import Settings
+from cdc.tables.config import parse_watched_tables
 from tests.corpus.load import DATA, decoder, records
 
 WATCHED = parse_watched_tables("connector: {topic_prefix: corpus}\ntables: {corpus.all_types: {}}")

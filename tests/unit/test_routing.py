@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cdc import Change, ConfigError, Context, Kind, Op, Row, TableOptions, on_change
+from cdc import Change, ConfigError, Context, Kind, Op, Row, on_change
 from cdc.events import Event
 from cdc.routing import Router, discover, handlers_of
-from cdc.tables.config import parse_watched_tables
+from cdc.tables.config import TableOptions, parse_watched_tables
 from cdc.testing import ChangeFactory
 from tests.corpus.load import decode, decoder, records
 

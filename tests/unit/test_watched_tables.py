@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cdc import ConfigError, parse_watched_tables
-from cdc.tables.config import Encoding, ReplicaIdentity
+from cdc import ConfigError
+from cdc.tables.config import Encoding, ReplicaIdentity, parse_watched_tables
 from cdc.tables.connector import DatabaseEndpoint, connector_config, heartbeat_topic
 from cdc.tables.limits import MIB, RecordLimits
 
