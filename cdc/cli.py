@@ -448,7 +448,7 @@ def models(
         raise ConfigError(
             str(settings.watched_tables), [f"no table {name} in the database" for name in missing]
         )
-    text = render(found, str(settings.watched_tables))
+    text = render(found, str(settings.watched_tables), watched.connector.encoding)
     if out is None:
         print(text, end="")
     else:

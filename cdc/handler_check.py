@@ -248,6 +248,16 @@ def _field_type(
     """A field whose type cannot take what its column arrives as, or that reads a `time` or
     `timestamp` in the wrong unit (or, in json-noschema, in none)."""
     arrives = ctype.arrives
+    if arrives.unsent:
+        return [
+            Finding(
+                Severity.ERROR,
+                subject,
+                f"field {field_name!r} reads column {column!r} ({ctype.sql}), which no change "
+                f"carries: {arrives.unsent}",
+                "drop the field, or store the column as another type (jsonb, text[])",
+            )
+        ]
     fix = f"declare it as `cdc models` does: {arrives.annotation()}"
     if not holds(field.annotation, arrives):
         return [

@@ -30,6 +30,8 @@ _TEXT = (
     "inet",
     "cidr",
     "macaddr",
+    "macaddr8",
+    "name",
     "int4range",
     "int8range",
     "numrange",
@@ -52,9 +54,16 @@ class Arrives:
     # Debezium sends it as text: an array of it may arrive as Unrepresentable (a
     # multi-dimensional one, whose rows Debezium sends as Java object names).
     text: bool = False
+    # In json-noschema its raw form (a day count, base64...) is read by a Row field of its
+    # type, but not inside a list: an array of it is declared list[Any] there.
+    raw_in_lists: bool = False
+    unsent: str | None = None  # why Debezium leaves the column out of every change
+    note: str | None = None  # what else Debezium does to it
 
     def annotation(self) -> str:
         """The field's type, without `| Unavailable` or `| None`."""
+        if self.py is type(None):
+            return "None"
         plain = f"{self.source} | Unrepresentable" if self.unrepresentable else self.source
         return f"Annotated[{plain}, {self.unit}]" if self.unit else plain
 
@@ -77,12 +86,12 @@ _SCALARS: dict[str, Arrives] = {
     "float4": Arrives(float, "float"),
     "float8": Arrives(float, "float"),
     "bool": Arrives(bool, "bool"),
-    "bytea": Arrives(bytes, "bytes"),
+    "bytea": Arrives(bytes, "bytes", raw_in_lists=True),
     "uuid": Arrives(uuid.UUID, "UUID", text=True),
     # The parsed value with a schema (a dict, list, str, number or None), the text without.
     "json": Arrives(object, "Any", text=True),
     "jsonb": Arrives(object, "Any", text=True),
-    "date": Arrives(dt.date, "date", unrepresentable=True),
+    "date": Arrives(dt.date, "date", unrepresentable=True, raw_in_lists=True),
     "timetz": Arrives(dt.time, "time", text=True),
     "timestamptz": Arrives(dt.datetime, "datetime", unrepresentable=True, text=True),
     "interval": Arrives(dt.timedelta, "timedelta", unrepresentable=True, text=True),
@@ -92,12 +101,14 @@ _SCALARS: dict[str, Arrives] = {
 _BY_NAME: dict[str, Arrives] = {
     "citext": _STR,
     "ltree": _STR,
-    "hstore": Arrives(dict, "dict[str, str | None]"),
+    "hstore": Arrives(dict, "dict[str, str | None]", raw_in_lists=True),
     "geometry": _DICT,
     "geography": _DICT,
 }
 # Types Debezium does not know: the bytes of their text.
-UNKNOWN = Arrives(bytes, "bytes")
+UNKNOWN = Arrives(bytes, "bytes", raw_in_lists=True)
+# Arrays whose column Debezium leaves out of every change, by their item type.
+_UNSENT_ARRAYS = frozenset({"name", "xml", "point", "money", "varbit", "interval"})
 
 
 @dataclass(frozen=True)
@@ -149,11 +160,20 @@ class _Catalog:
             base, not_null = self.arrives(t.base, t.base_typmod)
             return base, not_null or t.not_null
         if t.element:
-            item, _ = self.arrives(t.element, typmod)
-            return Arrives(
-                list, f"list[{item.annotation()} | None]", unrepresentable=item.text, item=item
-            ), False
+            return self._array(self.type(t.element), typmod), False
         return scalar(t.name, t.schema, t.kind, typmod, t.labels), False
+
+    def _array(self, t: _PgType, typmod: int) -> Arrives:
+        """What an array of ``t`` arrives as; Debezium knows fewer types inside an array."""
+        builtin = t.name if t.schema == "pg_catalog" else None
+        if builtin in _UNSENT_ARRAYS:
+            return Arrives(object, "Any", unsent=f"Debezium does not send arrays of {t.name}")
+        if builtin == "bit":
+            return Arrives(type(None), "None", note="Debezium sends every bit array as NULL")
+        # It does not look through a domain inside an array: the bytes of the items' text.
+        item = UNKNOWN if t.kind == "d" else scalar(t.name, t.schema, t.kind, typmod, t.labels)
+        source = f"list[{item.annotation()} | None]"
+        return Arrives(list, source, unrepresentable=item.text, item=item)
 
 
 def scalar(name: str, schema: str, kind: str, typmod: int, labels: tuple[str, ...]) -> Arrives:
@@ -166,12 +186,12 @@ def scalar(name: str, schema: str, kind: str, typmod: int, labels: tuple[str, ..
     if schema != "pg_catalog":
         return UNKNOWN
     if name in ("bit", "varbit"):
-        return Arrives(bool, "bool") if typmod == 1 else Arrives(bytes, "bytes")
+        return Arrives(bool, "bool") if typmod == 1 else UNKNOWN
     if name in ("time", "timestamp"):
         # Debezium's adaptive precision: milliseconds up to 3 digits, else microseconds.
         unit = "MILLIS" if 0 <= typmod <= 3 else "MICROS"
         py = dt.time if name == "time" else dt.datetime
-        return Arrives(py, py.__name__, unrepresentable=True, unit=unit)
+        return Arrives(py, py.__name__, unrepresentable=True, unit=unit, raw_in_lists=True)
     return _SCALARS.get(name, UNKNOWN)
 
 
@@ -217,7 +237,7 @@ _KNOWN = frozenset(
 def holds(annotation: Any, arrives: Arrives) -> bool:
     """Whether a field declared ``annotation`` can take what the column arrives as (a value,
     not NULL, UNAVAILABLE or Unrepresentable: those are its own choice)."""
-    if arrives.py is object:
+    if arrives.py in (object, type(None)):
         return True
     plain: list[Any] = []
     literals: set[Any] = set()

@@ -20,7 +20,7 @@ import psycopg
 
 from cdc.partition_check import identity_name, off_identity
 from cdc.tables.column_types import ColumnType
-from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
+from cdc.tables.config import Encoding, ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.live import LiveTable, read_table
 
 _WIDTH = 100  # ruff format's line length in this project, and a common one
@@ -93,12 +93,16 @@ def _camel(identifier: str) -> str:
     return camel if camel.isidentifier() else f"T{camel}"
 
 
-def render(models: Sequence[TableModel], file: str = "cdc.yaml") -> str:
+def render(
+    models: Sequence[TableModel], file: str = "cdc.yaml", encoding: Encoding = Encoding.JSON
+) -> str:
     """The Python module of ``models``' classes (``file``: the watched-tables file, named in
-    the module's docstring)."""
+    the module's docstring; ``encoding``: its topics', which decides how some arrays are
+    declared)."""
     names = class_names(m.name for m in models)
     annotations: list[str] = []
-    classes = [_class(m, names[m.name], file, annotations) for m in models]
+    raw = encoding is Encoding.JSON_NO_SCHEMA
+    classes = [_class(m, names[m.name], file, raw, annotations) for m in models]
     used = {word for text in annotations for word in re.findall(r"\w+", text)}
     used |= {"Row"} if models else set()
     head = [f'"""Row models of the tables {file} watches, written by `cdc models`."""', ""]
@@ -111,8 +115,9 @@ def render(models: Sequence[TableModel], file: str = "cdc.yaml") -> str:
     return "\n".join(head) + "\n" + "".join(f"\n\n{c}" for c in classes)
 
 
-def _class(model: TableModel, class_name: str, file: str, annotations: list[str]) -> str:
-    """The class's source; the annotations of its fields added to ``annotations``."""
+def _class(model: TableModel, class_name: str, file: str, raw: bool, annotations: list[str]) -> str:
+    """The class's source (``raw``: for json-noschema); the annotations of its fields added to
+    ``annotations``."""
     whole = model.whole_rows
     identity = identity_name(model.table.replica_identity)
     about = f"{model.name}, REPLICA IDENTITY {identity}"
@@ -135,6 +140,8 @@ def _class(model: TableModel, class_name: str, file: str, annotations: list[str]
             lines.append(f"    # {column} ({ctype.sql}): excluded in {file}, never sent")
         elif column in model.table.generated:
             lines.append(f"    # {column} ({ctype.sql}): generated, never in a change")
+        elif ctype.arrives.unsent:
+            lines.append(f"    # {column} ({ctype.sql}): {ctype.arrives.unsent}")
         elif not _field_name(column):
             lines.append(
                 f"    # {column!r} ({ctype.sql}): not a field name; declare it with an alias"
@@ -143,15 +150,20 @@ def _class(model: TableModel, class_name: str, file: str, annotations: list[str]
             # A delete's old row has the primary key under DEFAULT identity (the index's
             # columns under USING INDEX, nothing under NOTHING).
             key = column in model.table.primary_key and identity == "DEFAULT"
-            annotations.append(_annotation(ctype, whole, key))
-            lines += _field(column, annotations[-1], _note(ctype))
+            annotations.append(_annotation(ctype, whole, key, raw))
+            lines += _field(column, annotations[-1], _note(ctype, raw))
     return "\n".join(lines) + "\n"
 
 
-def _annotation(ctype: ColumnType, whole_rows: bool, key: bool) -> str:
+def _annotation(ctype: ColumnType, whole_rows: bool, key: bool, raw: bool) -> str:
     """The field's type for a column: ``whole_rows``, the table logs whole old rows; ``key``,
-    the column is in the primary key."""
-    parts = [ctype.arrives.annotation()]
+    the column is in the primary key; ``raw``, in json-noschema."""
+    arrives = ctype.arrives
+    if arrives.py is type(None):
+        return "None"
+    parts = [arrives.annotation()]
+    if raw and arrives.item is not None and arrives.item.raw_in_lists:
+        parts = ["list[Any] | Unrepresentable" if arrives.unrepresentable else "list[Any]"]
     if ctype.toastable and not whole_rows:
         parts.append("Unavailable")
     if ctype.nullable or not (whole_rows or key):
@@ -165,9 +177,14 @@ def _field_name(column: str) -> bool:
     return column.isidentifier() and not keyword.iskeyword(column) and not column.startswith("_")
 
 
-def _note(ctype: ColumnType) -> str | None:
-    """What the field's type does not say: a numeric's precision and scale, JSON's form."""
-    sql = ctype.sql
+def _note(ctype: ColumnType, raw: bool) -> str | None:
+    """What the field's type does not say: a numeric's precision and scale, JSON's form, an
+    array's items json-noschema leaves raw, what Debezium does to it."""
+    sql, arrives = ctype.sql, ctype.arrives
+    if arrives.note:
+        return f"{sql}: {arrives.note}"
+    if raw and arrives.item is not None and arrives.item.raw_in_lists:
+        return f"{sql}: json-noschema's items, as Debezium encodes them"
     if sql.startswith("numeric"):
         return sql
     if sql in ("json", "jsonb"):

@@ -56,6 +56,9 @@ ORDERS = {
     "secret": pg("text", toastable=True),
     "net": pg("int4"),
     "from": pg("int4"),
+    "days": array(pg("date")),
+    "spans": ColumnType("interval[]", Arrives(object, "Any", unsent="not sent"), True, True),
+    "flags": ColumnType("bit(3)[]", Arrives(type(None), "None", note="always NULL"), False, True),
 }
 
 
@@ -115,6 +118,9 @@ class Orders(Row):
     # secret (text): excluded in cdc.yaml, never sent
     # net (int4): generated, never in a change
     # 'from' (int4): not a field name; declare it with an alias
+    days: list[date | Unrepresentable | None] | Unavailable | None
+    # spans (interval[]): not sent
+    flags: None  # bit(3)[]: always NULL
 
 
 class Events(Row):
@@ -129,6 +135,12 @@ class Events(Row):
 
 def test_render_follows_the_type_table_and_the_identity() -> None:
     assert render(models()) == EXPECTED
+
+
+def test_json_noschema_arrays_of_raw_items_are_lists_of_any() -> None:
+    text = render(models(), encoding=Encoding.JSON_NO_SCHEMA)
+    assert "    days: list[Any] | Unavailable | None  # date[]: json-noschema's items, as " in text
+    assert "    tags: list[str | None] | Unrepresentable | Unavailable | None\n" in text
 
 
 def test_the_module_is_as_ruff_formats_it(tmp_path: Path) -> None:
@@ -270,6 +282,7 @@ def test_holds(annotation: Any, arrives: Arrives, held: bool) -> None:
 
 class Order(Row):
     id: int
+    spans: list[dt.timedelta] | None  # never sent
     note: str | Unavailable | None  # renamed: the column is notes
     total: int | None  # numeric arrives as a Decimal
     placed_at: Annotated[dt.datetime, MICROS] | None  # timestamp(3): MILLIS
@@ -295,6 +308,10 @@ def order_findings(encoding: str = "json") -> list[tuple[Severity, str]]:
 
 def test_check_reports_renames_types_and_units() -> None:
     assert order_findings() == [
+        (
+            Severity.ERROR,
+            "field 'spans' reads column 'spans' (interval[]), which no change carries: not sent",
+        ),
         (
             Severity.ERROR,
             "field 'note' reads column 'note', which shop.orders does not have: "
