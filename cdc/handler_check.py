@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from cdc.events import Op
 from cdc.events.rows import MICROS, MILLIS, TimeUnit
+from cdc.events.values import Unavailable
 from cdc.findings import Finding, Severity, apply_fix
 from cdc.partition_check import identity_name, off_identity
 from cdc.routing.handlers import EventHandler, TableHandler
@@ -142,6 +143,8 @@ def _handler(
             findings += _field_type(
                 subject, field_name, column, table.types[column], field, watched.connector.encoding
             )
+    if not_full is not None and table is not None and Op.UPDATE in handler.ops:
+        findings += _unavailable(handler, subject, model, columns, table, not_full)
     if not_full is not None and table is not None and Op.DELETE in handler.ops:
         # With a non-FULL identity a delete's `before` has every column, but only the key
         # columns have values: a field that rejects null fails on every delete.
@@ -201,14 +204,53 @@ def _model_columns(model: type[BaseModel]) -> dict[str, str]:
     return columns
 
 
+def _unavailable(
+    handler: TableHandler,
+    subject: str,
+    model: type[BaseModel],
+    columns: Mapping[str, str],
+    table: LiveTable,
+    not_full: tuple[str, str],
+) -> list[Finding]:
+    """Fields of TOASTable columns that reject UNAVAILABLE, in a model of updates without
+    whole old rows: an update leaving a large value alone fails to validate."""
+    strict = sorted(
+        field_name
+        for column, field_name in columns.items()
+        if column in table.types
+        and table.types[column].toastable
+        and not table.types[column].arrives.unsent
+        and not _accepts(model.model_fields[field_name].annotation, Unavailable)
+    )
+    if not strict:
+        return []
+    why, fix = not_full
+    return [
+        Finding(
+            Severity.WARNING,
+            subject,
+            f"handler {handler.name} takes updates, but {why}: a TOASTed value an update leaves "
+            f"alone arrives as UNAVAILABLE, which {', '.join(strict)} reject(s)",
+            f"declare them `... | Unavailable`; or {fix}",
+        )
+    ]
+
+
 def _accepts_none(annotation: Any) -> bool:
-    if annotation in (None, type(None), Any, object):
+    return _accepts(annotation, None)
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a field of ``annotation`` takes ``value`` (None, or a type's)."""
+    if annotation in (Any, object) or annotation is value:
+        return True
+    if value is None and annotation is type(None):
         return True
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _accepts_none(typing.get_args(annotation)[0])
+        return _accepts(typing.get_args(annotation)[0], value)
     if origin in (typing.Union, types.UnionType, typing.Literal):
-        return any(_accepts_none(arg) for arg in typing.get_args(annotation))
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
     return False
 
 

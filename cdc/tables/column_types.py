@@ -244,11 +244,12 @@ def holds(annotation: Any, arrives: Arrives) -> bool:
     _members(annotation, plain, literals)
     if any(t in (Any, object) or (typing.get_origin(t) or t) not in _KNOWN for t in plain):
         return True
-    if arrives.labels and set(arrives.labels) <= literals:
-        return True
-    if arrives.py is str and any(isinstance(v, str) for v in literals) and not arrives.labels:
-        return True  # a text column narrowed to some values: that is the field's business
     holders = _HOLDERS.get(arrives.py, (arrives.py,))
+    if arrives.labels:
+        if set(arrives.labels) <= literals:
+            return True
+    elif any(isinstance(v, holders) for v in literals):
+        return True  # a column narrowed to some of its values: that is the field's business
     for t in plain:
         origin = typing.get_origin(t) or t
         if origin not in holders:

@@ -5,7 +5,8 @@ the column may be NULL (and, under a replica identity other than FULL, wherever 
 old row leaves it out: every column but the key), `| Unavailable` where a TOASTed value an
 update leaves alone is left out of the change, `| Unrepresentable` where a value Python's
 type cannot hold may arrive, and the unit json-noschema needs for a `time` or `timestamp`.
-Excluded and generated columns, which no change carries, are named in comments only."""
+Excluded and generated columns and the arrays Debezium never sends, which no change carries,
+are named in comments only."""
 
 from __future__ import annotations
 

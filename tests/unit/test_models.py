@@ -263,6 +263,8 @@ INTS = Arrives(list, "list[int | None]", item=scalar("int4", "pg_catalog", "b", 
         (dt.date, TIMESTAMPTZ, False),
         (int, pg("text").arrives, False),
         (Literal["a"], pg("text").arrives, True),
+        (Literal[-1, 1], pg("int2").arrives, True),
+        (Literal["a"], pg("int2").arrives, False),
         (str, MOOD.arrives, True),
         (Literal["sad"], MOOD.arrives, False),
         (Literal["sad", "it's"] | None, MOOD.arrives, True),
@@ -290,7 +292,7 @@ class Order(Row):
     ships_on: dt.date | Unrepresentable | None
 
 
-def order_findings(encoding: str = "json") -> list[tuple[Severity, str]]:
+def order_findings(encoding: str = "json", ops: str = "c") -> list[tuple[Severity, str]]:
     watched = WATCHED.model_copy(
         update={"connector": WATCHED.connector.model_copy(update={"encoding": Encoding(encoding)})}
     )
@@ -300,7 +302,7 @@ def order_findings(encoding: str = "json") -> list[tuple[Severity, str]]:
 
     state = LiveState(ConnectorState("", {}, None), None, {"shop.orders": orders()})
     report = compare(
-        handlers_of(on_change("shop.orders", ops="c", model=Order)(react)), watched, state
+        handlers_of(on_change("shop.orders", ops=ops, model=Order)(react)), watched, state
     )
     subject = f"model {__name__}.Order (shop.orders)"
     return [(f.severity, f.problem) for f in report.findings if f.subject == subject]
@@ -338,3 +340,14 @@ def test_check_reports_renames_types_and_units() -> None:
         "field 'placed_at' reads microseconds, but Debezium counts timestamp in milliseconds",
     ) in noschema
     assert MILLIS.name == "milliseconds"
+
+
+def test_check_warns_of_fields_rejecting_unavailable_in_updates() -> None:
+    warning = (
+        Severity.WARNING,
+        "handler tests.unit.test_models.order_findings.<locals>.react takes updates, but cdc.yaml "
+        "declares shop.orders with replica identity default: a TOASTed value an update leaves "
+        "alone arrives as UNAVAILABLE, which total reject(s)",
+    )
+    assert warning in order_findings(ops="u")
+    assert warning not in order_findings(ops="cd")
