@@ -50,6 +50,7 @@ class Arrives:
     unrepresentable: bool = False  # may arrive as cdc.Unrepresentable
     unit: str | None = None  # MICROS or MILLIS: how json-noschema counts it
     labels: tuple[str, ...] = ()  # an enum's
+    enum: str | None = None  # an enum's type, schema.name
     item: Arrives | None = None  # an array's
     # Debezium sends it as text: an array of it may arrive as Unrepresentable (a
     # multi-dimensional one, whose rows Debezium sends as Java object names).
@@ -60,11 +61,17 @@ class Arrives:
     unsent: str | None = None  # why Debezium leaves the column out of every change
     note: str | None = None  # what else Debezium does to it
 
-    def annotation(self) -> str:
-        """The field's type, without `| Unavailable` or `| None`."""
+    def annotation(self, aliases: Mapping[str, str] | None = None) -> str:
+        """The field's type, without `| Unavailable` or `| None`; ``aliases``: the names of
+        enum types' Literals (by schema.name) to write instead of them."""
         if self.py is type(None):
             return "None"
-        plain = f"{self.source} | Unrepresentable" if self.unrepresentable else self.source
+        source = self.source
+        if self.item is not None:
+            source = f"list[{self.item.annotation(aliases)} | None]"
+        elif self.enum is not None and aliases and self.enum in aliases:
+            source = aliases[self.enum]
+        plain = f"{source} | Unrepresentable" if self.unrepresentable else source
         return f"Annotated[{plain}, {self.unit}]" if self.unit else plain
 
 
@@ -179,8 +186,8 @@ class _Catalog:
 def scalar(name: str, schema: str, kind: str, typmod: int, labels: tuple[str, ...]) -> Arrives:
     """A value of a type that is neither a domain nor an array; ``typmod`` -1: none given."""
     if kind == "e":
-        literal = f"Literal[{', '.join(map(_quoted, labels))}]"
-        return Arrives(str, literal, labels=labels, text=True)
+        literal = f"Literal[{', '.join(map(quoted, labels))}]"
+        return Arrives(str, literal, labels=labels, text=True, enum=f"{schema}.{name}")
     if name in _BY_NAME:
         return _BY_NAME[name]
     if schema != "pg_catalog":
@@ -209,7 +216,7 @@ def read_column_types(
     return out
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     """A string literal as ruff format writes it: in double quotes unless that takes more
     escapes."""
     python = repr(text)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import keyword
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from cdc.partition_check import identity_name, off_identity
-from cdc.tables.column_types import ColumnType
+from cdc.tables.column_types import ColumnType, quoted
 from cdc.tables.config import Encoding, ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.live import LiveTable, read_table
 
@@ -72,21 +72,7 @@ def table_models(
 def class_names(tables: Iterable[str]) -> dict[str, str]:
     """schema.table -> a class name: the table's name in CamelCase, unique among them and
     apart from the names the models import (the schema's name first where two clash)."""
-    taken = set(_IMPORTED)
-    out = {}
-    tables = list(tables)
-    plain = [_camel(t.split(".")[1]) for t in tables]
-    for name, camel in zip(tables, plain, strict=True):
-        candidate = camel
-        if candidate in taken or plain.count(camel) > 1:
-            candidate = _camel(name.split(".")[0]) + camel
-        n = 2
-        base = candidate
-        while candidate in taken:
-            candidate, n = f"{base}{n}", n + 1
-        taken.add(candidate)
-        out[name] = candidate
-    return out
+    return _names(tables, set(_IMPORTED))
 
 
 def _camel(identifier: str) -> str:
@@ -101,10 +87,21 @@ def render(
     the module's docstring; ``encoding``: its topics', which decides how some arrays are
     declared)."""
     names = class_names(m.name for m in models)
-    annotations: list[str] = []
     raw = encoding is Encoding.JSON_NO_SCHEMA
-    classes = [_class(m, names[m.name], file, raw, annotations) for m in models]
-    used = {word for text in annotations for word in re.findall(r"\w+", text)}
+    # Each enum type's Literal once, named after the type: `Mood = Literal["sad", "ok"]`.
+    enums = {
+        arrives.enum: arrives.labels
+        for m in models
+        for column, ctype in m.table.types.items()
+        if _left_out(m, column, ctype, file) is None
+        for arrives in (ctype.arrives, ctype.arrives.item)
+        if arrives is not None and arrives.enum is not None
+    }
+    aliases = _names(enums, set(names.values()) | _IMPORTED)
+    annotations: list[str] = []
+    classes = [_class(m, names[m.name], file, raw, aliases, annotations) for m in models]
+    defined = [_alias(aliases[enum], labels) for enum, labels in enums.items()]
+    used = {word for text in annotations + defined for word in re.findall(r"\w+", text)}
     used |= {"Row"} if models else set()
     head = [f'"""Row models of the tables {file} watches, written by `cdc models`."""', ""]
     for module, wanted in _IMPORTS.items():
@@ -113,12 +110,54 @@ def render(
         chosen = [n for n in wanted if n in used]
         if chosen:
             head.append(f"from {module} import {', '.join(chosen)}")
-    return "\n".join(head) + "\n" + "".join(f"\n\n{c}" for c in classes)
+    body = ["\n\n" + "".join(defined)] if defined else []
+    body += [f"\n\n{c}" for c in classes]
+    return "\n".join(head) + "\n" + "".join(body)
 
 
-def _class(model: TableModel, class_name: str, file: str, raw: bool, annotations: list[str]) -> str:
-    """The class's source (``raw``: for json-noschema); the annotations of its fields added to
-    ``annotations``."""
+def _names(enums: Iterable[str], taken: set[str]) -> dict[str, str]:
+    """schema.name of each enum type -> the name of its Literal, like `class_names`."""
+    enums = list(enums)
+    plain = [_camel(e.split(".")[1]) for e in enums]
+    out = {}
+    for enum, camel in zip(enums, plain, strict=True):
+        name = camel
+        if name in taken or plain.count(camel) > 1:
+            name = _camel(enum.split(".")[0]) + camel
+        out[enum] = name = _unique(name, taken)
+        taken.add(name)
+    return out
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}{n}", n + 1
+    return candidate
+
+
+def _alias(name: str, labels: Sequence[str]) -> str:
+    """``name = Literal[...]`` as ruff format writes it: on one line, else the labels on one
+    line of their own, else one a line."""
+    items = [quoted(label) for label in labels]
+    line = f"{name} = Literal[{', '.join(items)}]"
+    if len(line) <= _WIDTH:
+        return line + "\n"
+    if len(inner := f"    {', '.join(items)}") <= _WIDTH:
+        return f"{name} = Literal[\n{inner}\n]\n"
+    return f"{name} = Literal[\n" + "".join(f"    {item},\n" for item in items) + "]\n"
+
+
+def _class(
+    model: TableModel,
+    class_name: str,
+    file: str,
+    raw: bool,
+    aliases: Mapping[str, str],
+    annotations: list[str],
+) -> str:
+    """The class's source (``raw``: for json-noschema; ``aliases``: enums' Literals by type);
+    the annotations of its fields added to ``annotations``."""
     whole = model.whole_rows
     identity = identity_name(model.table.replica_identity)
     about = f"{model.name}, REPLICA IDENTITY {identity}"
@@ -137,32 +176,39 @@ def _class(model: TableModel, class_name: str, file: str, raw: bool, annotations
     lines[-1] += '"""'
     lines.append("")
     for column, ctype in model.table.types.items():
-        if column in model.options.exclude_columns:
-            lines.append(f"    # {column} ({ctype.sql}): excluded in {file}, never sent")
-        elif column in model.table.generated:
-            lines.append(f"    # {column} ({ctype.sql}): generated, never in a change")
-        elif ctype.arrives.unsent:
-            lines.append(f"    # {column} ({ctype.sql}): {ctype.arrives.unsent}")
-        elif not _field_name(column):
-            lines.append(
-                f"    # {column!r} ({ctype.sql}): not a field name; declare it with an alias"
-            )
-        else:
-            # A delete's old row has the primary key under DEFAULT identity (the index's
-            # columns under USING INDEX, nothing under NOTHING).
-            key = column in model.table.primary_key and identity == "DEFAULT"
-            annotations.append(_annotation(ctype, whole, key, raw))
-            lines += _field(column, annotations[-1], _note(ctype, raw))
+        if (why := _left_out(model, column, ctype, file)) is not None:
+            lines.append(f"    # {why}")
+            continue
+        # A delete's old row has the primary key under DEFAULT identity (the index's columns
+        # under USING INDEX, nothing under NOTHING).
+        key = column in model.table.primary_key and identity == "DEFAULT"
+        annotations.append(_annotation(ctype, whole, key, raw, aliases))
+        lines += _field(column, annotations[-1], _note(ctype, raw))
     return "\n".join(lines) + "\n"
 
 
-def _annotation(ctype: ColumnType, whole_rows: bool, key: bool, raw: bool) -> str:
+def _left_out(model: TableModel, column: str, ctype: ColumnType, file: str) -> str | None:
+    """Why a column is no field of the model (a comment), or None."""
+    if column in model.options.exclude_columns:
+        return f"{column} ({ctype.sql}): excluded in {file}, never sent"
+    if column in model.table.generated:
+        return f"{column} ({ctype.sql}): generated, never in a change"
+    if ctype.arrives.unsent:
+        return f"{column} ({ctype.sql}): {ctype.arrives.unsent}"
+    if not _field_name(column):
+        return f"{column!r} ({ctype.sql}): not a field name; declare it with an alias"
+    return None
+
+
+def _annotation(
+    ctype: ColumnType, whole_rows: bool, key: bool, raw: bool, aliases: Mapping[str, str]
+) -> str:
     """The field's type for a column: ``whole_rows``, the table logs whole old rows; ``key``,
     the column is in the primary key; ``raw``, in json-noschema."""
     arrives = ctype.arrives
     if arrives.py is type(None):
         return "None"
-    parts = [arrives.annotation()]
+    parts = [arrives.annotation(aliases)]
     if raw and arrives.item is not None and arrives.item.raw_in_lists:
         parts = ["list[Any] | Unrepresentable" if arrives.unrepresentable else "list[Any]"]
     if ctype.toastable and not whole_rows:

@@ -102,6 +102,9 @@ from uuid import UUID
 from cdc import MICROS, MILLIS, Row, Unavailable, Unrepresentable
 
 
+Mood = Literal["sad", "it's"]
+
+
 class Orders(Row):
     """shop.orders, REPLICA IDENTITY DEFAULT: a delete's old row has only the key, so every other
     field takes None, and a TOASTed value an update leaves alone arrives as UNAVAILABLE."""
@@ -112,7 +115,7 @@ class Orders(Row):
     ships_on: date | Unrepresentable | None
     at: Annotated[time | Unrepresentable, MICROS] | None
     notes: str | Unavailable | None
-    mood: Literal["sad", "it's"] | None
+    mood: Mood | None
     tags: list[str | None] | Unrepresentable | Unavailable | None
     doc: Any | Unavailable | None  # jsonb (json-noschema: its text, unless declared dict or list)
     # secret (text): excluded in cdc.yaml, never sent
@@ -143,8 +146,19 @@ def test_json_noschema_arrays_of_raw_items_are_lists_of_any() -> None:
     assert "    tags: list[str | None] | Unrepresentable | Unavailable | None\n" in text
 
 
+def enum(name: str, *labels: str) -> ColumnType:
+    return ColumnType(name, scalar(name, "shop", "e", -1, labels), True, False)
+
+
 def test_the_module_is_as_ruff_formats_it(tmp_path: Path) -> None:
-    long = {f"c_{'x' * 80}": pg("timestamp"), "n": pg("numeric", 0), **EVENTS}
+    long = {
+        f"c_{'x' * 80}": pg("timestamp"),
+        "n": pg("numeric", 0),
+        "status": enum("status", *(f"state_{i}" for i in range(8))),
+        "statuses": array(enum("status", *(f"state_{i}" for i in range(8)))),
+        "phase": enum("phase", *(f"phase_number_{i}" for i in range(20))),
+        **EVENTS,
+    }
     table = LiveTable("d", frozenset({"id"}), frozenset(long), types=long)
     path = tmp_path / "models.py"
     path.write_text(
@@ -239,6 +253,18 @@ def test_extension_and_unknown_types() -> None:
     assert scalar("citext", "ext", "b", -1, ()).source == "str"
     assert scalar("pair", "public", "c", -1, ()) is UNKNOWN
     assert scalar("text", "public", "b", -1, ()) is UNKNOWN  # not pg_catalog's text
+
+
+def test_each_enum_is_one_literal_named_after_its_type() -> None:
+    orders = dataclasses.replace(
+        models()[0].table, types={"id": pg("int4"), "a": MOOD, "b": array(MOOD)}
+    )
+    text = render([TableModel("shop.mood", orders, WATCHED.tables["shop.orders"])])
+    assert "class Mood(Row):" in text
+    assert text.count("ShopMood = Literal[") == 1
+    assert "    a: ShopMood | None\n" in text
+    assert "    b: list[ShopMood | None] | Unrepresentable | Unavailable | None\n" in text
+    assert load(text)["Mood"].model_validate({"id": 1, "a": "sad", "b": ["it's"]}).b == ["it's"]
 
 
 def test_class_names_are_unique_and_apart_from_the_imports() -> None:
