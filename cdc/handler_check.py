@@ -144,7 +144,8 @@ def _handler(
                 subject, field_name, column, table.types[column], field, watched.connector.encoding
             )
     if not_full is not None and table is not None and Op.UPDATE in handler.ops:
-        findings += _unavailable(handler, subject, model, columns, table, not_full)
+        sent = {c: f for c, f in columns.items() if c not in options.exclude_columns}
+        findings += _unavailable(handler, subject, model, sent, table, not_full)
     if not_full is not None and table is not None and Op.DELETE in handler.ops:
         # With a non-FULL identity a delete's `before` has every column, but only the key
         # columns have values: a field that rejects null fails on every delete.
@@ -218,6 +219,7 @@ def _unavailable(
         field_name
         for column, field_name in columns.items()
         if column in table.types
+        and column not in table.generated
         and table.types[column].toastable
         and not table.types[column].arrives.unsent
         and not _accepts(model.model_fields[field_name].annotation, Unavailable)
