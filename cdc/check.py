@@ -125,7 +125,7 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
             return LiveState(
                 connector=connector,
                 publication=None if via_root is None else frozenset(published_tables(conn, pub)),
-                tables=read_tables(conn, captured_tables(watched)),
+                tables=read_tables(conn, captured_tables(watched), types=True),
                 via_root=via_root is not False,
                 slot=read_slot(conn, watched.connector.slot),
             )

@@ -428,6 +428,34 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command("models")
+def models(
+    tables: WatchedOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the module here, not to stdout.")
+    ] = None,
+) -> None:
+    """Print one cdc.Row class per watched table, from PostgreSQL's catalog: each column's
+    Python type, nullability, timestamp unit, and where UNAVAILABLE or Unrepresentable may
+    arrive."""
+    from cdc.connect import connect_database
+    from cdc.tables.models import render, table_models
+
+    settings, watched = _watched(tables)
+    with connect_database(settings, timeout=10) as conn:
+        found, missing = table_models(conn, watched)
+    if missing:
+        raise ConfigError(
+            str(settings.watched_tables), [f"no table {name} in the database" for name in missing]
+        )
+    text = render(found, str(settings.watched_tables), watched.connector.encoding)
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text)
+        console.print(f"{len(found)} model(s) written to {out}")
+
+
 @app.command("run")
 def run(
     tables: WatchedOpt = None,

@@ -3,6 +3,8 @@ columns its row model declares), and does each have a table or an outbox feeding
 
 from __future__ import annotations
 
+import difflib
+import re
 import types
 import typing
 from collections import defaultdict
@@ -12,10 +14,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel
 
 from cdc.events import Op
+from cdc.events.rows import MICROS, MILLIS, TimeUnit
+from cdc.events.values import Unavailable
 from cdc.findings import Finding, Severity, apply_fix
 from cdc.partition_check import identity_name, off_identity
 from cdc.routing.handlers import EventHandler, TableHandler
-from cdc.tables.config import ReplicaIdentity, TableOptions, WatchedTables
+from cdc.tables.column_types import ColumnType, holds
+from cdc.tables.config import Encoding, ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.live import LiveTable
 
 
@@ -63,7 +68,7 @@ def handler_findings(
         if tables is not None and table is None:
             continue  # reported as a missing table
         for handler in group:
-            findings += _handler(handler, name, options, table, file)
+            findings += _handler(handler, name, watched, table, file)
     for name in watched.tables.keys() - by_table.keys():
         findings.append(
             Finding(
@@ -78,9 +83,14 @@ def handler_findings(
 
 
 def _handler(
-    handler: TableHandler, name: str, options: TableOptions, table: LiveTable | None, file: str
+    handler: TableHandler,
+    name: str,
+    watched: WatchedTables,
+    table: LiveTable | None,
+    file: str,
 ) -> list[Finding]:
     """What one handler of a watched table needs from it; ``table`` None: not known."""
+    options = watched.tables[name]
     findings = []
     not_full = _not_full(name, options, table, file)
     if not_full is not None and handler.reads_before and handler.ops & {Op.UPDATE, Op.DELETE}:
@@ -115,15 +125,7 @@ def _handler(
                 )
             )
         elif table is not None and column not in table.columns:
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    subject,
-                    f"field {field_name!r} reads column {column!r}, which {name} does not have",
-                    f"rename or drop the field (columns of {name}: "
-                    f"{', '.join(sorted(table.columns))})",
-                )
-            )
+            findings.append(_missing(subject, field_name, column, name, table, columns))
         elif table is not None and column in table.generated:
             findings.append(
                 Finding(
@@ -136,6 +138,14 @@ def _handler(
                     f"read it from {name} in the database; drop the field",
                 )
             )
+        elif table is not None and column in table.types:
+            field = model.model_fields[field_name]
+            findings += _field_type(
+                subject, field_name, column, table.types[column], field, watched.connector.encoding
+            )
+    if not_full is not None and table is not None and Op.UPDATE in handler.ops:
+        sent = {c: f for c, f in columns.items() if c not in options.exclude_columns}
+        findings += _unavailable(handler, subject, model, sent, table, not_full)
     if not_full is not None and table is not None and Op.DELETE in handler.ops:
         # With a non-FULL identity a delete's `before` has every column, but only the key
         # columns have values: a field that rejects null fails on every delete.
@@ -195,12 +205,147 @@ def _model_columns(model: type[BaseModel]) -> dict[str, str]:
     return columns
 
 
+def _unavailable(
+    handler: TableHandler,
+    subject: str,
+    model: type[BaseModel],
+    columns: Mapping[str, str],
+    table: LiveTable,
+    not_full: tuple[str, str],
+) -> list[Finding]:
+    """Fields of TOASTable columns that reject UNAVAILABLE, in a model of updates without
+    whole old rows: an update leaving a large value alone fails to validate."""
+    strict = sorted(
+        field_name
+        for column, field_name in columns.items()
+        if column in table.types
+        and column not in table.generated
+        and table.types[column].toastable
+        and not table.types[column].arrives.unsent
+        and not _accepts(model.model_fields[field_name].annotation, Unavailable)
+    )
+    if not strict:
+        return []
+    why, fix = not_full
+    return [
+        Finding(
+            Severity.WARNING,
+            subject,
+            f"handler {handler.name} takes updates, but {why}: a TOASTed value an update leaves "
+            f"alone arrives as UNAVAILABLE, which {', '.join(strict)} reject(s)",
+            f"declare them `... | Unavailable`; or {fix}",
+        )
+    ]
+
+
 def _accepts_none(annotation: Any) -> bool:
-    if annotation in (None, type(None), Any, object):
+    return _accepts(annotation, None)
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a field of ``annotation`` takes ``value`` (None, or a type's)."""
+    if annotation in (Any, object) or annotation is value:
+        return True
+    if value is None and annotation is type(None):
         return True
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _accepts_none(typing.get_args(annotation)[0])
+        return _accepts(typing.get_args(annotation)[0], value)
     if origin in (typing.Union, types.UnionType, typing.Literal):
-        return any(_accepts_none(arg) for arg in typing.get_args(annotation))
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
     return False
+
+
+def _missing(
+    subject: str,
+    field_name: str,
+    column: str,
+    name: str,
+    table: LiveTable,
+    read: Mapping[str, str],
+) -> Finding:
+    """A field reading a column the table does not have: renamed, when a column the model
+    does not read has a like name."""
+    unread = sorted(table.columns - read.keys() - table.generated)
+    like = difflib.get_close_matches(column, unread, n=1, cutoff=0.6)
+    if not like:
+        like = [c for c in unread if column in c or c in column][:1]
+    if like:
+        return Finding(
+            Severity.ERROR,
+            subject,
+            f"field {field_name!r} reads column {column!r}, which {name} does not have: "
+            f"renamed to {like[0]!r}?",
+            f"read {like[0]!r} (rename the field, or `Field(alias={like[0]!r})`), or drop it",
+        )
+    return Finding(
+        Severity.ERROR,
+        subject,
+        f"field {field_name!r} reads column {column!r}, which {name} does not have",
+        f"rename or drop the field (columns of {name}: {', '.join(sorted(table.columns))})",
+    )
+
+
+def _field_type(
+    subject: str, field_name: str, column: str, ctype: ColumnType, field: Any, encoding: Encoding
+) -> list[Finding]:
+    """A field whose type cannot take what its column arrives as, or that reads a `time` or
+    `timestamp` in the wrong unit (or, in json-noschema, in none)."""
+    arrives = ctype.arrives
+    if arrives.unsent:
+        return [
+            Finding(
+                Severity.ERROR,
+                subject,
+                f"field {field_name!r} reads column {column!r} ({ctype.sql}), which no change "
+                f"carries: {arrives.unsent}",
+                "drop the field, or store the column as another type (jsonb, text[])",
+            )
+        ]
+    fix = f"declare it as `cdc models` does: {arrives.annotation()}"
+    if not holds(field.annotation, arrives):
+        return [
+            Finding(
+                Severity.ERROR,
+                subject,
+                f"field {field_name!r} is declared {_shown(field.annotation)}, but column "
+                f"{column!r} ({ctype.sql}) arrives as {arrives.source}",
+                fix,
+            )
+        ]
+    if arrives.unit is None:
+        return []
+    # Only json-noschema reads the unit: with a schema the value arrives converted.
+    raw = encoding is Encoding.JSON_NO_SCHEMA
+    units = [m for m in _metadata(field) if isinstance(m, TimeUnit)]
+    wanted = MILLIS if arrives.unit == "MILLIS" else MICROS
+    if units and units[0] is not wanted:
+        problem = f"reads {units[0].name}, but Debezium counts {ctype.sql} in {wanted.name}"
+        if not raw:
+            problem += " (read only in json-noschema)"
+    elif not units and raw:
+        problem = f"has no unit, which json-noschema needs for {ctype.sql} ({wanted.name})"
+    else:
+        return []
+    severity = Severity.ERROR if raw else Severity.WARNING
+    return [Finding(severity, subject, f"field {field_name!r} {problem}", fix)]
+
+
+def _metadata(field: Any) -> list[Any]:
+    """The field's Annotated metadata, also where a union holds the Annotated."""
+    found = list(field.metadata)
+    stack = [field.annotation]
+    while stack:
+        annotation = stack.pop()
+        if typing.get_origin(annotation) is Annotated:
+            found += typing.get_args(annotation)[1:]
+            stack.append(typing.get_args(annotation)[0])
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            stack += typing.get_args(annotation)
+    return found
+
+
+def _shown(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\b[\w.]+\.(\w+)", r"\1", repr(annotation))

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from cdc.tables.column_types import ColumnType, read_column_types
 from cdc.tables.config import TableName
 
 
@@ -39,6 +40,9 @@ class LiveTable:
         if self.replica_identity == "i":
             return self.identity_index
         return self.primary_key if self.replica_identity == "d" else frozenset()
+
+    # What each column arrives as, in order; empty unless asked for (`read_table(types=True)`).
+    types: Mapping[str, ColumnType] = field(default_factory=dict)
 
 
 _TABLE = (
@@ -71,8 +75,11 @@ _ANCESTORS = (
 )
 
 
-def read_table(conn: psycopg.Connection[tuple[Any, ...]], table: TableName) -> LiveTable | None:
-    """None when there is no such table (or it is a view, a foreign table...)."""
+def read_table(
+    conn: psycopg.Connection[tuple[Any, ...]], table: TableName, *, types: bool = False
+) -> LiveTable | None:
+    """None when there is no such table (or it is a view, a foreign table...). ``types``: also
+    read what each column arrives as."""
     row = conn.execute(_TABLE, (table.schema_, table.table)).fetchone()
     if row is None:
         return None
@@ -89,16 +96,17 @@ def read_table(conn: psycopg.Connection[tuple[Any, ...]], table: TableName) -> L
         else {},
         ancestors=tuple(str(r[0]) for r in conn.execute(_ANCESTORS, (oid,))),
         identity_index=frozenset(index),
+        types=read_column_types(conn, oid) if types else {},
     )
 
 
 def read_tables(
-    conn: psycopg.Connection[tuple[Any, ...]], tables: Iterable[TableName]
+    conn: psycopg.Connection[tuple[Any, ...]], tables: Iterable[TableName], *, types: bool = False
 ) -> dict[str, LiveTable]:
     """The tables that exist, by schema.table."""
     found = {}
     for t in tables:
-        live = read_table(conn, t)
+        live = read_table(conn, t, types=types)
         if live is not None:
             found[str(t)] = live
     return found

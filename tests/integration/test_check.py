@@ -83,12 +83,9 @@ def test_model_fields_are_checked_against_the_live_table(pipeline: Pipeline) -> 
     report = run_check(
         [handle(pipeline, "users", ops="cu", model=User)], pipeline.watched(), pipeline.settings
     )
-    problems = [
-        p
-        for _, p in by_subject(report)[
-            f"model {User.__module__}.{User.__qualname__} (public.{table})"
-        ]
-    ]
+    subject = f"model {User.__module__}.{User.__qualname__} (public.{table})"
+    # (Not applied yet, the table is DEFAULT: a warning says `email` rejects UNAVAILABLE.)
+    problems = [p for s, p in by_subject(report)[subject] if s is Severity.ERROR]
     assert len(problems) == 2, problems
     assert any("'secret', which" in p and "excludes" in p for p in problems)
     assert any(f"'nickname', which public.{table} does not have" in p for p in problems)

@@ -10,6 +10,7 @@ import datetime as dt
 import math
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
@@ -349,8 +350,8 @@ def create_types(pipeline: Pipeline) -> None:
     pipeline.sql(f"CREATE DOMAIN {pipeline.id}_positive AS int CHECK (VALUE > 0)")
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS)
-def test_every_type_and_edge_value_arrives_exactly(pipeline: Pipeline, encoding: str) -> None:
+def case_tables(pipeline: Pipeline, encoding: str) -> dict[str, Case]:
+    """One table (id, n, v) per case, watched with FULL identity in ``encoding``; applied."""
     create_types(pipeline)
     tables = {}
     for i, case in enumerate(CASES):
@@ -360,14 +361,30 @@ def test_every_type_and_edge_value_arrives_exactly(pipeline: Pipeline, encoding:
         tables[table] = case
     pipeline.write_file({t: {"replica_identity": "full"} for t in tables}, encoding=encoding)
     pipeline.apply()
+    return tables
 
+
+def model_values(case: Case, encoding: str) -> list[Any]:
+    """What a field of the case's `annotation` reads from each of its values."""
+    if encoding == "json-noschema" and case.noschema_values is not None:
+        return case.noschema_values
+    return case.model_values or [v for _, v in case.values]
+
+
+def check_cases(
+    pipeline: Pipeline,
+    tables: dict[str, Case],
+    encoding: str,
+    models: dict[str, type[Row]],
+    expected: Callable[[Case], list[Any]],
+) -> list[str]:
+    """Insert each case's values, update each row, and read every change with the table's
+    model in ``models`` (a field `v`): every way a value or the model's reading of it
+    (``expected``) differs from what it should be."""
     read: dict[tuple[str, int, str], Any] = {}  # (table, id, before/after): the model's value
     lock = threading.Lock()
     handlers = []
-    for table, case in tables.items():
-        model = type(
-            f"Model_{table}", (Row,), {"__annotations__": {"id": int, "v": case.annotation | None}}
-        )
+    for table in tables:
 
         def keep(change: Change[Any], ctx: Context, table: str = table) -> None:
             with lock:
@@ -376,23 +393,20 @@ def test_every_type_and_edge_value_arrives_exactly(pipeline: Pipeline, encoding:
                     if row is not None:
                         read[(table, row.id, side)] = row.v
 
-        handlers += handlers_of(on_change(table, ops="cu", model=model)(keep))
+        handlers += handlers_of(on_change(table, ops="cu", model=models[table])(keep))
 
     watched = pipeline.watched()
     config = pipeline.stack.settings(watched_tables=pipeline.file, group_id=pipeline.id)
+    failures = []
     with RunningConsumer(config, watched, Router(handlers, watched.tables)) as consumer:
         for table, case in tables.items():
             for row_id, (literal, _) in enumerate(case.values):
                 pipeline.sql(f"INSERT INTO {table} (id, v) VALUES ({row_id}, {literal})")
             # Under FULL identity the update carries the old row: `before` is read the same way.
             pipeline.sql(f"UPDATE {table} SET n = 1")
-        failures = []
         for table, case in tables.items():
-            expected_models = case.model_values or [v for _, v in case.values]
-            if encoding == "json-noschema" and case.noschema_values is not None:
-                expected_models = case.noschema_values
             for row_id, ((literal, want), want_model) in enumerate(
-                zip(case.values, expected_models, strict=True)
+                zip(case.values, expected(case), strict=True)
             ):
                 for op in ("c", "u"):
                     handled = consumer.wait_for(
@@ -414,6 +428,21 @@ def test_every_type_and_edge_value_arrives_exactly(pipeline: Pipeline, encoding:
                             failures.append(
                                 f"{where} {side}: model read {got!r}, want {want_model!r}"
                             )
+    return failures
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_type_and_edge_value_arrives_exactly(pipeline: Pipeline, encoding: str) -> None:
+    tables = case_tables(pipeline, encoding)
+    models: dict[str, type[Row]] = {
+        table: type(
+            f"Model_{table}", (Row,), {"__annotations__": {"id": int, "v": case.annotation | None}}
+        )
+        for table, case in tables.items()
+    }
+    failures = check_cases(
+        pipeline, tables, encoding, models, lambda case: model_values(case, encoding)
+    )
     assert not failures, "\n".join(failures)
 
 

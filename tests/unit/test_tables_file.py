@@ -106,6 +106,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "dlq list",
         "dlq replay",
         "lag",
+        "models",
         "run",
         "snapshot public.t_watched",
     ]
