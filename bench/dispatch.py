@@ -4,8 +4,9 @@ no-op handler (sync, with a row model, async); with the per-run log line on and 
 An async handler that has proven quick runs as the consumer thread runs it: a fetch's runs
 (500) handed to the event loop at once (``async_noop``); ``async_noop_alone`` is one run at a
 time, each handed over and waited for, as on a worker thread.
-The same for the outbox's domain events: decode only, and a no-op event handler with a
-payload model.
+Then, for each encoding, the issue's measure: decode only, and decode, route and run a handler
+reading three columns (by name, and through a three-field row model). The same for the
+outbox's domain events: decode only, and a no-op event handler with a payload model.
 
     python -m bench.dispatch                  # 100k records per measure
     python -m bench.dispatch --records 20000
@@ -29,7 +30,16 @@ from cdc import Change, Context, DomainEvent, Row, on_change, on_event
 from cdc.routing import Route, Router, handlers_of
 from cdc.runtime import Dispatcher, Resources
 from cdc.settings import Settings
-from tests.corpus.load import DATA, OUTBOX, OrderPlaced, Record, decode, decoder, records
+from tests.corpus.load import (
+    DATA,
+    ENCODINGS,
+    OUTBOX,
+    OrderPlaced,
+    Record,
+    decode,
+    decoder,
+    records,
+)
 
 TABLE = "corpus.all_types"
 
@@ -44,6 +54,19 @@ def noop(change: Change, ctx: Context) -> None:
     return None
 
 
+def reads_three(change: Change[Any], ctx: Context) -> None:
+    """What the issue's targets measure: a handler reading three columns."""
+    row = change.after
+    if row is not None:
+        _ = row["id"], row["c_int"], row["c_text"]
+
+
+def reads_three_model(change: Change[Slim], ctx: Context) -> None:
+    row = change.after
+    if row is not None:
+        _ = row.id, row.c_int, row.c_text
+
+
 async def async_noop(change: Change, ctx: Context) -> None:
     return None
 
@@ -56,8 +79,8 @@ class _Pipeline:
     """Decode, gate, route and run one record, as the consumer does; `close()` stops the
     dispatcher's event loop thread, which would otherwise stay for the later measures."""
 
-    def __init__(self, declared: Any) -> None:
-        self.decoder = decoder("json")
+    def __init__(self, declared: Any, encoding: str = "json") -> None:
+        self.decoder = decoder(encoding)
         self.router = Router(handlers_of(declared))
         self.dispatcher = Dispatcher(Resources(Settings()))
 
@@ -134,6 +157,20 @@ def main() -> None:
                 "us_per_record": round(1e6 / per_s, 1),
                 "ratio_to_decode": round(per_s / results["decode_only_per_s"], 2),
             }
+    logs(logging.WARNING)
+    for encoding in ENCODINGS:
+        data = [r for r in records(encoding) if r.kafka.topic == DATA and r.value is not None]
+        enc = decoder(encoding)
+        decoded = rate(lambda r, enc=enc: enc.decode(r.key, r.value, r.kafka), data, count)
+        measures: dict[str, float] = {"decode_only_us": round(1e6 / decoded, 1)}
+        for name, func, options in (
+            ("reads_three", reads_three, {}),
+            ("reads_three_model", reads_three_model, {"model": Slim}),
+        ):
+            handle = _Pipeline(on_change(TABLE, snapshot_reads=True, **options)(func), encoding)
+            measures[f"{name}_us"] = round(1e6 / rate(handle, data, count), 1)
+            handle.close()
+        results[f"{encoding}/quiet"] = measures
     events = [r for r in records("json") if r.kafka.topic == f"{OUTBOX}order"]
     results["event_decode_only_per_s"] = round(rate(lambda r: decode(dec, r), events, count))
     for level_name, level in (("logged", logging.INFO), ("quiet", logging.WARNING)):
