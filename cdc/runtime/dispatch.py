@@ -172,33 +172,52 @@ class Dispatcher:
         return run
 
     def try_run_all(self, runs: Sequence[tuple[Route, Routable]]) -> list[HandlerRun | Later]:
-        """`try_run` for runs of coroutine handlers, with one hand-off to the event loop for
-        all of their first attempts, awaited there one after another. The runs after the
-        first that is not simply done (it failed, or has records to publish) are not
-        started: the list returned ends with that one."""
-        calls = []
+        """`try_run` for runs of coroutine handlers that have proven quick, with one hand-off
+        to the event loop: their first attempts run there one after another. The runs after
+        the first that is not simply done (it failed, or has records to publish, which are
+        sent from here) are not started: the list returned ends with that one."""
+        out: list[HandlerRun | Later] = []
+        for (route, change), first in zip(runs, self._run_async(self._in_turn(runs)), strict=False):
+            if isinstance(first, tuple):
+                ctx, result, started = first
+                first = self._settle(route.name, result, 1, ctx, started)
+            if first.outcome is Outcome.DONE and not self._debug:
+                out.append(first)
+            else:
+                out.append(self._attempts(route, change, None, None, first=first))
+        return out
+
+    async def _in_turn(
+        self, runs: Sequence[tuple[Route, Routable]]
+    ) -> list[HandlerRun | tuple[Context, Any, float]]:
+        """(On the loop.) Each run's first attempt in turn, up to the first that is not
+        simply done; one with records to publish comes back unsettled, as the context, its
+        result and when it started: publishing waits for the broker, and the loop must not."""
+        done: list[HandlerRun | tuple[Context, Any, float]] = []
         for route, change in runs:
             log = RecordLog(change, route.name)
             if self._debug:
                 log.debug("handler.start")
             started = time.perf_counter()
             call = self._call(route, change, 1, log)
-            calls.append((log, call, time.perf_counter() - started))
-        awaited = self._run_async(_in_turn([call for _, call, _ in calls]))
-        out: list[HandlerRun | Later] = []
-        for (route, change), (log, call, spent), (result, waited) in zip(
-            runs, calls, awaited, strict=False
-        ):
-            if isinstance(call, HandlerRun):
-                first = call
-            else:
-                started = time.perf_counter() - spent - waited
-                first = self._settle(route.name, result, 1, call[0], started)
-            out.append(self._attempts(route, change, None, None, log=log, first=first))
-        for _, call, _ in calls[len(awaited) :]:
-            if not isinstance(call, HandlerRun) and inspect.iscoroutine(call[1]):
-                call[1].close()  # not started: it runs again, on its own
-        return out
+            if isinstance(call, HandlerRun):  # the change does not fit the model
+                done.append(call)
+                break
+            ctx, result = call
+            if result is not None and inspect.isawaitable(result):
+                try:
+                    result = await result
+                except Exception as exc:
+                    result = exc
+            if ctx.published:
+                done.append((ctx, result, started))
+                break
+            run = _meaning(route.name, result, 1)
+            run.seconds = time.perf_counter() - started
+            done.append(run)
+            if run.outcome is not Outcome.DONE:
+                break
+        return done
 
     def run(
         self,
@@ -326,27 +345,6 @@ def unreachable(error: BaseException | None) -> bool:
     state = error.sqlstate
     # No SQLSTATE: the client lost or never had the connection (psycopg's own error).
     return state is None or state.startswith(_UNREACHABLE_STATES)
-
-
-async def _in_turn(calls: list[HandlerRun | tuple[Context, Any]]) -> list[tuple[Any, float]]:
-    """Await each call's coroutine in turn: what it returned or raised, and how long it took;
-    up to the first that is not simply done (nothing returned, nothing to publish)."""
-    done: list[tuple[Any, float]] = []
-    for call in calls:
-        if isinstance(call, HandlerRun):  # the change did not fit the model
-            done.append((None, 0.0))
-            break
-        ctx, result = call
-        started = time.perf_counter()
-        if result is not None and inspect.isawaitable(result):
-            try:
-                result = await result
-            except Exception as exc:
-                result = exc
-        done.append((result, time.perf_counter() - started))
-        if result is not None or ctx.published:
-            break
-    return done
 
 
 def _sleep(seconds: float) -> bool:

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,7 +97,7 @@ def test_consumer_through_a_secure_listener(pipeline: Pipeline, protocol: Protoc
 
     def handle(change: Change, ctx: Context) -> None:
         row = change.row
-        assert isinstance(row, dict)
+        assert isinstance(row, Mapping)
         if row["v"] == "fail":
             raise DeadLetter("refused on purpose")
         ctx.publish(published, {"id": row["id"]}, key=str(row["id"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from threading import get_ident
 from typing import Any
 
 import psycopg
@@ -289,6 +290,29 @@ def test_async_runs_stop_after_one_that_is_not_done(recwarn: pytest.WarningsReco
     assert runs[0].outcome is Outcome.DONE
     assert runs[1] == Later(2, runs[1].spent, 0, 1.5)
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    d.close()
+
+
+def test_async_runs_publish_from_the_calling_thread_and_stop_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    sent: list[tuple[int, int]] = []  # (records, thread)
+
+    async def handler(change: Change, ctx: Context) -> None:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            ctx.publish("follow-ups", {"n": 2})
+
+    d = dispatcher()
+    monkeypatch.setattr(d.resources, "send", lambda out: sent.append((len(out), get_ident())))
+    runs = d.try_run_all([(route(handler), CHANGE)] * 3)
+    # The loop does not wait for the broker: the record is sent from here, and the runs
+    # after it wait for that (they start again on their own).
+    assert calls == [0, 1]
+    assert sent == [(1, get_ident())]
+    assert [r.outcome for r in runs if isinstance(r, HandlerRun)] == [Outcome.DONE] * 2
+    assert len(runs) == 2
     d.close()
 
 
