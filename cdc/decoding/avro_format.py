@@ -12,7 +12,7 @@ from typing import Any
 import fastavro
 
 from cdc.decoding.base import Decoder
-from cdc.decoding.connect_schema import Convert, guarded, is_envelope, toast_aware
+from cdc.decoding.connect_schema import Convert, guarded, is_envelope, toast_aware, toasted
 from cdc.decoding.registry import NotAvro, SchemaSource, UnknownSchema
 from cdc.events.columns import Columns, Mismatch, Plan
 from cdc.events.fallback import Unrepresentable
@@ -155,10 +155,10 @@ class _Compiler:
         self.defined[full] = (schema, namespace)
         space = full.rpartition(".")[0]
         if is_envelope(schema):
-            fields = self._fields(schema, space, toast, ())  # defines the row record
+            fields = self._fields(schema, space, toast)  # defines the row record
             convert = self._envelope(schema, space, fields)
         else:
-            convert = _fields(self._fields(schema, space, toast, ()))
+            convert = _fields(self._fields(schema, space, toast))
         logical = logical_converter(schema.get("connect.name"), schema.get("connect.parameters"))
         if logical is not None:
             record, to_python = convert, logical
@@ -182,8 +182,8 @@ class _Compiler:
             if before is not None:
                 value["before"] = Columns(before, before_plan, "before")
             if after is not None:
-                toast = before is None and value["op"] == "u"
-                value["after"] = Columns(after, after_toast if toast else after_plan, "after")
+                plan = after_toast if toasted(value) else after_plan
+                value["after"] = Columns(after, plan, "after")
             return rest(value)
 
         return convert
@@ -195,21 +195,16 @@ class _Compiler:
         if isinstance(row, str):
             full = row if "." in row or not namespace else f"{namespace}.{row}"
             row, namespace = self.defined[full] if full in self.defined else self.defined[row]
-            namespace = _fullname(row, namespace).rpartition(".")[0]
-        else:
-            namespace = _fullname(row, namespace).rpartition(".")[0]
+        namespace = _fullname(row, namespace).rpartition(".")[0]
         plan: Plan = {}
-        for name, convert in self._fields(row, namespace, toast, ()):
+        for name, convert in self._fields(row, namespace, toast):
             plan[name] = (_ANY, _same) if convert is None else (_NULL_ONLY, convert)
         return plan
 
     def _fields(
-        self, schema: dict[str, Any], space: str, toast: bool, toast_fields: tuple[str, ...]
+        self, schema: dict[str, Any], space: str, toast: bool
     ) -> list[tuple[str, Convert | None]]:
-        return [
-            (f["name"], self.compile(f["type"], space, toast or f["name"] in toast_fields))
-            for f in schema["fields"]
-        ]
+        return [(f["name"], self.compile(f["type"], space, toast)) for f in schema["fields"]]
 
 
 def _primitive(name: str, toast: bool) -> Convert | None:

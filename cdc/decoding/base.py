@@ -60,13 +60,8 @@ class Decoder(ABC):
             return build_event(value_data, schema_name, key, kafka, self, raw=self.raw)
         except (DecodeError, RegistryError):
             raise
-        except Mismatch as exc:
-            reason = str(exc) if exc.path else exc.reason
-            raise self._error(reason, kafka, part) from None
-        except RecursionError:
-            raise self._error("nested too deeply", kafka, part) from None
         except Exception as exc:  # any other failure is still this record's fault
-            raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, part) from exc
+            raise self._failed(exc, kafka, part) from _cause(exc)
 
     def read_key(self, raw: bytes, kafka: KafkaCoordinates) -> dict[str, Any] | None:
         """A record's key: its columns as values; `DecodeError` (part ``key``) if it cannot
@@ -78,12 +73,8 @@ class Decoder(ABC):
             return key
         except (DecodeError, RegistryError):
             raise
-        except Mismatch as exc:
-            raise self._error(str(exc) if exc.path else exc.reason, kafka, "key") from None
-        except RecursionError:
-            raise self._error("nested too deeply", kafka, "key") from None
         except Exception as exc:
-            raise self._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, "key") from exc
+            raise self._failed(exc, kafka, "key") from _cause(exc)
 
     def peek_op(self, value: bytes) -> str | None:
         """The change's ``op`` if it can be read without decoding, else None."""
@@ -101,8 +92,22 @@ class Decoder(ABC):
     def read(self, raw: bytes) -> tuple[Any, str | None]:
         """The data in `raw`, checked and converted, and its schema's name if it has one."""
 
+    @classmethod
+    def _failed(cls, exc: Exception, kafka: KafkaCoordinates, part: str) -> DecodeError:
+        """The `DecodeError` of whatever reading the record raised."""
+        if isinstance(exc, Mismatch):
+            return cls._error(str(exc) if exc.path else exc.reason, kafka, part)
+        if isinstance(exc, RecursionError):
+            return cls._error("nested too deeply", kafka, part)
+        return cls._error(f"{type(exc).__name__}: {str(exc)[:300]}", kafka, part)
+
     @staticmethod
     def _error(reason: str, kafka: KafkaCoordinates, part: str) -> DecodeError:
         return DecodeError(
             reason, topic=kafka.topic, partition=kafka.partition, offset=kafka.offset, part=part
         )
+
+
+def _cause(exc: Exception) -> Exception | None:
+    """What a `DecodeError` is chained to: nothing for the failures it describes in full."""
+    return None if isinstance(exc, Mismatch | RecursionError) else exc

@@ -163,7 +163,7 @@ def _envelope(schema: dict[str, Any]) -> Convert:
         if after is not None:
             if type(after) is not dict:
                 raise Mismatch("after", f"expected an object, got {_typename(after)}")
-            plan = after_toast if before is None and value.get("op") == "u" else after_plan
+            plan = after_toast if toasted(value) else after_plan
             value["after"] = Columns(after, plan, "after")
         return value
 
@@ -179,7 +179,7 @@ def row_plan(schema: Any, toast: bool) -> Plan:
     if not isinstance(schema, dict) or schema.get("type") != "struct":
         raise Mismatch("", f"a row must be a struct: {brief(schema)}")
     plan: Plan = {}
-    for name, passing, placeholder, inner, optional in _struct_fields(schema, toast, ()):
+    for name, passing, placeholder, inner, optional in _struct_fields(schema, toast):
         fast = () if placeholder else passing
         column: Column = (frozenset((*fast, _NULL) if optional else fast), inner)
         plan[name] = column
@@ -237,14 +237,12 @@ _PASSING: dict[str, tuple[type, ...]] = {
 }
 
 
-def _struct(
-    schema: dict[str, Any], toast: bool, toast_fields: frozenset[str] | set[str] = frozenset()
-) -> Convert:
-    return _struct_converter(_struct_fields(schema, toast, toast_fields))
+def _struct(schema: dict[str, Any], toast: bool) -> Convert:
+    return _struct_converter(_struct_fields(schema, toast))
 
 
 def _struct_fields(
-    schema: dict[str, Any], toast: bool, toast_fields: frozenset[str] | set[str] | tuple[()]
+    schema: dict[str, Any], toast: bool
 ) -> list[tuple[str, tuple[type, ...], tuple[str, ...], Convert, bool]]:
     """Per field: name, the types passing unchanged, the text among them standing for an
     unchanged TOAST value, the converter, optional."""
@@ -256,15 +254,14 @@ def _struct_fields(
         name = field.get("field") if isinstance(field, dict) else None
         if not isinstance(name, str):
             raise Mismatch("", "struct field without a name")
-        field_toast = toast or name in toast_fields
         try:
-            inner = compile_schema(field, field_toast)
+            inner = compile_schema(field, toast)
         except Mismatch as exc:
             raise exc.under(name) from None
         kind = field["type"]
         plain = logical_converter(field.get("name"), field.get("parameters"), kind) is None
         passing = _PASSING.get(kind, ()) if plain else ()
-        placeholder = PLACEHOLDER_TEXT if field_toast and kind == "string" else ()
+        placeholder = PLACEHOLDER_TEXT if toast and kind == "string" else ()
         fields.append((name, passing, placeholder, inner, bool(field.get("optional", False))))
     return fields
 

@@ -126,8 +126,6 @@ class Columns(Mapping[str, Any]):
         return self._raw
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Columns) and other._plan is self._plan:
-            return self._raw == other._raw
         return isinstance(other, Mapping) and self.to_dict() == dict(other.items())
 
     __hash__ = None  # type: ignore[assignment]
