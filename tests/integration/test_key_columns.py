@@ -1,7 +1,8 @@
 """`key_columns` on the real stack: a table keyed by a business column (`account_id`) rather
 than its primary key. Every change, the deletes included, is keyed and partitioned by the
 account, and each account's changes reach the handler in commit order, spread over four
-partitions; `cdc check` warns while the account is not in the old row PostgreSQL logs."""
+partitions, in every encoding; `cdc check` warns while the account is not in the old row
+PostgreSQL logs."""
 
 from __future__ import annotations
 
@@ -28,14 +29,17 @@ def key_findings(p: Pipeline) -> list[Finding]:
     ]
 
 
-def test_changes_are_keyed_and_ordered_by_the_key_columns(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])
+def test_changes_are_keyed_and_ordered_by_the_key_columns(
+    pipeline: Pipeline, encoding: str
+) -> None:
     p = pipeline
     moves = p.table("moves")
     p.sql(
         f"CREATE TABLE {moves} (id serial PRIMARY KEY, account_id int NOT NULL, "
         "seq int NOT NULL, amount int)"
     )
-    p.write_file({moves: {"key_columns": ["account_id"]}}, topic_partitions=4)
+    p.write_file({moves: {"key_columns": ["account_id"]}}, topic_partitions=4, encoding=encoding)
     p.apply()
     warned = key_findings(p)
     assert [(f.severity, "keyed by NULL" in f.problem) for f in warned] == [
@@ -43,8 +47,11 @@ def test_changes_are_keyed_and_ordered_by_the_key_columns(pipeline: Pipeline) ->
     ]
     assert "replica_identity: full" in warned[0].fix
 
-    p.write_file({moves: {"key_columns": ["account_id"], "replica_identity": "full"}},
-                 topic_partitions=4)  # fmt: skip
+    p.write_file(
+        {moves: {"key_columns": ["account_id"], "replica_identity": "full"}},
+        topic_partitions=4,
+        encoding=encoding,
+    )
     p.apply()
     assert key_findings(p) == []
 
