@@ -1,4 +1,5 @@
-"""An audit trail: every change to users and posts, with the old and the new row."""
+"""An audit trail: every change to users and posts, with the old and the new row, written
+in bulk: a batch handler gets up to 500 changes at a time and writes them in one statement."""
 
 import json
 from functools import partial
@@ -10,23 +11,28 @@ from cdc import Change, Context, on_change
 _dumps = partial(json.dumps, default=str)
 
 
-@on_change("users")
-@on_change("posts")
-def audit(change: Change, ctx: Context) -> None:
-    changed = change.changed_columns()
-    with ctx.connection() as conn:
-        conn.execute(
+@on_change("users", batch=500, max_wait_s=0.5, reads_before=True)
+@on_change("posts", batch=500, max_wait_s=0.5, reads_before=True)
+def audit(changes: list[Change], ctx: Context) -> None:
+    with ctx.connection() as conn, conn.cursor() as cur:
+        # A change delivered again (a restart, a rebalance) finds its row: one row per change.
+        cur.executemany(
             "INSERT INTO audit_log (change_key, table_name, op, row_key, changed, before, after,"
             " committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (change_key) DO NOTHING",
-            (
-                change.idempotency_key,
-                change.table,
-                change.op.value,
-                Jsonb(change.key, dumps=_dumps),
-                sorted(changed) if changed is not None else None,
-                Jsonb(change.before.to_dict(), dumps=_dumps) if change.before is not None else None,
-                Jsonb(change.after.to_dict(), dumps=_dumps) if change.after is not None else None,
-                change.source.commit_time,
-            ),
+            [_row(change) for change in changes],
         )
+
+
+def _row(change: Change) -> tuple[object, ...]:
+    changed = change.changed_columns()
+    return (
+        change.idempotency_key,
+        change.table,
+        change.op.value,
+        Jsonb(change.key, dumps=_dumps),
+        sorted(changed) if changed is not None else None,
+        Jsonb(change.before.to_dict(), dumps=_dumps) if change.before is not None else None,
+        Jsonb(change.after.to_dict(), dumps=_dumps) if change.after is not None else None,
+        change.source.commit_time,
+    )

@@ -21,6 +21,7 @@ from cdc.events.change import (
 from cdc.events.columns import Columns
 from cdc.events.delivery import Delivery, DeliveryGate
 from cdc.events.fallback import Unrepresentable
+from cdc.events.group import Changes
 from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
 from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable
 
@@ -30,6 +31,7 @@ __all__ = [
     "PLACEHOLDER",
     "UNAVAILABLE",
     "Change",
+    "Changes",
     "Columns",
     "DataCollectionCount",
     "Delivery",

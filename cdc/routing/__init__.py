@@ -10,7 +10,7 @@ from cdc.routing.handlers import (
     on_event,
 )
 from cdc.routing.outcome import DeadLetter, Retry
-from cdc.routing.router import Routable, Route, Router
+from cdc.routing.router import Routable, Route, Router, Runnable
 
 __all__ = [
     "DeadLetter",
@@ -20,6 +20,7 @@ __all__ = [
     "Routable",
     "Route",
     "Router",
+    "Runnable",
     "TableHandler",
     "discover",
     "handlers_of",

@@ -15,6 +15,7 @@ package (every submodule) and collects what the decorator marked.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -52,6 +53,8 @@ class TableHandler:
     reads_before: bool
     name: str
     ledger: bool = False
+    batch: int | None = None  # a batch handler: up to this many changes in one call
+    max_wait_s: float = 1.0  # how long a batch waits to fill up
 
     def wants(self, change: Change, snapshot_reads: bool) -> bool:
         """Whether this change is for this handler (table already matched)."""
@@ -172,6 +175,8 @@ def on_change(
     model: type[BaseModel] | None = None,
     reads_before: bool | None = None,
     ledger: bool = False,
+    batch: int | None = None,
+    max_wait_s: float = 1.0,
 ) -> Callable[[F], F]:
     """Declare a handler for ``table`` (``schema.table``, or ``table`` in ``public``).
 
@@ -185,10 +190,17 @@ def on_change(
     ``ledger``: effectively once. ``ctx.connection()`` records the change in the
     processed-changes table inside the handler's own transaction; a change already recorded
     is skipped (outcome ``duplicate``). The handler does its writes in one such block.
+    ``batch``: the handler takes a ``list[Change]`` of up to this many changes (a sink's bulk
+    write), in partition order (so in order per key), called once the list is full or
+    ``max_wait_s`` after its first change. Their offsets move once the call is done. A list
+    that keeps failing is split until the change that fails is found: only that one goes to
+    the dead-letter topic.
     """
 
     def mark(func: F) -> F:
         handler = _declare(func, table, ops, columns, snapshot_reads, model, reads_before, ledger)
+        if batch is not None or max_wait_s != 1.0:
+            handler = _batched(handler, batch, max_wait_s, reads_before)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -245,8 +257,32 @@ def _declare(
     )
 
 
-def _reads_before(func: Callable[..., Any]) -> bool:
-    """Whether the function body touches ``<change>.before`` or ``<change>.changed_columns``.
+def _batched(
+    handler: TableHandler, batch: int | None, max_wait_s: float, reads_before: bool | None
+) -> TableHandler:
+    problems = []
+    if batch is None:
+        problems.append("max_wait_s is for batch handlers: give batch= as well")
+    elif isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        problems.append(f"batch must be a positive number of changes, not {batch!r}")
+    if not 0 < max_wait_s <= 3600:
+        problems.append(f"max_wait_s must be over 0 and at most 3600 seconds, not {max_wait_s!r}")
+    if handler.ledger:
+        # The ledger records one change per handler run; a bulk write is made idempotent by
+        # the write itself (an upsert, or a COPY into a table keyed by the change).
+        problems.append("ledger=True is for handlers of one change; a batch handler upserts")
+    if problems:
+        raise ConfigError(f"handler {handler.name}", problems)
+    if reads_before is None and not handler.reads_before:
+        reads_before = _reads_before(handler.func, anywhere=True)  # any change of the list
+    return dataclasses.replace(
+        handler, batch=batch, max_wait_s=max_wait_s, reads_before=bool(reads_before)
+    )
+
+
+def _reads_before(func: Callable[..., Any], *, anywhere: bool = False) -> bool:
+    """Whether the function body touches ``<change>.before`` or ``<change>.changed_columns``
+    (``anywhere``: on any name, as a batch handler's loop over its list does).
 
     A static look at the source: it sees what the handler reads directly, not through
     helpers it calls (declare ``reads_before=True`` for those)."""
@@ -262,7 +298,7 @@ def _reads_before(func: Callable[..., Any]) -> bool:
         isinstance(n, ast.Attribute)
         and n.attr in ("before", "changed_columns")
         and isinstance(n.value, ast.Name)
-        and n.value.id == param
+        and (anywhere or n.value.id == param)
         for n in ast.walk(node)
     )
 

@@ -7,11 +7,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cdc.events import Change, Delivery, DeliveryGate, DomainEvent, Event, Op
+from cdc.events import Change, Changes, Delivery, DeliveryGate, DomainEvent, Event, Op
 from cdc.routing.handlers import EventHandler, Handler, TableHandler
 from cdc.tables.config import TableOptions
 
 Routable = Change | DomainEvent
+# What one handler call is given: a change, a domain event, or changes taken together.
+Runnable = Routable | Changes
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,30 @@ class Route:
     def name(self) -> str:
         return self.handler.name
 
+    @property
+    def batch(self) -> int | None:
+        """For a handler that takes a list of changes: how many at most."""
+        h = self.handler
+        return h.batch if isinstance(h, TableHandler) else None
+
     def wants(self, event: Routable) -> bool:
         h = self.handler
         if isinstance(h, EventHandler):
             return isinstance(event, DomainEvent) and event.type == h.event_type
         return isinstance(event, Change) and h.wants(event, self.snapshot_reads)
 
-    def typed(self, event: Routable) -> Any:
+    def typed(self, event: Runnable) -> Any:
         """The event as the handler's model types it; pydantic's ValidationError if it does
-        not fit."""
+        not fit. A handler of lists gets a list (of one, for a change handled alone: a
+        dead letter replayed)."""
         h = self.handler
         if isinstance(h, EventHandler):
             assert isinstance(event, DomainEvent)
             return h.typed(event)
+        if isinstance(event, Changes):
+            return [h.typed(c) for c in event]
         assert isinstance(event, Change)
-        return h.typed(event)
+        return [h.typed(event)] if h.batch is not None else h.typed(event)
 
 
 class Router:
@@ -60,6 +71,7 @@ class Router:
         self, handlers: Iterable[Handler], tables: Mapping[str, TableOptions] | None = None
     ) -> None:
         tables = tables or {}
+        self.grouped = False  # whether a handler takes changes together
         self.routes: dict[str, list[Route]] = {}
         self.event_routes: dict[str, list[Route]] = {}
         for handler in handlers:
@@ -67,6 +79,7 @@ class Router:
                 self.event_routes.setdefault(handler.event_type, []).append(Route(handler))
             else:
                 self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
+                self.grouped |= handler.batch is not None
         self.gate = DeliveryGate(
             {
                 table: Delivery(

@@ -100,6 +100,7 @@ class Runtime:
             asynchronous={h.name for h in router.handlers if inspect.iscoroutinefunction(h.func)},
             observer=observer,
             stop=self._stop,
+            lists=router.grouped,
         )
 
     def stop(self) -> None:
@@ -141,6 +142,7 @@ class Runtime:
                     decoded = self.decode.batch(kept, tally)
                     routed = self.route.batch(decoded, tally)
                     self.execute.batch(routed, self.offsets.works)
+                self.execute.batches.due()
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer)
         finally:
@@ -159,6 +161,7 @@ class Runtime:
         """Stop fetching; let running work finish until the deadline; commit what finished."""
         self.probes.stopping = True
         deadline = time.monotonic() + self.settings.shutdown_deadline_s
+        self.execute.batches.flush()  # what the lists hold is done before their offsets move
         for work in list(self.offsets.works.values()):
             work.hurry.set()  # changes waiting for a retry are read again after a restart
         workers = self.execute.workers

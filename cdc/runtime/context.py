@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, Producer
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
-from cdc.events import Change, DomainEvent
+from cdc.events import Change, Changes, DomainEvent
 from cdc.outbox import DEFAULT_TABLE, aemit, emit
 from cdc.runtime.ledger import Ledger
 from cdc.settings import Settings
@@ -174,7 +174,7 @@ class Resources:
 class Context:
     """Given to a handler with each change or domain event."""
 
-    event: Change | DomainEvent
+    event: Change | DomainEvent | Changes  # Changes: for a handler that takes a list
     handler: str
     attempt: int
     log: Any  # a structlog logger bound to topic, partition, offset, table, op, handler
@@ -273,7 +273,7 @@ class RecordLog:
 
     __slots__ = ("_bound", "_event", "_handler")
 
-    def __init__(self, event: Change | DomainEvent, handler: str) -> None:
+    def __init__(self, event: Change | DomainEvent | Changes, handler: str) -> None:
         self._event = event
         self._handler = handler
         self._bound: Any = None
@@ -282,19 +282,26 @@ class RecordLog:
         if self._bound is None:
             event = self._event
             k = event.kafka
-            what = (
-                {"table": event.table, "op": event.op.value}
-                if isinstance(event, Change)
-                else {
+            what: dict[str, Any]
+            if isinstance(event, Changes):
+                what = {"tables": event.tables, "changes": len(event)}
+                if event.transaction is not None:
+                    what["transaction"] = event.transaction
+            elif isinstance(event, Change):
+                what = {"table": event.table, "op": event.op.value}
+            else:
+                what = {
                     "event_type": event.type,
                     "aggregate_type": event.aggregate_type,
                     "aggregate_id": event.aggregate_id,
                     "event_id": event.id,
                 }
+            at = (
+                {}
+                if k is None
+                else {"topic": k.topic, "partition": k.partition, "offset": k.offset}
             )
-            self._bound = _HANDLER_LOG.bind(
-                topic=k.topic, partition=k.partition, offset=k.offset, **what, handler=self._handler
-            )
+            self._bound = _HANDLER_LOG.bind(**at, **what, handler=self._handler)
         return getattr(self._bound, name)
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
-from cdc.routing import DeadLetter, Retry, Routable, Route
+from cdc.routing import DeadLetter, Retry, Routable, Route, Runnable
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
 from cdc.runtime.ledger import AlreadyProcessed
 
@@ -98,7 +98,7 @@ class Dispatcher:
     def attempt(
         self,
         route: Route,
-        change: Routable,
+        change: Runnable,
         attempt: int = 1,
         *,
         publish: bool = True,
@@ -119,7 +119,7 @@ class Dispatcher:
         return self._settle(route.name, result, attempt, ctx, started, publish=publish)
 
     def _call(
-        self, route: Route, change: Routable, attempt: int, log: Any
+        self, route: Route, change: Runnable, attempt: int, log: Any
     ) -> HandlerRun | tuple[Context, Any]:
         """Type the change and call the handler: the dead-letter run of a change that does
         not fit the handler's model, else the context and what the call returned or raised
@@ -222,17 +222,19 @@ class Dispatcher:
     def run(
         self,
         route: Route,
-        change: Routable,
+        change: Runnable,
         wait: Callable[[float], bool] | None = None,
         *,
         later: Later | None = None,
+        attempts: int | None = None,
     ) -> HandlerRun:
         """Attempts until done, dead-lettered or out of attempts (then dead-lettered).
 
         ``wait(seconds)`` sleeps between attempts and returns True to give up on the change
         (the consumer stops or loses the partition): then `Stopping` is raised. ``later``:
-        go on with a run `try_run` left waiting."""
-        run = self._attempts(route, change, wait or self._wait, later)
+        go on with a run `try_run` left waiting. ``attempts``: at most this many, not the
+        backoff's (a database outage is waited out all the same)."""
+        run = self._attempts(route, change, wait or self._wait, later, attempts=attempts)
         assert isinstance(run, HandlerRun)
         return run
 
@@ -244,14 +246,16 @@ class Dispatcher:
     def _attempts(
         self,
         route: Route,
-        change: Routable,
+        change: Runnable,
         wait: Callable[[float], bool] | None,
         later: Later | None,
         *,
         log: Any = None,
         first: HandlerRun | None = None,
+        attempts: int | None = None,
     ) -> HandlerRun | Later:
         """The attempts of one run (``first``: the first attempt, made already)."""
+        most = self.backoff.attempts if attempts is None else attempts
         if log is None:
             log = RecordLog(change, route.name)
         if later is None:
@@ -291,7 +295,7 @@ class Dispatcher:
             if run.outcome is Outcome.DEAD_LETTER:
                 log.error("handler.dead_letter", attempt=attempt, reason=run.reason, ms=ms)
                 return run
-            if attempt >= self.backoff.attempts:
+            if attempt >= most:
                 log.error("handler.gave_up", attempt=attempt, reason=run.reason, ms=ms)
                 run.outcome = Outcome.DEAD_LETTER
                 run.reason = f"gave up after {attempt} attempts: {run.reason}"

@@ -11,6 +11,7 @@ import structlog
 from cdc.events import Change
 from cdc.routing import Route
 from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
+from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
@@ -40,6 +41,7 @@ class Executor:
         asynchronous: set[str],
         observer: Observer | None,
         stop: threading.Event,
+        lists: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
         self._parker = parker
@@ -48,16 +50,42 @@ class Executor:
         self._observer = observer
         self._stop = stop
         self._one_worker = concurrency == 1
+        self._lists = lists  # some handler takes changes in lists
         # Handlers that are coroutines: they run on the dispatcher's loop, handed over by a
         # worker, or (quick ones) a batch's runs together from the consumer thread.
         self._async = asynchronous
         # How long each handler ran lately (jumps up at once, comes down slowly).
         self._pace: dict[str, float] = {}
         self.workers = KeyedWorkers(0)  # replaced by start()
+        self.batches = Batches(dispatcher, parker, tally, self._submit, stop)
 
     def start(self, concurrency: int) -> KeyedWorkers:
         self.workers = KeyedWorkers(concurrency)
         return self.workers
+
+    def _submit(self, tasks: list[Task]) -> None:
+        self.workers.submit(tasks)
+
+    def _split(self, work: PartitionWork, taken: Taken) -> bool:
+        """Hold the record for each list handler that wants it; whether it has handlers of
+        its own to run too."""
+        grouped = [r for r in taken.routes if r.batch is not None]
+        if not grouped:
+            return True
+        own = taken.routes = [r for r in taken.routes if r.batch is None]
+        join = Join(work, taken, len(grouped) + bool(own), self._joined)
+        for route in grouped:
+            self.batches.add(route, join)
+        if own:
+            taken.join = join
+        return bool(own)
+
+    def _joined(self, join: Join, handled: Handled) -> None:
+        """Every part of a record is done: count it and let its offset move."""
+        self._count(join.taken, handled)
+        join.work.finish(handled.offset)
+        if self._observer is not None:
+            self._observer(handled)
 
     def batch(
         self, items: list[Handled | Taken], works: dict[tuple[str, int], PartitionWork]
@@ -71,6 +99,7 @@ class Executor:
         group: list[tuple[PartitionWork, Taken, Key]] = []  # for the loop, in order
         grouped: set[Key] = set()
         observer = self._observer
+        lists = self._lists
         for item in items:
             if self._stop.is_set():
                 break  # the rest of the fetch is read again after a restart
@@ -84,6 +113,8 @@ class Executor:
                 continue
             msg = item.msg
             work.add(item.offset, msg.timestamp()[1])
+            if lists and not self._split(work, item):
+                continue  # held for the lists of its handlers, and nothing else to run
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
             pending = None
@@ -187,6 +218,9 @@ class Executor:
             handled = taken.handled(parked=(str(exc),))
         if isinstance(handled, Pending):
             return handled
+        if taken.join is not None:
+            taken.join.done(handled.runs, handled.parked)
+            return None
         work.finish(handled.offset)
         if self._observer is not None:
             self._observer(handled)
@@ -208,12 +242,10 @@ class Executor:
         tally = self._tally
         runs: list[HandlerRun] = []
         parked: list[str] = []
-        duplicates = 0
         later = None
         if pending is not None:
             runs, later = list(pending.runs), pending.later
             parked = [r.reason for r in runs if r.outcome is Outcome.DEAD_LETTER]
-            duplicates = sum(r.outcome is Outcome.DUPLICATE for r in runs)
         for route in taken.routes[len(runs) :]:
             if wait is None:
                 tried = first or self.dispatcher.try_run(route, event)
@@ -232,9 +264,7 @@ class Executor:
             )
             if run.attempts > 1:
                 self._metrics.retries.labels(route.name, table).inc(run.attempts - 1)
-            if run.outcome is Outcome.DUPLICATE:
-                duplicates += 1
-            elif run.outcome is Outcome.DEAD_LETTER:
+            if run.outcome is Outcome.DEAD_LETTER:
                 error = type(run.error).__name__ if run.error is not None else "InvalidResult"
                 parked.append(run.reason)
                 self._parker.park(
@@ -246,14 +276,25 @@ class Executor:
                     table=table,
                     attempts=run.attempts,
                 )
+        handled = taken.handled(tuple(runs), tuple(parked))
+        if taken.join is None:  # else counted once all its parts are done
+            self._count(taken, handled)
+        return handled
+
+    def _count(self, taken: Taken, handled: Handled) -> None:
+        runs, event, table, tally = handled.runs, taken.event, taken.table, self._tally
+        duplicates = sum(r.outcome is Outcome.DUPLICATE for r in runs)
         outcome = (
-            "dead_lettered" if parked else "duplicate" if duplicates == len(runs) else "handled"
+            "dead_lettered"
+            if handled.parked
+            else "duplicate"
+            if duplicates == len(runs)
+            else "handled"
         )
         tally.count(outcome, table, taken.op)
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
         if committed_ms is not None:
             tally.observe(self._metrics.end_to_end, (table,), time.time() - committed_ms / 1000)
-        return taken.handled(tuple(runs), tuple(parked))
 
     def _paced(self, route: Route, seconds: float) -> None:
         """Note how long a handler ran: a slow run counts at once, quick ones bring it down

@@ -40,7 +40,7 @@ class Taken:
     """A record on its way through its handlers: where it came from, its event, the routes
     it takes and its metric labels."""
 
-    __slots__ = ("event", "msg", "offset", "op", "partition", "routes", "table", "topic")
+    __slots__ = ("event", "join", "msg", "offset", "op", "partition", "routes", "table", "topic")
 
     def __init__(
         self,
@@ -57,6 +57,9 @@ class Taken:
         self.routes = routes
         self.table = table
         self.op = op
+        # Set when some of its handlers take it in a list: then `routes` are the others,
+        # and the record is finished when the join says.
+        self.join: Any = None
 
     def handled(self, runs: tuple[HandlerRun, ...] = (), parked: tuple[str, ...] = ()) -> Handled:
         return Handled(self.topic, self.partition, self.offset, self.event, runs, parked)

@@ -126,6 +126,22 @@ class RunningConsumer:
                     )
                 self._changed.wait(min(left, 1.0))
 
+    def wait_idle(self, timeout: float = 60.0, quiet_s: float = 1.0) -> None:
+        """Block until the consumer holds no fetched record unfinished (a batch handler's
+        open list included) and has finished none for ``quiet_s``."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            busy = any(w.in_flight for w in list(self.runtime.offsets.works.values()))
+            count = len(self.handled)
+            if busy or count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the consumer still had work after {timeout}s")
+            time.sleep(0.1)
+
     def __enter__(self) -> RunningConsumer:
         return self.start()
 

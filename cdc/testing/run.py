@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cdc.errors import ConfigError
-from cdc.events import Change
+from cdc.events import Change, Changes, DomainEvent
 from cdc.routing import Handler, Routable, Route, TableHandler, handlers_of
 from cdc.runtime import Dispatcher, HandlerRun, Outcome, Resources
 from cdc.settings import Settings
@@ -22,12 +22,33 @@ class HandlerRunner:
         outbox = (watched.outbox if watched else None) or OutboxOptions()
         self.dispatcher = Dispatcher(Resources(settings or Settings(), outbox.table))
 
-    def run(self, func: Callable[..., Any], change: Routable, attempt: int = 1) -> HandlerRun:
+    def run(
+        self, func: Callable[..., Any], change: Routable | Sequence[Change], attempt: int = 1
+    ) -> HandlerRun:
         """One attempt of ``func``'s handler for the change's table (or the domain event's
         type), through the same filters, model and outcome rules as the consumer. Published
         records are returned in ``run.published``, not sent. A change the handler's filters do
-        not want is ``Outcome.SKIPPED``."""
+        not want is ``Outcome.SKIPPED``. A batch handler takes a list of changes (those its
+        filters do not want left out, as the consumer does)."""
+        if not isinstance(change, Change | DomainEvent):
+            return self._run_list(func, Changes(change), attempt)
         subject = change.table if isinstance(change, Change) else f"event {change.type!r}"
+        route = self._route(func, subject)
+        if not route.wants(change):
+            return HandlerRun(route.name, Outcome.SKIPPED, attempts=0)
+        return self.dispatcher.attempt(route, change, attempt, publish=False)
+
+    def _run_list(self, func: Callable[..., Any], changes: Changes, attempt: int) -> HandlerRun:
+        if not changes:
+            raise ConfigError("run", ["a batch handler is run on one change or more"])
+        route = self._route(func, changes[0].table)
+        wanted = changes.part(c for c in changes if route.wants(c))
+        if not wanted:
+            return HandlerRun(route.name, Outcome.SKIPPED, attempts=0)
+        return self.dispatcher.attempt(route, wanted, attempt, publish=False)
+
+    def _route(self, func: Callable[..., Any], subject: str) -> Route:
+        """The route of ``func``'s handler for ``subject``."""
         declared = [h for h in handlers_of(func) if _subject(h) == subject]
         if not declared:
             handles = [_subject(h) for h in handlers_of(func)] or "nothing (not decorated)"
@@ -35,10 +56,7 @@ class HandlerRunner:
                 f"handler {getattr(func, '__qualname__', func)!r}",
                 [f"handles {handles}, not {subject}"],
             )
-        route = Route.of(declared[0], self.watched.tables if self.watched else {})
-        if not route.wants(change):
-            return HandlerRun(route.name, Outcome.SKIPPED, attempts=0)
-        return self.dispatcher.attempt(route, change, attempt, publish=False)
+        return Route.of(declared[0], self.watched.tables if self.watched else {})
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -57,7 +75,7 @@ def _subject(handler: Handler) -> str:
 
 def run_handler(
     func: Callable[..., Any],
-    change: Routable,
+    change: Routable | Sequence[Change],
     settings: Settings | None = None,
     watched: WatchedTables | None = None,
 ) -> HandlerRun:

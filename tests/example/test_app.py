@@ -227,6 +227,7 @@ def test_every_change_delivered_twice_has_no_second_effect(app: App) -> None:
     post = submit(app, marker, "Twice told tales")
     first.wait_for("users", "c", lambda ch: ch.key == {"id": marker})
     first.wait_for_event("post-published", lambda e: e.aggregate_id == str(post), timeout=120)
+    first.wait_idle()  # the audit trail's open list written too
     before = effects(app)
     events_before = outbox_records(app)
     assert before["notifications"]
