@@ -10,6 +10,7 @@ from cdc.events import (
     MILLIS,
     UNAVAILABLE,
     Change,
+    Changes,
     Columns,
     DomainEvent,
     Event,
@@ -23,7 +24,7 @@ from cdc.events import (
     Unrepresentable,
 )
 from cdc.outbox import aemit, emit
-from cdc.routing import DeadLetter, Retry, on_change, on_event
+from cdc.routing import DeadLetter, Retry, on_change, on_event, on_transaction
 from cdc.runtime import Context
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "UNAVAILABLE",
     "CdcError",
     "Change",
+    "Changes",
     "Columns",
     "ConfigError",
     "Context",
@@ -53,4 +55,5 @@ __all__ = [
     "emit",
     "on_change",
     "on_event",
+    "on_transaction",
 ]

@@ -26,7 +26,7 @@ from cdc.partition_check import (
     partition_findings,
     through_parents,
 )
-from cdc.routing.handlers import EventHandler, Handler, TableHandler
+from cdc.routing.handlers import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.slot_health import SlotHealth, read_slot, slot_findings
 from cdc.tables.config import WatchedTables
@@ -38,6 +38,7 @@ from cdc.tables.sql import (
     published_tables,
     publishes_via_root,
 )
+from cdc.transaction_check import transaction_findings
 
 __all__ = [
     "ConnectorState",
@@ -189,6 +190,9 @@ def compare(
     )
     findings += event_handler_findings(
         [h for h in handlers if isinstance(h, EventHandler)], watched, file
+    )
+    findings += transaction_findings(
+        [h for h in handlers if isinstance(h, TransactionHandler)], watched, file
     )
     # Handlers sharing a model would report the same model finding once each.
     return Report(list(dict.fromkeys(findings)))

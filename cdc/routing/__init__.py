@@ -4,10 +4,12 @@ from cdc.routing.handlers import (
     EventHandler,
     Handler,
     TableHandler,
+    TransactionHandler,
     discover,
     handlers_of,
     on_change,
     on_event,
+    on_transaction,
 )
 from cdc.routing.outcome import DeadLetter, Retry
 from cdc.routing.router import Routable, Route, Router, Runnable
@@ -22,8 +24,10 @@ __all__ = [
     "Router",
     "Runnable",
     "TableHandler",
+    "TransactionHandler",
     "discover",
     "handlers_of",
     "on_change",
     "on_event",
+    "on_transaction",
 ]

@@ -121,7 +121,23 @@ class EventHandler:
         return trusted(DomainEvent[self.model], values)  # type: ignore[name-defined]
 
 
-Handler = TableHandler | EventHandler
+@dataclass(frozen=True, eq=False)
+class TransactionHandler:
+    """A handler of whole transactions: every change (insert, update, delete, truncate) a
+    committed PostgreSQL transaction made to its tables, in one list, in commit order."""
+
+    func: Callable[..., Any]
+    tables: frozenset[str]  # schema.table
+    reads_before: bool
+    name: str
+    ledger: bool = False
+    model: None = None  # the tables differ: a handler validates rows itself if it wants
+
+    def wants(self, change: Change) -> bool:
+        return change.op is not Op.READ
+
+
+Handler = TableHandler | EventHandler | TransactionHandler
 
 
 def on_event(
@@ -146,6 +162,44 @@ def on_event(
         if problems:
             raise ConfigError(f"handler {name}", problems)
         handler = EventHandler(func, event_type, model, name, ledger)
+        setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
+        return func
+
+    return mark
+
+
+def on_transaction(
+    *tables: str, reads_before: bool | None = None, ledger: bool = False
+) -> Callable[[F], F]:
+    """Declare a handler of whole transactions on ``tables`` (each ``schema.table``, or
+    ``table`` in ``public``): it gets `cdc.Changes`, every change one committed transaction
+    made to them, in the order the transaction made them (across topics and partitions),
+    with ``changes.transaction`` its id; once a transaction, after all of it arrived.
+
+    Needs the connector's transaction metadata (``transaction_metadata: true`` in the
+    watched-tables file; ``cdc check`` says when it is off). The offsets of a transaction's
+    changes move once the handler is done with it: a crash redelivers the whole of it.
+    ``ledger``: effectively once, keyed by the transaction's id.
+    """
+
+    def mark(func: F) -> F:
+        name = f"{func.__module__}.{func.__qualname__}"
+        problems = _signature_problems(func)
+        names: list[str] = []
+        for table in tables:
+            full = table if "." in table else f"public.{table}"
+            parts = full.split(".")
+            if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+                problems.append(f"table {table!r} must be schema.table, lowercase, unquoted")
+            names.append(full)
+        if not tables:
+            problems.append("name the tables whose transactions the handler takes")
+        if problems:
+            raise ConfigError(f"handler {name}", problems)
+        before = reads_before
+        if before is None:
+            before = _reads_before(func, anywhere=True)
+        handler = TransactionHandler(func, frozenset(names), before, name, ledger)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 

@@ -7,8 +7,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cdc.events import Change, Changes, Delivery, DeliveryGate, DomainEvent, Event, Op
-from cdc.routing.handlers import EventHandler, Handler, TableHandler
+from cdc.events import (
+    Change,
+    Changes,
+    Delivery,
+    DeliveryGate,
+    DomainEvent,
+    Event,
+    Op,
+    TransactionEvent,
+)
+from cdc.routing.handlers import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.tables.config import TableOptions
 
 Routable = Change | DomainEvent
@@ -26,7 +35,7 @@ class Route:
     @classmethod
     def of(cls, handler: Handler, tables: Mapping[str, TableOptions]) -> Route:
         """A table handler's own snapshot choice, else its table's option in the file."""
-        if isinstance(handler, EventHandler):
+        if not isinstance(handler, TableHandler):
             return cls(handler)
         chosen = handler.snapshot_reads
         if chosen is None:
@@ -43,10 +52,20 @@ class Route:
         h = self.handler
         return h.batch if isinstance(h, TableHandler) else None
 
+    @property
+    def grouped(self) -> bool:
+        """Whether the handler takes changes together (a batch, a transaction)."""
+        h = self.handler
+        return isinstance(h, TransactionHandler) or (
+            isinstance(h, TableHandler) and h.batch is not None
+        )
+
     def wants(self, event: Routable) -> bool:
         h = self.handler
         if isinstance(h, EventHandler):
             return isinstance(event, DomainEvent) and event.type == h.event_type
+        if isinstance(h, TransactionHandler):
+            return isinstance(event, Change) and h.wants(event)
         return isinstance(event, Change) and h.wants(event, self.snapshot_reads)
 
     def typed(self, event: Runnable) -> Any:
@@ -57,6 +76,8 @@ class Route:
         if isinstance(h, EventHandler):
             assert isinstance(event, DomainEvent)
             return h.typed(event)
+        if isinstance(h, TransactionHandler):
+            return event if isinstance(event, Changes) else Changes([event])  # type: ignore[list-item]
         if isinstance(event, Changes):
             return [h.typed(c) for c in event]
         assert isinstance(event, Change)
@@ -74,9 +95,17 @@ class Router:
         self.grouped = False  # whether a handler takes changes together
         self.routes: dict[str, list[Route]] = {}
         self.event_routes: dict[str, list[Route]] = {}
+        # Handlers of whole transactions: each also gets the transaction topic's END records.
+        self.transaction_routes: list[Route] = []
         for handler in handlers:
             if isinstance(handler, EventHandler):
                 self.event_routes.setdefault(handler.event_type, []).append(Route(handler))
+            elif isinstance(handler, TransactionHandler):
+                route = Route(handler)
+                self.transaction_routes.append(route)
+                for table in sorted(handler.tables):
+                    self.routes.setdefault(table, []).append(route)
+                self.grouped = True
             else:
                 self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
                 self.grouped |= handler.batch is not None
@@ -84,19 +113,23 @@ class Router:
             {
                 table: Delivery(
                     snapshot_reads=any(r.snapshot_reads for r in routes),
+                    # A transaction's END counts its truncates: its handler gets them.
                     truncates=any(
-                        isinstance(r.handler, TableHandler) and Op.TRUNCATE in r.handler.ops
+                        isinstance(r.handler, TransactionHandler)
+                        or (isinstance(r.handler, TableHandler) and Op.TRUNCATE in r.handler.ops)
                         for r in routes
                     ),
                 )
                 for table, routes in self.routes.items()
-            }
+            },
+            transactions=bool(self.transaction_routes),
         )
 
     @property
     def handlers(self) -> list[Handler]:
         every = [*self.routes.values(), *self.event_routes.values()]
-        return [r.handler for routes in every for r in routes]
+        # A transaction handler is routed from each of its tables: listed once.
+        return list(dict.fromkeys(r.handler for routes in every for r in routes))
 
     def tables(self) -> list[str]:
         return list(self.routes)
@@ -109,6 +142,9 @@ class Router:
         its event type). ``table``: the event's, when the caller has it already."""
         if isinstance(event, DomainEvent):
             return self.event_routes.get(event.type)
+        if isinstance(event, TransactionEvent):
+            # A BEGIN says nothing the END does not: only ENDs are taken.
+            return self.transaction_routes if event.status == "END" else []
         routes = self.routes.get(event.table if table is None else table)
         if routes is None:
             return None

@@ -101,6 +101,7 @@ class Runtime:
             observer=observer,
             stop=self._stop,
             lists=router.grouped,
+            transaction_limit=max(1, s.max_in_flight // 2),
         )
 
     def stop(self) -> None:
@@ -142,7 +143,6 @@ class Runtime:
                     decoded = self.decode.batch(kept, tally)
                     routed = self.route.batch(decoded, tally)
                     self.execute.batch(routed, self.offsets.works)
-                self.execute.batches.due()
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer)
         finally:
@@ -152,9 +152,14 @@ class Runtime:
         return self.fetcher.connect()
 
     def _bookkeeping(self, consumer: Consumer) -> None:
-        """Once per batch: the metrics counted meanwhile, and the offsets that moved."""
+        """Once per batch: the lists due, the transactions' ENDs that may move, the metrics
+        counted meanwhile, and the offsets that moved."""
+        self.execute.batches.due()
+        if self.router.transaction_routes:
+            topics_of = self.subscription.transaction_topics
+            self.execute.transactions.settle(consumer, self.offsets.works, topics_of)
         self.tally.flush()
-        self.offsets.oldest_unfinished(lambda topic: self.subscription.kind(topic)[1])
+        self.offsets.oldest_unfinished(self.subscription.table_of)
         self.offsets.store(consumer)
 
     def _shut_down(self, consumer: Consumer) -> None:

@@ -58,8 +58,8 @@ class Drops:
     def _sieve(self, topic: str, first: Message) -> Sieve:
         outbox, table = self._subscription.kind(topic)
         sieve: Sieve = None
-        if outbox:
-            pass  # a domain event's type is in its value: decoded, then routed
+        if outbox or topic == self._subscription.transaction_topic:
+            pass  # a domain event's type, a BEGIN or an END: in its value, so decoded
         elif table not in self._router.routes:
             if self._skip_unrouted:
                 log.warning(

@@ -5,17 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 
-from cdc.events import Change
-from cdc.routing import Route
+from cdc.events import Change, TransactionEvent
+from cdc.routing import Routable, Route
 from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
 from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
 from cdc.runtime.tally import Tally
+from cdc.runtime.transactions import Transactions
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork, Task
 
 log = structlog.get_logger("cdc.consumer")
@@ -42,6 +44,7 @@ class Executor:
         observer: Observer | None,
         stop: threading.Event,
         lists: bool = False,
+        transaction_limit: int = 500,
     ) -> None:
         self.dispatcher = dispatcher
         self._parker = parker
@@ -58,6 +61,9 @@ class Executor:
         self._pace: dict[str, float] = {}
         self.workers = KeyedWorkers(0)  # replaced by start()
         self.batches = Batches(dispatcher, parker, tally, self._submit, stop)
+        self.transactions = Transactions(
+            dispatcher, parker, tally, self._submit, stop, transaction_limit
+        )
 
     def start(self, concurrency: int) -> KeyedWorkers:
         self.workers = KeyedWorkers(concurrency)
@@ -69,15 +75,21 @@ class Executor:
     def _split(self, work: PartitionWork, taken: Taken) -> bool:
         """Hold the record for each list handler that wants it; whether it has handlers of
         its own to run too."""
-        grouped = [r for r in taken.routes if r.batch is not None]
+        grouped = [r for r in taken.routes if r.grouped]
         if not grouped:
             return True
-        own = taken.routes = [r for r in taken.routes if r.batch is None]
+        own = taken.routes = [r for r in taken.routes if not r.grouped]
         join = Join(work, taken, len(grouped) + bool(own), self._joined)
-        for route in grouped:
-            self.batches.add(route, join)
         if own:
             taken.join = join
+        end = isinstance(taken.event, TransactionEvent)
+        for route in grouped:
+            if route.batch is not None:
+                self.batches.add(route, join)
+            elif end:
+                self.transactions.end(route, join)
+            else:
+                self.transactions.change(route, join)
         return bool(own)
 
     def _joined(self, join: Join, handled: Handled) -> None:
@@ -151,7 +163,7 @@ class Executor:
                     runnable.append((work, taken, key))
             if not runnable:
                 break
-            runs = [(taken.routes[0], taken.event) for _, taken, _ in runnable]
+            runs = [(taken.routes[0], cast(Routable, taken.event)) for _, taken, _ in runnable]
             tried = self.dispatcher.try_run_all(runs)
             for (work, taken, key), first in zip(runnable, tried, strict=False):
                 pending = self._handle(work, taken, None, None, first)
@@ -238,7 +250,7 @@ class Executor:
         (``first``: what the first route's run came to, tried already). A
         handler's dead letter parks the record (``wait`` or the consumer's stop waits out
         a broker outage)."""
-        event, table = taken.event, taken.table
+        event, table = cast(Routable, taken.event), taken.table
         tally = self._tally
         runs: list[HandlerRun] = []
         parked: list[str] = []

@@ -48,6 +48,22 @@ class Join:
             self._finish(self, self.taken.handled(tuple(self._runs), tuple(self._parked)))
 
 
+def begin_all(joins: list[Join]) -> tuple[dict[int, PartitionWork], list[Join]]:
+    """Begin the work of each partition of ``joins`` (`PartitionWork.end` to follow, for
+    each returned) and the joins of those still ours; a revoked one's owner reads its
+    records again."""
+    works: dict[int, PartitionWork] = {}
+    refused: set[int] = set()
+    for join in joins:
+        w = join.work
+        if id(w) not in works and id(w) not in refused:
+            if w.begin():
+                works[id(w)] = w
+            else:
+                refused.add(id(w))
+    return works, [j for j in joins if id(j.work) in works]
+
+
 class _Open:
     __slots__ = ("deadline", "joins", "route")
 
@@ -105,16 +121,7 @@ class Batches:
 
     def _run(self, route: Route, joins: list[Join]) -> None:
         """(A worker.) The list's records whose partitions are still ours, run together."""
-        works: dict[int, PartitionWork] = {}
-        refused: set[int] = set()
-        for join in joins:
-            w = join.work
-            if id(w) not in works and id(w) not in refused:
-                if w.begin():
-                    works[id(w)] = w
-                else:
-                    refused.add(id(w))  # revoked: the new owner reads its records again
-        kept = [j for j in joins if id(j.work) in works]
+        works, kept = begin_all(joins)
 
         def wait(seconds: float) -> bool:
             return self._stop.wait(seconds) or any(w.hurry.is_set() for w in works.values())

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Message, TopicPartition
 
-from cdc.events import Event
+from cdc.events import Event, TransactionEvent
 from cdc.routing import Routable, Route
 from cdc.runtime.dispatch import HandlerRun, Later
 
@@ -46,7 +46,7 @@ class Taken:
         self,
         msg: Message,
         where: tuple[str, int, int],
-        event: Routable,
+        event: Routable | TransactionEvent,  # an END: for the transaction handlers
         routes: list[Route],
         table: str,
         op: str,

@@ -7,7 +7,7 @@ import threading
 import structlog
 from confluent_kafka import Message
 
-from cdc.events import Change, DomainEvent, Event
+from cdc.events import Change, DomainEvent, Event, TransactionEvent
 from cdc.routing import Router
 from cdc.runtime.dispatch import Stopping
 from cdc.runtime.park import Parker
@@ -69,7 +69,7 @@ class RouteStage:
         if not routes:
             tally.count("filtered", table, op)
             return Handled(*at, event)
-        assert isinstance(event, Change | DomainEvent)
+        assert isinstance(event, Change | DomainEvent | TransactionEvent)
         return Taken(msg, at, event, routes, table, op)
 
     def labels(self, event: Event) -> tuple[str, str]:

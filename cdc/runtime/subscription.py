@@ -6,7 +6,7 @@ import re
 
 from cdc.decoding.envelope import table_of_topic
 from cdc.errors import ConfigError
-from cdc.routing import Router
+from cdc.routing import Router, TransactionHandler
 from cdc.tables.config import WatchedTables
 from cdc.tables.connector import outbox_topic_pattern
 
@@ -18,8 +18,12 @@ class Subscription:
     outbox."""
 
     def __init__(self, watched: WatchedTables, router: Router, dead_letter_topic: str) -> None:
-        prefix = watched.connector.topic_prefix
+        prefix = self._prefix = watched.connector.topic_prefix
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
+        # Debezium's BEGIN / END records, for the handlers of whole transactions.
+        self.transaction_topic = f"{prefix}.transaction" if router.transaction_routes else None
+        if self.transaction_topic is not None:
+            self.topics.append(self.transaction_topic)
         self._outbox: re.Pattern[str] | None = None
         self._kinds: dict[str, tuple[bool, str]] = {}
         pattern = outbox_topic_pattern(watched)
@@ -45,5 +49,15 @@ class Subscription:
         found = self._kinds.get(topic)
         if found is None:
             outbox = self._outbox is not None and bool(self._outbox.match(topic))
-            found = self._kinds[topic] = (outbox, "" if outbox else table_of_topic(topic))
+            tableless = outbox or topic == self.transaction_topic
+            found = self._kinds[topic] = (outbox, "" if tableless else table_of_topic(topic))
         return found
+
+    def transaction_topics(self, handler: TransactionHandler) -> set[str]:
+        """The topics a transaction handler's transactions come from: its tables' and the
+        transaction topic."""
+        return {f"{self._prefix}.{t}" for t in handler.tables} | {str(self.transaction_topic)}
+
+    def table_of(self, topic: str) -> str:
+        """The table a data topic is named for; "" for the others."""
+        return self.kind(topic)[1]

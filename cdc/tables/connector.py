@@ -136,6 +136,14 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         "topic.creation.default.partitions": str(opts.topic_partitions),
         "topic.creation.default.replication.factor": str(opts.topic_replication_factor),
     }
+    if opts.transaction_metadata:
+        # One partition: the ENDs in commit order, which is the order transaction handlers
+        # run in (the other settings are the default group's).
+        config |= {
+            "topic.creation.groups": "transactions",
+            "topic.creation.transactions.include": re.escape(f"{opts.topic_prefix}.transaction"),
+            "topic.creation.transactions.partitions": "1",
+        }
     config |= watched.limits.connector()
     if excluded:
         config["column.exclude.list"] = ",".join(excluded)

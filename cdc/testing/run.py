@@ -7,7 +7,7 @@ from typing import Any
 
 from cdc.errors import ConfigError
 from cdc.events import Change, Changes, DomainEvent
-from cdc.routing import Handler, Routable, Route, TableHandler, handlers_of
+from cdc.routing import Handler, Routable, Route, TableHandler, TransactionHandler, handlers_of
 from cdc.runtime import Dispatcher, HandlerRun, Outcome, Resources
 from cdc.settings import Settings
 from cdc.tables.config import OutboxOptions, WatchedTables
@@ -49,9 +49,11 @@ class HandlerRunner:
 
     def _route(self, func: Callable[..., Any], subject: str) -> Route:
         """The route of ``func``'s handler for ``subject``."""
-        declared = [h for h in handlers_of(func) if _subject(h) == subject]
+        declared = [h for h in handlers_of(func) if subject in _subjects(h)]
         if not declared:
-            handles = [_subject(h) for h in handlers_of(func)] or "nothing (not decorated)"
+            handles = [
+                s for h in handlers_of(func) for s in _subjects(h)
+            ] or "nothing (not decorated)"
             raise ConfigError(
                 f"handler {getattr(func, '__qualname__', func)!r}",
                 [f"handles {handles}, not {subject}"],
@@ -69,8 +71,12 @@ class HandlerRunner:
         self.close()
 
 
-def _subject(handler: Handler) -> str:
-    return handler.table if isinstance(handler, TableHandler) else f"event {handler.event_type!r}"
+def _subjects(handler: Handler) -> set[str]:
+    if isinstance(handler, TableHandler):
+        return {handler.table}
+    if isinstance(handler, TransactionHandler):
+        return set(handler.tables)
+    return {f"event {handler.event_type!r}"}
 
 
 def run_handler(
