@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cdc.testing import read_records
 from tests.integration.conftest import Pipeline
 from tests.integration.test_kill import start
 
@@ -160,3 +161,35 @@ def test_sigkill_and_a_rebalance_lose_split_and_double_nothing(
     check(pipeline, names, made)
     # The first run's last transactions came again: the ledger knew them.
     assert "handler.duplicate" in log or "transaction.already_handled" in log
+
+
+def test_a_transaction_larger_than_half_the_window_is_refused_loudly(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Held whole, a transaction could fill the in-flight window and stall fetching: one
+    over half of it goes to the dead-letter topic, every change with the reason; the
+    transactions around it run as usual."""
+    names = setup(pipeline, tmp_path, "json")
+    env = {**names, "CDC_MAX_IN_FLIGHT": "20"}  # transactions of at most 10 changes
+    made = write(pipeline, names, 1, 3)
+    with pipeline.db.transaction():
+        pipeline.db.execute(
+            f"INSERT INTO {names['TX_LINES']} (order_id, qty) "
+            "SELECT 0, q FROM generate_series(1, 25) AS q"
+        )
+    made |= write(pipeline, names, 101, 3)
+    consumer = start(pipeline, tmp_path / "run.log", "txhandlers", tmp_path, **env)
+    try:
+        got = wait_seen(pipeline, names, len(made))
+        parked = read_records(pipeline.stack.kafka_bootstrap, [f"{pipeline.id}.dlq"], 25)
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=60)
+    log = (tmp_path / "run.log").read_text()
+    assert got == len(made), log[-5000:]
+    assert [xid for xid, _, _ in seen(pipeline, names)] == list(made)
+    assert "transaction.too_large" in log
+    reasons = {dict(r.headers() or [])["cdc.dlq.reason"] for r in parked}
+    (reason,) = reasons
+    assert b"more than 10 changes" in reason
+    assert b"CDC_MAX_IN_FLIGHT" in reason
