@@ -3,7 +3,10 @@
 - ``raw``: confluent-kafka's ``consume()`` in batches, nothing done with the bytes (the limit);
 - ``baseline``: what teams write by hand: ``poll()``, ``json.loads``, skip tombstones,
   heartbeats and snapshot reads, ``match`` on the table, offsets auto-committed;
-- ``ours``: the runtime with a no-op handler per table, as ``cdc run`` runs it.
+- ``ours``: the runtime with a no-op handler per table, as ``cdc run`` runs it;
+- ``sink`` and ``sink_batch``: the runtime writing every change into a PostgreSQL table (an
+  upsert keyed by table and row), one statement per change or one ``executemany`` per list
+  of up to 500 changes (a batch handler).
 
     python -m bench.contenders ours --prefix bench_json --encoding json --records 1000000
 
@@ -24,11 +27,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, Message
 
 from cdc import Change, Context, on_change
 from cdc.logs import configure_logging
-from cdc.routing import Router, handlers_of
+from cdc.routing import Handler, Router, handlers_of
 from cdc.runtime import Runtime
 from cdc.settings import Settings
 
@@ -156,12 +160,20 @@ def baseline(
 
 
 def ours(
-    settings: Settings, prefix: str, encoding: str, records: int, stop: threading.Event
+    settings: Settings,
+    prefix: str,
+    encoding: str,
+    records: int,
+    stop: threading.Event,
+    sink: str = "",
 ) -> tuple[Clock, Counter[str]]:
     from bench.backlog import watched_tables
 
     watched = watched_tables(prefix, encoding)
-    handlers = [h for f in (customers, orders, products) for h in handlers_of(f)]
+    if sink:
+        handlers = sink_handlers(settings, batch=sink == "sink_batch")
+    else:
+        handlers = [h for f in (customers, orders, products) for h in handlers_of(f)]
     clock = Clock(records)
     # No observer, as `cdc run` has none: the records finished are read from the runtime's
     # own count (added to once per fetch) every 10 ms.
@@ -200,9 +212,44 @@ def products(change: Change, ctx: Context) -> None:
     pass
 
 
+SINK = "bench_sink"
+UPSERT = (
+    f"INSERT INTO {SINK} (tbl, id, op) VALUES (%s, %s, %s) "
+    f"ON CONFLICT (tbl, id) DO UPDATE SET op = excluded.op, n = {SINK}.n + 1"
+)
+
+
+def sink_handlers(settings: Settings, *, batch: bool) -> list[Handler]:
+    """Handlers of the three tables writing each change into an emptied sink table."""
+    with psycopg.connect(
+        settings.pg_conninfo(), password=settings.pg_password.get_secret_value(), autocommit=True
+    ) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SINK} (tbl text, id text, op text, "
+            "n int NOT NULL DEFAULT 1, PRIMARY KEY (tbl, id))"
+        )
+        conn.execute(f"TRUNCATE {SINK}")
+
+    def row(change: Change) -> tuple[str, str, str]:
+        return change.table, json.dumps(change.key), change.op.value
+
+    def each(change: Change, ctx: Context) -> None:
+        with ctx.connection() as conn:
+            conn.execute(UPSERT, row(change))
+
+    def many(changes: list[Change], ctx: Context) -> None:
+        with ctx.connection() as conn, conn.cursor() as cur:
+            cur.executemany(UPSERT, [row(c) for c in changes])
+
+    func = many if batch else each
+    for table in TABLES:
+        func = on_change(f"bench.{table}", batch=500 if batch else None)(func)
+    return list(handlers_of(func))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("contender", choices=("raw", "baseline", "ours"))
+    parser.add_argument("contender", choices=("raw", "baseline", "ours", "sink", "sink_batch"))
     parser.add_argument("--prefix", required=True, help="the backlog's topic prefix")
     parser.add_argument("--encoding", default="json")
     parser.add_argument("--records", type=int, default=0, help="stop after these; 0: SIGTERM")
@@ -220,7 +267,8 @@ def main() -> None:
     elif args.contender == "baseline":
         clock, routed = baseline(settings, topics, records, stop)
     else:
-        clock, routed = ours(settings, args.prefix, args.encoding, records, stop)
+        sink = "" if args.contender == "ours" else args.contender
+        clock, routed = ours(settings, args.prefix, args.encoding, records, stop, sink)
     print(json.dumps(clock.report(routed=dict(routed))), flush=True)
 
 

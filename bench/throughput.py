@@ -1,7 +1,8 @@
 """Throughput on a pre-filled backlog, every contender in the same run on the same topics:
 the raw consume() limit, the hand-written baseline, a quixstreams application and our runtime
 in each encoding; the drop path (snapshot reads nobody asked for); one and two consumer
-processes of ours on the same 4-partition topics.
+processes of ours on the same 4-partition topics; a PostgreSQL sink written change by change
+and by a batch handler, on the first 200,000 records of the JSON backlog.
 
     python -m bench.throughput                    # 1M records per backlog
     python -m bench.throughput --records 200000
@@ -38,6 +39,7 @@ from cdc.testing.stack import running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".cdc" / "bench"
+SINK_RECORDS = 200_000  # a sink written change by change takes minutes over 1M
 
 
 @dataclass
@@ -78,10 +80,13 @@ class Bench:
             "PYTHONPATH": str(ROOT),
         }
 
-    def contender(self, name: str, backlog: str, processes: int = 1) -> Measure:
+    def contender(
+        self, name: str, backlog: str, processes: int = 1, records: int | None = None
+    ) -> Measure:
         """Run ``processes`` processes of a contender in one group until the group has taken
-        the whole backlog."""
+        the whole backlog (``records``: its first so many)."""
         b = self.backlogs[backlog]
+        wanted = records or b.records
         group = f"bench-{name}-{uuid.uuid4().hex[:6]}"
         if name == "quix":
             schemas = "--no-schemas" if b.encoding == "json-noschema" else "--schemas"
@@ -99,9 +104,9 @@ class Bench:
                 schemas,
             ]
         else:
-            records = str(b.records if processes == 1 else 0)
+            taking = str(wanted if processes == 1 else 0)
             cmd = [sys.executable, "-m", "bench.contenders", name, "--prefix", b.prefix]
-            cmd += ["--encoding", b.encoding, "--records", records]
+            cmd += ["--encoding", b.encoding, "--records", taking]
         log = (STATE / "logs" / f"{name}-{backlog}-{processes}.log").open("w")
         procs = [
             subprocess.Popen(
@@ -122,8 +127,8 @@ class Bench:
         cpu = sum(r["cpu_seconds"] for r in reports)
         rss = max(r["peak_rss_mb"] for r in reports)
         taken = sum(r["records"] for r in reports)
-        if taken < b.records:
-            raise RuntimeError(f"{name} took {taken} of {b.records} records")
+        if taken < wanted:
+            raise RuntimeError(f"{name} took {taken} of {wanted} records")
         seconds = (
             reports[0]["seconds"]
             if processes == 1
@@ -136,7 +141,7 @@ class Bench:
             raise RuntimeError(f"{name} on {backlog}: the group did not commit the backlog")
         if processes > 1:
             detail["per_process"] = [r["records"] for r in reports]
-        return Measure(name, b.records, seconds, cpu, rss, detail)
+        return Measure(name, wanted, seconds, cpu, rss, detail)
 
     def _committed(self, group: str, b: Backlog) -> int:
         """How many of the backlog's records the group has committed."""
@@ -189,6 +194,10 @@ def main() -> None:
             print(f"{name:>8} {backlog:<14} {json.dumps(result.row())}", flush=True)
         m["ours/json x2"] = two = bench.contender("ours", "json", processes=2)
         print(f"{'ours':>8} {'json x2':<14} {json.dumps(two.row())}", flush=True)
+        sunk = min(SINK_RECORDS, args.records)
+        for name in ("sink", "sink_batch"):
+            m[f"{name}/json"] = result = bench.contender(name, "json", records=sunk)
+            print(f"{name:>8} {'json':<14} {json.dumps(result.row())}", flush=True)
 
     def ratio(a: str, b: str) -> float:
         return round(m[a].per_s / m[b].per_s, 2)
@@ -213,6 +222,7 @@ def main() -> None:
             "noschema_to_baseline": ratio("ours/json-noschema", "baseline/json-noschema"),
             "avro_to_json": ratio("ours/avro", "ours/json"),
             "two_processes_to_one": ratio("ours/json x2", "ours/json"),
+            "batch_sink_to_per_change_sink": ratio("sink_batch/json", "sink/json"),
         },
     }
     (STATE / "throughput.json").write_text(json.dumps(results, indent=1))

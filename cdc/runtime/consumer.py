@@ -21,7 +21,7 @@ import structlog
 from confluent_kafka import Consumer, Message
 
 from cdc.decoding import Decoder, decoder_for
-from cdc.routing import Router
+from cdc.routing import Router, TableHandler
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.consumer_config import consumer_config
 from cdc.runtime.context import Resources
@@ -76,6 +76,10 @@ class Runtime:
         self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
         self.pruner = LedgerPruner(self.resources, self.metrics, s.ledger_prune_interval_s)
         self.endpoint: Endpoint | None = None
+        # Room for every batch handler's list to fill twice over: a smaller window would
+        # close the lists before they are full.
+        lists = sum(h.batch or 0 for h in router.handlers if isinstance(h, TableHandler))
+        self.window = max(s.max_in_flight, 2 * lists)
         # The stages, in the order a batch goes through them.
         self.tally = Tally(self.metrics)
         self.offsets = Offsets(self.metrics, s.shutdown_deadline_s)
@@ -83,7 +87,7 @@ class Runtime:
             consumer_config(s, self.resources.limits),
             self.offsets,
             self.metrics,
-            window=s.max_in_flight,
+            window=self.window,
             refused_timeout_s=s.kafka_refused_timeout_s,
         )
         self.parker = Parker(self.dead_letters, self.metrics, backoff)
@@ -101,7 +105,7 @@ class Runtime:
             observer=observer,
             stop=self._stop,
             lists=router.grouped,
-            transaction_limit=max(1, s.max_in_flight // 2),
+            transaction_limit=max(1, self.window // 2),
         )
 
     def stop(self) -> None:
@@ -124,7 +128,7 @@ class Runtime:
             event_types=self.router.event_types(),
             dead_letter_topic=self.dead_letters.topic,
             concurrency=s.concurrency,
-            max_in_flight=s.max_in_flight,
+            max_in_flight=self.window,
             http_port=self.endpoint.port if self.endpoint else None,
             settings=s.masked(),
         )
@@ -145,6 +149,9 @@ class Runtime:
                     self.execute.batch(routed, self.offsets.works)
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer)
+                if self.execute.batches.held * 2 >= self.window:
+                    # Lists waiting to fill would only hold the window up: write them now.
+                    self.execute.batches.flush()
         finally:
             self._shut_down(consumer)
 

@@ -92,6 +92,7 @@ class Batches:
         self._stop = stop
         # Per handler declaration: one function may be declared for several tables.
         self._open: dict[object, _Open] = {}
+        self.held = 0  # records in the open lists
 
     def add(self, route: Route, join: Join) -> None:
         """(Consumer thread.) Hold the record for the route's next list."""
@@ -101,6 +102,7 @@ class Batches:
             wait = getattr(handler, "max_wait_s", 1.0)
             batch = self._open[handler] = _Open(route, time.monotonic() + wait)
         batch.joins.append(join)
+        self.held += 1
         if len(batch.joins) >= (route.batch or 1):
             self._close(handler)
 
@@ -117,6 +119,7 @@ class Batches:
 
     def _close(self, handler: object) -> None:
         batch = self._open.pop(handler)
+        self.held -= len(batch.joins)
         self._submit([(("batch", id(handler)), lambda: self._run(batch.route, batch.joins))])
 
     def _run(self, route: Route, joins: list[Join]) -> None:
