@@ -185,8 +185,9 @@ def compare(
         findings += partition_findings(watched, live.tables, live.via_root, file)
         findings += key_findings(watched, live.tables, file)
         findings += _outbox(watched, live.tables, file)
+    whole = frozenset(t for h in handlers if isinstance(h, TransactionHandler) for t in h.tables)
     findings += handler_findings(
-        [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file
+        [h for h in handlers if isinstance(h, TableHandler)], watched, tables, file, whole
     )
     findings += event_handler_findings(
         [h for h in handlers if isinstance(h, EventHandler)], watched, file

@@ -45,8 +45,10 @@ def handler_findings(
     watched: WatchedTables,
     tables: Mapping[str, LiveTable] | None,
     file: str,
+    whole: frozenset[str] = frozenset(),
 ) -> list[Finding]:
-    """``tables`` is None when the database could not be read."""
+    """``tables`` is None when the database could not be read; ``whole``: the tables
+    handlers of whole transactions take."""
     findings = []
     by_table: dict[str, list[TableHandler]] = defaultdict(list)
     for handler in handlers:
@@ -69,7 +71,7 @@ def handler_findings(
             continue  # reported as a missing table
         for handler in group:
             findings += _handler(handler, name, watched, table, file)
-    for name in watched.tables.keys() - by_table.keys():
+    for name in sorted(watched.tables.keys() - by_table.keys() - whole):
         findings.append(
             Finding(
                 Severity.WARNING,

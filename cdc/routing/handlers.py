@@ -247,9 +247,9 @@ def on_change(
     ``batch``: the handler takes a ``list[Change]`` of up to this many changes (a sink's bulk
     write), in partition order (so in order per key), called once the list is full,
     ``max_wait_s`` after its first change, or when the open lists hold half the in-flight
-    window (which the consumer widens to twice the sum of the batch sizes). Their offsets move once the call is done. A list
-    that keeps failing is split until the change that fails is found: only that one goes to
-    the dead-letter topic.
+    window (which the consumer widens to twice the sum of the batch sizes). Their offsets
+    move once the call is done. A list that keeps failing is split until the change that
+    fails is found: only that one goes to the dead-letter topic.
     """
 
     def mark(func: F) -> F:

@@ -148,7 +148,7 @@ class Runtime:
                     routed = self.route.batch(decoded, tally)
                     self.execute.batch(routed, self.offsets.works)
                 self._bookkeeping(consumer)
-                in_flight = self.fetcher.flow(consumer)
+                in_flight = self.fetcher.flow(consumer, self.execute.transactions.waiting)
                 if self.execute.batches.held * 2 >= self.window:
                     # Lists waiting to fill would only hold the window up: write them now.
                     self.execute.batches.flush()

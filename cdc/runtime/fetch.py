@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -14,6 +15,7 @@ from cdc.runtime.offsets import Offsets
 from cdc.runtime.records import names
 from cdc.runtime.work import PartitionWork
 
+_NONE: Mapping[tuple[str, int], int] = {}
 log = structlog.get_logger("cdc.consumer")
 BATCH = 500
 _QUIET_ERRORS = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF)
@@ -76,16 +78,25 @@ class Fetcher:
                 kept.append(msg)
         return kept
 
-    def flow(self, consumer: Consumer) -> int:
+    def flow(self, consumer: Consumer, waiting: Mapping[tuple[str, int], int] = _NONE) -> int:
         """Once the in-flight window is full, pause the partitions holding their share of it;
         resume one when half of its share is done, or half the window; return the records in
         flight. Per partition, not all at once: a global pause would always hand the next
         fetch's first partition the whole window while the partitions behind it starve. Only
-        when full: pausing drops what librdkafka prefetched, to be fetched again."""
+        when full: pausing drops what librdkafka prefetched, to be fetched again.
+
+        ``waiting``: per partition, records held until records of other partitions come (a
+        transaction's): they do not count, or a transaction whose rest is in a paused
+        partition would never complete; up to four windows of them, beyond which they do."""
         works = list(self._offsets.works.values())
         window = self._window
         share = max(1, window // max(1, len(works)))
-        counts = [work.in_flight for work in works]
+        if sum(waiting.values()) > 4 * window:
+            waiting = _NONE
+        real = [work.in_flight for work in works]
+        counts = [
+            n - waiting.get((w.topic, w.partition), 0) for w, n in zip(works, real, strict=True)
+        ]
         total = sum(counts)
         pause: list[PartitionWork] = []
         resume: list[PartitionWork] = []
@@ -103,7 +114,7 @@ class Fetcher:
             (consumer.pause if paused else consumer.resume)(tps)
             log.debug("fetch.paused" if paused else "fetch.resumed", partitions=names(tps))
         self._metrics.paused.set(sum(w.paused for w in works))
-        self._metrics.in_flight.set(total)
+        self._metrics.in_flight.set(sum(real))
         return total
 
     def _kafka_error(self, err: KafkaError) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import cast
 
@@ -70,6 +70,8 @@ class Transactions:
         # END is never committed ahead of them.
         self._ends: list[tuple[Join, HandlerRun, list[tuple[PartitionWork, int]]]] = []
         self._warned_partitions = False
+        # Per partition, the records held for transactions not complete yet.
+        self.waiting: Counter[tuple[str, int]] = Counter()
 
     def change(self, route: Route, join: Join) -> None:
         """(Consumer thread.) Hold a change for its transaction."""
@@ -94,6 +96,7 @@ class Transactions:
             self._forget_refused(handler, xid, tx)
             return
         tx.joins.append(join)
+        self._wait(join, 1)
         if len(tx.joins) > self._limit:
             self._refuse(route, xid, tx)
             return
@@ -129,6 +132,7 @@ class Transactions:
             join.done(())
             self._forget_refused(handler, xid, tx)
             return
+        self._wait(join, 1)
         self._order.setdefault(handler, deque()).append(xid)
         self._release(handler)
 
@@ -143,14 +147,20 @@ class Transactions:
             assert tx.expected is not None
             if tx.end.work.abandon.is_set():  # the END's partition went: read again later
                 order.popleft()
+                self._wait(tx.end, -1)
                 tx.end = tx.expected = None
                 continue
             if len(tx.joins) >= tx.expected:
+                gone = [j for j in tx.joins if j.work.abandon.is_set()]
+                for join in gone:
+                    self._wait(join, -1)
                 tx.joins = [j for j in tx.joins if not j.work.abandon.is_set()]
             if len(tx.joins) < tx.expected:
                 return
             order.popleft()
             del self._txs[handler, xid]
+            for join in (*tx.joins, tx.end):
+                self._wait(join, -1)
             self._submit([(("transaction", id(handler)), self._task(route, tx))])
 
     def _task(self, route: Route, tx: _Tx) -> Callable[[], None]:
@@ -254,8 +264,10 @@ class Transactions:
         )
         run = HandlerRun(handler.name, Outcome.DUPLICATE, 0, "handled before a restart")
         for join in tx.joins:
+            self._wait(join, -1)
             join.done((run,))
         if tx.end is not None:
+            self._wait(tx.end, -1)
             tx.end.done((run,))
             order = self._order.get(handler)
             if order and xid in order:
@@ -271,6 +283,7 @@ class Transactions:
         )
         log.error("transaction.too_large", handler=route.name, xid=xid, limit=self._limit)
         for join in tx.joins:
+            self._wait(join, -1)
             self._park(route, join, tx.refused)
         tx.parked += len(tx.joins)
         tx.joins = []
@@ -280,6 +293,12 @@ class Transactions:
         """Forget a refused transaction once its END came and all its changes went."""
         if tx.expected is not None and tx.parked >= tx.expected:
             self._txs.pop((handler, xid), None)
+
+    def _wait(self, join: Join, n: int) -> None:
+        at = (join.taken.topic, join.taken.partition)
+        self.waiting[at] += n
+        if self.waiting[at] <= 0:
+            del self.waiting[at]
 
     def _park(
         self,

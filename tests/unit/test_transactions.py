@@ -6,12 +6,17 @@ move past a transaction's changes, and its END, only once its handler is done.""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 from cdc import Change, Changes, Context, on_transaction
 from cdc.errors import ConfigError
 from cdc.events import Kind
+from cdc.handler_check import handler_findings
 from cdc.routing import Router, handlers_of
+from cdc.runtime.fetch import Fetcher
+from cdc.runtime.metrics import Metrics
+from cdc.runtime.offsets import Offsets
+from cdc.runtime.work import PartitionWork
 from cdc.tables.config import parse_watched_tables
 from cdc.transaction_check import transaction_findings
 from tests.corpus.load import records
@@ -104,6 +109,8 @@ def test_declared_routed_and_checked() -> None:
         "tables: {public.orders: {}, public.order_lines: {}}"
     )
     assert transaction_findings([handler], watched, "cdc.yaml") == []
+    # Their tables have a handler: no "captured but no handler reacts" warning.
+    assert handler_findings([], watched, None, "cdc.yaml", handler.tables) == []  # type: ignore[union-attr]
 
 
 def test_a_transaction_is_known_by_its_id_on_every_delivery() -> None:
@@ -123,3 +130,38 @@ def _changes() -> list[Change]:
         for m in corpus_messages()
         if m.value() is not None and isinstance(e := dec.decode_message(m), Change)
     ]
+
+
+class Pauses:
+    """What `Fetcher.flow` asks of the client: pause and resume, noted."""
+
+    def __init__(self) -> None:
+        self.paused: list[tuple[str, int]] = []
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.paused += [(tp.topic, tp.partition) for tp in tps]
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        pass
+
+
+def test_records_held_for_a_transaction_do_not_pause_their_partition() -> None:
+    """Pausing a partition whose records wait for the rest of their transaction could keep
+    that rest (in the same partition, behind them) from ever being fetched."""
+    offsets = Offsets(Metrics(), 1.0)
+    fetcher = Fetcher({}, offsets, offsets._metrics, window=20, refused_timeout_s=60)
+    for p in range(2):
+        offsets.works["t", p] = work = PartitionWork("t", p)
+        for o in range(15):
+            work.add(o)
+    kafka = Pauses()
+    held = fetcher.flow(kafka, {("t", 0): 15})  # type: ignore[arg-type]
+    assert held == 15
+    assert kafka.paused == []
+    assert fetcher.flow(kafka, {}) == 30  # type: ignore[arg-type]
+    assert kafka.paused == [("t", 0), ("t", 1)]
+    # Held beyond four windows, they count again: memory stays bounded.
+    offsets.works["t", 0].paused = offsets.works["t", 1].paused = False
+    kafka.paused = []
+    fetcher.flow(kafka, {("t", 0): 15, ("t", 1): 66})  # type: ignore[arg-type]
+    assert kafka.paused == [("t", 0), ("t", 1)]
