@@ -29,9 +29,11 @@ class HandlerRunner:
         type), through the same filters, model and outcome rules as the consumer. Published
         records are returned in ``run.published``, not sent. A change the handler's filters do
         not want is ``Outcome.SKIPPED``. A batch handler takes a list of changes (those its
-        filters do not want left out, as the consumer does)."""
+        filters do not want left out, as the consumer does), a transaction handler a
+        `cdc.Changes` (``Changes(changes, transaction_id)``)."""
         if not isinstance(change, Change | DomainEvent):
-            return self._run_list(func, Changes(change), attempt)
+            changes = change if isinstance(change, Changes) else Changes(change)
+            return self._run_list(func, changes, attempt)
         subject = change.table if isinstance(change, Change) else f"event {change.type!r}"
         route = self._route(func, subject)
         if not route.wants(change):

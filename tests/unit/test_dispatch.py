@@ -13,7 +13,17 @@ import pytest
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError, field_validator
 
-from cdc import Change, ConfigError, Context, DeadLetter, Retry, Row, on_change
+from cdc import (
+    Change,
+    Changes,
+    ConfigError,
+    Context,
+    DeadLetter,
+    Retry,
+    Row,
+    on_change,
+    on_transaction,
+)
 from cdc.errors import DecodeError
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Outcome, Resources
@@ -340,3 +350,23 @@ def test_run_handler_applies_the_filters() -> None:
     assert run_handler(on_update, CHANGE).outcome is Outcome.SKIPPED
     with pytest.raises(ConfigError, match="handles"):
         run_handler(on_change("public.other")(returning(None)), CHANGE)
+
+
+def test_run_handler_takes_lists_for_batch_and_transaction_handlers() -> None:
+    got: list[Any] = []
+
+    @on_change(TABLE, batch=10)
+    def sink(changes: list[Change], ctx: Context) -> None:
+        got.append([c.op.value for c in changes])
+
+    @on_transaction(TABLE)
+    def whole(changes: Changes, ctx: Context) -> None:
+        got.append((changes.transaction, len(changes)))
+        ctx.publish("out", "x")
+
+    assert run_handler(sink, [CHANGE, CHANGE]).outcome is Outcome.DONE
+    run = run_handler(whole, Changes([CHANGE], "7:42"))
+    assert run.outcome is Outcome.DONE
+    assert got == [["c", "c"], ("7:42", 1)]
+    # The follow-up names the transaction as its cause.
+    assert dict(run.published[0].headers)["cdc.cause"].endswith(b"/7:42")  # type: ignore[union-attr]
