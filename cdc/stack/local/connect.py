@@ -1,0 +1,49 @@
+"""A Kafka Connect distributed worker with Debezium as a local JVM."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from cdc.stack import config, probes
+from cdc.stack.local.processes import HOST, Processes
+
+
+class ConnectWorker:
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, procs: Processes, name: str, bootstrap: Callable[[], str]) -> None:
+        self.procs = procs
+        self.name = name
+        self.bootstrap = bootstrap  # the brokers' addresses, once their ports are known
+
+    def start(self, home: Path) -> None:
+        procs = self.procs
+        port = procs.port(self.name)
+        props = config.connect_worker_properties(
+            bootstrap=self.bootstrap(),
+            rest_host=HOST,
+            rest_port=port,
+            plugin_path=str(home / "plugins"),
+        )
+        path = procs.dir / f"{self.name}.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        main = [
+            "-cp",
+            f"{home / 'lib'}/*",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(path),
+        ]
+        procs.spawn(
+            self.name,
+            procs.java("1g", main, self.name),
+            env={"CDC_DEBEZIUM_PASSWORD": procs.state.secrets["debezium"]},
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.procs.state.ports[self.name]}"
+
+    def ready(self) -> bool:
+        return probes.connect_ready(self.url)
