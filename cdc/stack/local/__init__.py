@@ -53,11 +53,20 @@ __all__ = [
 
 log = structlog.get_logger("cdc.stack")
 
+# The single-node stack's components; a cluster's Kafka nodes are kafka-1, kafka-2... and its
+# Connect workers connect-1, connect-2...
 COMPONENTS = ("postgres", "kafka", "connect", "registry")
 
 
+def node_names(base: str, count: int) -> list[str]:
+    """``base`` alone, or ``base-1`` .. ``base-<count>`` for several."""
+    return [base] if count == 1 else [f"{base}-{i}" for i in range(1, count + 1)]
+
+
 class LocalStack:
-    """The four components under one state directory."""
+    """PostgreSQL, Kafka (one node, or a KRaft cluster), Kafka Connect (one worker or a
+    group of them) and Apicurio Registry under one state directory, which remembers the
+    topology it was made with."""
 
     def __init__(self, state_dir: Path) -> None:
         # absolute(), not resolve(): a symlinked state directory is refused, not followed.
@@ -65,59 +74,137 @@ class LocalStack:
         self.dir = self.procs.dir
         self.logs = self.procs.logs
         self.postgres = Postgres(self.procs)
-        self.kafka = KafkaNode(self.procs, "kafka")
-        self.connect = ConnectWorker(self.procs, "connect", lambda: self._bootstrap)
         self.registry = Registry(self.procs)
+        self._build()
+
+    def _build(self) -> None:
+        """The Kafka nodes and Connect workers of the state's topology."""
+        brokers, workers = self.state.brokers, self.state.connect_workers
+        names = node_names("kafka", brokers)
+        self.kafka_nodes = [KafkaNode(self.procs, n, i, names) for i, n in enumerate(names, 1)]
+        clustered = brokers > 1 or workers > 1
+        self.connect_workers = [
+            ConnectWorker(
+                self.procs,
+                name,
+                lambda: self.bootstrap,
+                # A cluster's default.replication.factor, and its min.insync.replicas.
+                replication_factor=-1 if brokers > 1 else 1,
+                heap="512m" if clustered else "1g",  # six JVMs share the machine
+            )
+            for name in node_names("connect", workers)
+        ]
 
     @property
     def state(self) -> StackState:
         return self.procs.state
 
     @property
-    def _bootstrap(self) -> str:
-        return f"{HOST}:{self.state.ports.get('kafka', 0)}"
+    def bootstrap(self) -> str:
+        """Every broker's PLAINTEXT address."""
+        return self._addresses("")
+
+    def _addresses(self, listener: str) -> str:
+        ports = self.state.ports
+        return ",".join(f"{HOST}:{ports.get(n.name + listener, 0)}" for n in self.kafka_nodes)
 
     def components(self) -> dict[str, Component]:
         """Every component by name, in start order."""
-        parts: list[Component] = [self.postgres, self.kafka, self.connect, self.registry]
+        parts: list[Component] = [
+            self.postgres,
+            *self.kafka_nodes,
+            *self.connect_workers,
+            self.registry,
+        ]
         return {c.name: c for c in parts}
 
     # -- public API -------------------------------------------------------------------
-    def up(self, timeout: float = 240.0) -> StackEndpoints:
+    def up(
+        self,
+        timeout: float = 240.0,
+        *,
+        brokers: int | None = None,
+        connect_workers: int | None = None,
+    ) -> StackEndpoints:
+        """Start what is not running and wait until all is ready. ``brokers`` and
+        ``connect_workers`` (None: as the stack was made, or one) are fixed when the stack
+        is first made."""
         self._prepare_dirs()
+        self._set_topology(brokers, connect_workers)
         home = jvm_home()  # a first fetch does not count against the start-up deadline
         started = time.monotonic()
         self._ensure_secrets()
-        if ensure_tls(self.procs) and self.procs.alive("kafka"):
-            self.procs.stop("kafka", 30)  # it still presents the certificate it started with
-        deadline = started + timeout
         procs = self.procs
+        if ensure_tls(procs):
+            for node in self.kafka_nodes:  # they still present the certificate they had
+                procs.stop(node.name, 30)
+        deadline = started + timeout
         # The JVMs start slowly; start the independent ones together.
-        for part in (self.postgres, self.kafka, self.registry):
+        first: list[Component] = [self.postgres, *self.kafka_nodes, self.registry]
+        for part in first:
             procs.ensure(part.name, partial(part.start, home))
-        procs.wait("kafka", self.kafka.ready, deadline)
-        ensure_scram_user(procs, self._bootstrap)
-        if self.kafka.has_secure_listeners():
-            procs.wait("kafka", self.kafka.secure_ready, deadline)
+        for node in self.kafka_nodes:
+            procs.wait(node.name, node.ready, deadline)
+        ensure_scram_user(procs, self.bootstrap)
+        if self.kafka_nodes[0].has_secure_listeners():
+            for node in self.kafka_nodes:
+                procs.wait(node.name, node.secure_ready, deadline)
         else:
             log.warning(
                 "stack.kafka.no_tls",
                 hint="this broker started before it had TLS and SCRAM listeners; "
                 "`cdc stack down` then `cdc stack up` adds them",
             )
-        procs.ensure("connect", partial(self.connect.start, home))
+        for worker in self.connect_workers:
+            procs.ensure(worker.name, partial(worker.start, home))
         procs.wait("postgres", self.postgres.ready, deadline)
         self.postgres.bootstrap()
         procs.wait("registry", self.registry.ready, deadline)
-        procs.wait("connect", self.connect.ready, deadline)
+        for worker in self.connect_workers:
+            procs.wait(worker.name, worker.ready, deadline)
         endpoints = self.endpoints()
         self._write_env(endpoints)
         log.info("stack.up", dir=str(self.dir), seconds=round(time.monotonic() - started, 1))
         return endpoints
 
+    def _set_topology(self, brokers: int | None, workers: int | None) -> None:
+        """Take the topology asked for, where it can be: Kafka's nodes are formatted for
+        theirs, and running workers are not renamed."""
+        state = self.state
+        brokers = state.brokers if brokers is None else brokers
+        workers = state.connect_workers if workers is None else workers
+        if brokers < 1 or brokers == 2 or workers < 1:
+            raise StackError(
+                "stack", f"{brokers} broker(s) and {workers} Connect worker(s): brokers must be "
+                "1, or 3 or more (a quorum of 3 controllers), and workers 1 or more",
+            )  # fmt: skip
+        if (brokers, workers) == (state.brokers, state.connect_workers):
+            return
+        made = brokers != state.brokers and bool(state.cluster_id)
+        nodes: list[Component] = [*self.kafka_nodes, *self.connect_workers]
+        running = [n.name for n in nodes if self.procs.alive(n.name)]
+        if made or running:
+            raise StackError(
+                "stack",
+                f"{self.dir} holds a stack of {state.brokers} broker(s) and "
+                f"{state.connect_workers} Connect worker(s)"
+                + (f" ({', '.join(running)} running)" if running else "")
+                + f"; for {brokers} and {workers}: `cdc stack down"
+                + (" --destroy`" if made else "`")
+                + " first, or another CDC_STACK_DIR",
+            )
+        state.brokers, state.connect_workers = brokers, workers
+        self._build()
+
     def down(self, timeout: float = 30.0) -> None:
-        for part in reversed(self.components().values()):
-            self.procs.stop(part.name, timeout, part.stop_signal)
+        tiers: list[list[Component]] = [
+            [self.registry],
+            list(self.connect_workers),
+            list(self.kafka_nodes),
+            [self.postgres],
+        ]
+        for tier in tiers:
+            self.procs.stop_together({p.name: p.stop_signal for p in tier}, timeout)
         self.state.pids.clear()
         self.procs.save() if self.dir.exists() else None
 
@@ -166,10 +253,11 @@ class LocalStack:
 
     def endpoints(self) -> StackEndpoints:
         p, s = self.state.ports, self.state.secrets
-        secure = self.kafka.has_secure_listeners()
+        secure = self.kafka_nodes[0].has_secure_listeners()
         return StackEndpoints(
-            kafka_bootstrap=self._bootstrap,
-            connect_url=self.connect.url,
+            kafka_bootstrap=self.bootstrap,
+            # The first worker's: any worker of the group answers for all of it.
+            connect_url=self.connect_workers[0].url,
             registry_url=self.registry.url,
             pg_host=HOST,
             pg_port=p["postgres"],
@@ -179,8 +267,8 @@ class LocalStack:
             app_password=s["app"],
             debezium_user=config.DEBEZIUM_USER,
             debezium_password=s["debezium"],
-            kafka_tls_bootstrap=f"{HOST}:{p['kafka-ssl']}" if secure else None,
-            kafka_sasl_bootstrap=f"{HOST}:{p['kafka-sasl']}" if secure else None,
+            kafka_tls_bootstrap=self._addresses("-ssl") if secure else None,
+            kafka_sasl_bootstrap=self._addresses("-sasl") if secure else None,
             kafka_ca_location=str(tls_files(self.procs)[2]) if secure else None,
             kafka_sasl_mechanism=config.SCRAM_MECHANISM if secure else None,
             kafka_sasl_username=config.SCRAM_USER if secure else None,

@@ -11,12 +11,25 @@ from cdc.stack.local.processes import HOST, Processes
 
 
 class ConnectWorker:
+    """One worker of the group: every worker of the stack shares its group and topics.
+    ``replication_factor`` of its internal topics: -1 for the cluster's default."""
+
     stop_signal = signal.SIGTERM
 
-    def __init__(self, procs: Processes, name: str, bootstrap: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        procs: Processes,
+        name: str,
+        bootstrap: Callable[[], str],
+        *,
+        replication_factor: int = 1,
+        heap: str = "1g",
+    ) -> None:
         self.procs = procs
         self.name = name
         self.bootstrap = bootstrap  # the brokers' addresses, once their ports are known
+        self.replication_factor = replication_factor
+        self.heap = heap
 
     def start(self, home: Path) -> None:
         procs = self.procs
@@ -26,6 +39,7 @@ class ConnectWorker:
             rest_host=HOST,
             rest_port=port,
             plugin_path=str(home / "plugins"),
+            replication_factor=self.replication_factor,
         )
         path = procs.dir / f"{self.name}.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -37,7 +51,7 @@ class ConnectWorker:
         ]
         procs.spawn(
             self.name,
-            procs.java("1g", main, self.name),
+            procs.java(self.heap, main, self.name),
             env={"CDC_DEBEZIUM_PASSWORD": procs.state.secrets["debezium"]},
         )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import signal
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -18,11 +20,25 @@ log = structlog.get_logger("cdc.stack")
 
 
 class KafkaNode:
+    """Node ``node_id`` of the cluster whose nodes are ``peers`` (by name, node 1 first):
+    alone, its own quorum; in a cluster of three or more, the first three are the
+    controllers."""
+
     stop_signal = signal.SIGTERM
 
-    def __init__(self, procs: Processes, name: str) -> None:
+    def __init__(self, procs: Processes, name: str, node_id: int, peers: Sequence[str]) -> None:
         self.procs = procs
         self.name = name
+        self.node_id = node_id
+        self.peers = tuple(peers)
+
+    @property
+    def clustered(self) -> bool:
+        return len(self.peers) > 1
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        return self.peers[: config.CONTROLLERS]
 
     @property
     def home(self) -> Path:
@@ -35,7 +51,7 @@ class KafkaNode:
 
     def start(self, home: Path) -> None:
         procs = self.procs
-        port, cport = procs.port(self.name), procs.port(f"{self.name}-controller")
+        port = procs.port(self.name)
         key, chain, _ = tls_files(procs)
         security = config.BrokerSecurity(
             ssl_port=procs.port(f"{self.name}-ssl"),
@@ -45,9 +61,9 @@ class KafkaNode:
         )
         props = config.broker_properties(
             port=port,
-            controller_port=cport,
             log_dir=str(self.home / "data"),
             security=security,
+            **self._cluster_properties(),
         )
         path = self.home / "server.properties"
         self.home.mkdir(exist_ok=True)
@@ -63,15 +79,48 @@ class KafkaNode:
                 f"--cluster-id={procs.state.cluster_id}",
                 "-c",
                 str(path),
-                "--standalone",
+                *self._quorum_format(),
             ]
             proc = procs.run(procs.java("256m", fmt, f"{self.name}-format"), self.name)
             if proc.returncode != 0:
                 raise StackError(self.name, "storage format failed", proc.stdout + proc.stderr)
-        procs.spawn(self.name, procs.java("768m", [*cp, "kafka.Kafka", str(path)], self.name))
+        heap = "512m" if self.clustered else "768m"  # three of them share the machine
+        procs.spawn(self.name, procs.java(heap, [*cp, "kafka.Kafka", str(path)], self.name))
+
+    def _cluster_properties(self) -> dict[str, Any]:
+        """Its place in the cluster: node id, controller listener, quorum, replication."""
+        procs = self.procs
+        if not self.clustered:
+            return {"controller_port": procs.port(f"{self.name}-controller")}
+        # The quorum's addresses are in every node's configuration and in the metadata log:
+        # they stay as first reserved, whoever holds them now.
+        quorum = {
+            i: f"{HOST}:{procs.reserve(f'{peer}-controller')}"
+            for i, peer in enumerate(self.controllers, 1)
+        }
+        is_controller = self.name in self.controllers
+        return {
+            "controller_port": procs.reserve(f"{self.name}-controller") if is_controller else None,
+            "node_id": self.node_id,
+            "quorum": config.Quorum(quorum),
+            "replication": config.Replication.for_brokers(len(self.peers)),
+        }
+
+    def _quorum_format(self) -> list[str]:
+        """How the storage tool makes the initial quorum: a node alone is one; in a cluster
+        every node is formatted with the same controllers (KIP-853's dynamic quorum), each
+        named with the directory id its metadata log will have."""
+        if not self.clustered:
+            return ["--standalone"]
+        ids, ports = self.procs.state.directory_ids, self.procs.state.ports
+        voters = [
+            f"{i}@{HOST}:{ports[f'{peer}-controller']}:{ids.setdefault(peer, kafka_cluster_id())}"
+            for i, peer in enumerate(self.controllers, 1)
+        ]
+        return ["--initial-controllers", ",".join(voters)]
 
     def ready(self) -> bool:
-        return probes.kafka_ready(self.bootstrap)
+        return probes.kafka_ready(self.bootstrap, node_id=self.node_id)
 
     def has_secure_listeners(self) -> bool:
         """Whether the running broker was started with the TLS and SCRAM listeners (one

@@ -97,6 +97,11 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     cluster_id: str = ""
+    # The topology it was made with; Kafka's nodes are formatted for it, once.
+    brokers: int = 1
+    connect_workers: int = 1
+    # Each KRaft controller's metadata directory id, part of the initial quorum.
+    directory_ids: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> StackState:
@@ -140,6 +145,17 @@ class Processes:
                 port = free_port()
             self.state.ports[name] = port
         return port
+
+    def reserve(self, name: str) -> int:
+        """The port kept for ``name`` even while it is in use (another node's), or a free
+        one: for addresses other processes are configured with."""
+        if name not in self.state.ports:
+            taken = set(self.state.ports.values())
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            self.state.ports[name] = port
+        return self.state.ports[name]
 
     def ports_of(self, name: str) -> list[int]:
         """The ports of component ``name``: its own and its listeners' (``kafka-ssl``...)."""
@@ -206,26 +222,35 @@ class Processes:
 
     def stop(self, name: str, timeout: float, sig: signal.Signals = signal.SIGTERM) -> None:
         """``sig`` to the process group, SIGKILL after ``timeout`` (at once with 0)."""
-        pid = self.state.pids.get(name)
-        if not pid_alive(pid, str(self.dir)):
-            return
-        assert pid is not None
+        self.stop_together({name: sig}, timeout)
+
+    def stop_together(self, signals: dict[str, signal.Signals], timeout: float) -> None:
+        """Stop several at once, each with its signal, SIGKILL after ``timeout``. A cluster's
+        nodes go together: the last one stopped alone would wait for a controller quorum
+        that is already gone."""
+        pids = {
+            n: pid
+            for n in signals
+            if (pid := self.state.pids.get(n)) and pid_alive(pid, str(self.dir))
+        }
         if timeout > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
+            for name, pid in pids.items():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signals[name])
         end = time.monotonic() + timeout
-        while time.monotonic() < end and pid_alive(pid, str(self.dir)):
+        while time.monotonic() < end and any(self.alive(n) for n in pids):
             time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        # Not our child when another process started it: wait until it is gone, or a restart
-        # would find it still alive and not start it again.
-        end = time.monotonic() + 10
-        while time.monotonic() < end and pid_alive(pid, str(self.dir)):
-            time.sleep(0.05)
-        log.info("stack.stop", component=name, pid=pid)
+        for name, pid in pids.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            # Not our child when another process started it: wait until it is gone, or a
+            # restart would find it still alive and not start it again.
+            gone = time.monotonic() + 10
+            while time.monotonic() < gone and pid_alive(pid, str(self.dir)):
+                time.sleep(0.05)
+            log.info("stack.stop", component=name, pid=pid)
 
     def java(self, heap: str, main: list[str], name: str) -> list[str]:
         """The command line of a JVM of the stack, marked with the state directory."""
