@@ -90,6 +90,8 @@ class LocalStack:
                 lambda: self.bootstrap,
                 # A cluster's default.replication.factor, and its min.insync.replicas.
                 replication_factor=-1 if brokers > 1 else 1,
+                # A worker killed in a drill hands its tasks on within seconds, not minutes.
+                rebalance_delay_ms=10_000 if workers > 1 else None,
                 heap="512m" if clustered else "1g",  # six JVMs share the machine
             )
             for name in node_names("connect", workers)

@@ -23,12 +23,14 @@ class ConnectWorker:
         bootstrap: Callable[[], str],
         *,
         replication_factor: int = 1,
+        rebalance_delay_ms: int | None = None,
         heap: str = "1g",
     ) -> None:
         self.procs = procs
         self.name = name
         self.bootstrap = bootstrap  # the brokers' addresses, once their ports are known
         self.replication_factor = replication_factor
+        self.rebalance_delay_ms = rebalance_delay_ms
         self.heap = heap
 
     def start(self, home: Path) -> None:
@@ -40,6 +42,7 @@ class ConnectWorker:
             rest_port=port,
             plugin_path=str(home / "plugins"),
             replication_factor=self.replication_factor,
+            rebalance_delay_ms=self.rebalance_delay_ms,
         )
         path = procs.dir / f"{self.name}.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
