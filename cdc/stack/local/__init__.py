@@ -137,9 +137,8 @@ class LocalStack:
         started = time.monotonic()
         self._ensure_secrets()
         procs = self.procs
-        if ensure_tls(procs):
-            for node in self.kafka_nodes:  # they still present the certificate they had
-                procs.stop(node.name, 30)
+        if ensure_tls(procs):  # the brokers still present the certificate they had
+            procs.stop_together({n.name: n.stop_signal for n in self.kafka_nodes}, 30)
         deadline = started + timeout
         # The JVMs start slowly; start the independent ones together.
         first: list[Component] = [self.postgres, *self.kafka_nodes, self.registry]
@@ -176,10 +175,12 @@ class LocalStack:
         brokers = state.brokers if brokers is None else brokers
         workers = state.connect_workers if workers is None else workers
         if brokers < 1 or brokers == 2 or workers < 1:
+            asked = f"{brokers} broker(s) and {workers} Connect worker(s)"
             raise StackError(
-                "stack", f"{brokers} broker(s) and {workers} Connect worker(s): brokers must be "
-                "1, or 3 or more (a quorum of 3 controllers), and workers 1 or more",
-            )  # fmt: skip
+                "stack",
+                f"{asked}: brokers must be 1, or 3 or more (a quorum of 3 controllers), "
+                "and workers 1 or more",
+            )
         if (brokers, workers) == (state.brokers, state.connect_workers):
             return
         made = brokers != state.brokers and bool(state.cluster_id)
