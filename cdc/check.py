@@ -26,6 +26,7 @@ from cdc.partition_check import (
     partition_findings,
     through_parents,
 )
+from cdc.replication_check import ClusterTopics, read_topics, replication_findings
 from cdc.routing.handlers import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.slot_health import SlotHealth, read_slot, slot_findings
@@ -100,6 +101,7 @@ class LiveState:
     # changes are published under its partitions' names, which Debezium does not watch.
     via_root: bool = True
     slot: SlotHealth | None = None  # the connector's replication slot; None: not read
+    topics: ClusterTopics | None = None  # our topics' replication; None: not read
 
 
 def run_check(handlers: Sequence[Handler], watched: WatchedTables, settings: Settings) -> Report:
@@ -119,6 +121,7 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
         connector = ConnectorState("", rendered, None)
     else:
         connector = _ask_connect(watched, settings, rendered)
+    topics = read_topics(watched, settings)
     try:
         with connect_database(settings, timeout=10) as conn:
             pub = watched.connector.publication
@@ -129,9 +132,10 @@ def read_live_state(watched: WatchedTables, settings: Settings) -> LiveState:
                 tables=read_tables(conn, captured_tables(watched), types=True),
                 via_root=via_root is not False,
                 slot=read_slot(conn, watched.connector.slot),
+                topics=topics,
             )
     except psycopg.OperationalError as exc:
-        return LiveState(connector, None, {}, database_error=str(exc).strip())
+        return LiveState(connector, None, {}, database_error=str(exc).strip(), topics=topics)
 
 
 def _ask_connect(
@@ -167,6 +171,8 @@ def compare(
         )
     if live.connector.status is not None:
         findings += instance_problems(watched, live.connector.status, file)
+    if live.topics is not None:
+        findings += replication_findings(live.topics)
     tables: Mapping[str, LiveTable] | None = live.tables
     if live.database_error is not None:
         tables = None  # unknown, not absent: report only what the file alone shows

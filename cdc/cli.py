@@ -71,9 +71,26 @@ def stack_fetch() -> None:
 
 
 @stack_app.command("up")
-def stack_up(timeout: float = 300.0) -> None:
+def stack_up(
+    timeout: float = 300.0,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CDC_STACK_BROKERS",
+            help="Kafka nodes: 1, or a KRaft cluster of 3 or more (default: as the stack was "
+            "made, else 1).",
+        ),
+    ] = None,
+    connect_workers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CDC_STACK_CONNECT_WORKERS",
+            help="Kafka Connect workers in one group (default: as the stack was made, else 1).",
+        ),
+    ] = None,
+) -> None:
     """Start PostgreSQL, Kafka, Kafka Connect and Apicurio; wait until each is ready."""
-    endpoints = _local_stack().up(timeout=timeout)
+    endpoints = _local_stack().up(timeout=timeout, brokers=brokers, connect_workers=connect_workers)
     console.print(f"stack ready in {stack_dir()}")
     for key, value in endpoints.env().items():
         if "PASSWORD" not in key:

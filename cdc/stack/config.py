@@ -105,20 +105,62 @@ SECURITY_KEYS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of a partition the cluster keeps (``factor``) and how many must have a
+    write before it is acknowledged to an ``acks=all`` producer (``min_insync``)."""
+
+    factor: int = 1
+    min_insync: int = 1
+
+    @classmethod
+    def for_brokers(cls, brokers: int) -> Replication:
+        """What a cluster of ``brokers`` allows: three copies where it can, and with three,
+        two of them in sync, so one broker may be lost without losing or refusing a write."""
+        factor = max(1, min(3, brokers))
+        return cls(factor, 2 if factor >= 3 else 1)
+
+
+# A cluster's controller quorum: the first nodes are brokers and controllers at once.
+CONTROLLERS = 3
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """The KRaft controllers of a cluster, by node id: ``host:port`` of each one's
+    CONTROLLER listener."""
+
+    controllers: dict[int, str]
+
+    def bootstrap(self) -> str:
+        return ",".join(self.controllers.values())
+
+
 def broker_properties(
     *,
     port: int,
-    controller_port: int,
+    controller_port: int | None,
     host: str = "127.0.0.1",
     advertised_host: str = "127.0.0.1",
     log_dir: str,
     security: BrokerSecurity | None = None,
+    node_id: int = 1,
+    quorum: Quorum | None = None,
+    replication: Replication = Replication(),
 ) -> dict[str, str]:
+    """One KRaft node: broker and controller (``controller_port``) or broker only (None).
+    Alone (no ``quorum``) it is its own quorum. Every topic made without a replication factor
+    of its own, ours and Connect's, gets the cluster's (``replication``)."""
+    quorum = quorum or Quorum({node_id: f"{advertised_host}:{controller_port}"})
+    listeners = f"PLAINTEXT://{host}:{port}"
+    if controller_port is not None:
+        listeners += f",CONTROLLER://{host}:{controller_port}"
+    factor, min_isr = str(replication.factor), str(replication.min_insync)
     props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{advertised_host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "process.roles": "broker,controller" if controller_port is not None else "broker",
+        "node.id": str(node_id),
+        "controller.quorum.bootstrap.servers": quorum.bootstrap(),
+        "listeners": listeners,
         "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -126,14 +168,17 @@ def broker_properties(
         "log.dirs": log_dir,
         "num.partitions": "1",
         "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "min.insync.replicas": min_isr,
         "group.initial.rebalance.delay.ms": "0",
     }
+    if replication.factor > 1:
+        # Kafka's own default is 1 whatever the cluster's size.
+        props["default.replication.factor"] = factor
     if security is None:
         return props
     ssl, sasl = security.ssl_port, security.sasl_port
@@ -156,17 +201,28 @@ def broker_properties(
 
 
 def connect_worker_properties(
-    *, bootstrap: str, rest_host: str, rest_port: int, plugin_path: str | None
+    *,
+    bootstrap: str,
+    rest_host: str,
+    rest_port: int,
+    plugin_path: str | None,
+    replication_factor: int = 1,
+    rebalance_delay_ms: int | None = None,
 ) -> dict[str, str]:
+    """A distributed worker; every worker with the same topics is one group. Its internal
+    topics get ``replication_factor`` (-1: the cluster's default.replication.factor).
+    ``rebalance_delay_ms``: how long the tasks of a worker gone from the group wait for it
+    before they move to the others (Connect's default: 5 minutes)."""
+    rf = str(replication_factor)
     props = {
         "bootstrap.servers": bootstrap,
         "group.id": "cdc-connect",
         "config.storage.topic": "_cdc_connect_configs",
         "offset.storage.topic": "_cdc_connect_offsets",
         "status.storage.topic": "_cdc_connect_status",
-        "config.storage.replication.factor": "1",
-        "offset.storage.replication.factor": "1",
-        "status.storage.replication.factor": "1",
+        "config.storage.replication.factor": rf,
+        "offset.storage.replication.factor": rf,
+        "status.storage.replication.factor": rf,
         "offset.storage.partitions": "1",
         "status.storage.partitions": "1",
         "key.converter": "org.apache.kafka.connect.json.JsonConverter",
@@ -184,9 +240,16 @@ def connect_worker_properties(
         # Connector configs may read this one variable and no other.
         "config.providers.env.param.allowlist.pattern": "^CDC_DEBEZIUM_PASSWORD$",
         "topic.creation.enable": "true",
+        # Debezium's records are written once and only once acknowledged by every in-sync
+        # replica: a broker lost after the ack loses none of them, and a retried send after
+        # a lost ack is not written twice.
+        "producer.acks": "all",
+        "producer.enable.idempotence": "true",
     }
     if plugin_path:
         props["plugin.path"] = plugin_path
+    if rebalance_delay_ms is not None:
+        props["scheduled.rebalance.max.delay.ms"] = str(rebalance_delay_ms)
     return props
 
 

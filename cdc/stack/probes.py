@@ -37,9 +37,12 @@ def postgres_ready(host: str, port: int, password: str) -> bool:
         return conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def kafka_ready(bootstrap: str, security: dict[str, str] | None = None) -> bool:
+def kafka_ready(
+    bootstrap: str, security: dict[str, str] | None = None, node_id: int | None = None
+) -> bool:
     """The broker answers metadata requests (through a TLS or SASL listener with
-    ``security``: librdkafka's ``security.protocol``, ``ssl.*``, ``sasl.*``)."""
+    ``security``: librdkafka's ``security.protocol``, ``ssl.*``, ``sasl.*``); with
+    ``node_id``, the cluster counts that broker among its live ones."""
     conf: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "socket.timeout.ms": 2000,
@@ -47,7 +50,8 @@ def kafka_ready(bootstrap: str, security: dict[str, str] | None = None) -> bool:
         **(security or {}),
     }
     admin = AdminClient(conf)  # type: ignore[arg-type]  # librdkafka takes a Logger here
-    return len(admin.list_topics(timeout=3).brokers) >= 1
+    brokers = admin.list_topics(timeout=3).brokers
+    return node_id in brokers if node_id is not None else len(brokers) >= 1
 
 
 def connect_ready(url: str) -> bool:

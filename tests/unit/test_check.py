@@ -17,6 +17,7 @@ from cdc.check import (
     Severity,
     compare,
 )
+from cdc.replication_check import ClusterTopics, TopicReplication
 from cdc.routing import TableHandler, handlers_of, on_change
 from cdc.settings import MASK
 from cdc.tables.config import parse_watched_tables
@@ -343,3 +344,9 @@ def test_a_model_field_for_a_generated_column() -> None:
     assert "'handle'" in finding.problem
     assert "generated in public.users" in finding.problem
     assert HANDLERS[0].name in finding.problem
+
+
+def test_topics_with_fewer_replicas_than_the_cluster_allows() -> None:
+    few = ClusterTopics(3, (TopicReplication("cdc.public.users", 1, 1),))
+    finding = only(check(HANDLERS, live(topics=few)), Severity.WARNING)
+    assert finding.subject == "topic cdc.public.users"
