@@ -123,7 +123,7 @@ def test_build_context_and_build_stage(tmp_path: Path) -> None:
     context = _context(tmp_path)
     sent = {str(p.relative_to(context)) for p in context.rglob("*") if p.is_file()}
     # What the stages copy is in the context; local state and tests are not.
-    for needed in ("pyproject.toml", "README.md", "cdc/cli.py", "debezium/pom.xml",
+    for needed in ("pyproject.toml", "README.md", "cdc/cli/__init__.py", "debezium/pom.xml",
                    "handlers/schema.sql", "handlers/demo.py", "cdc.yaml"):  # fmt: skip
         assert needed in sent, needed
     assert not [p for p in sent if p.startswith((".venv", ".cdc", ".git", "tests/", "bench/"))]
