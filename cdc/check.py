@@ -34,6 +34,7 @@ from cdc.tables.config import WatchedTables
 from cdc.tables.connector import captured_tables
 from cdc.tables.live import LiveTable, read_tables
 from cdc.tables.sql import (
+    OUTBOX_ADDED,
     OUTBOX_COLUMNS,
     publication_tables,
     published_tables,
@@ -332,7 +333,16 @@ def _outbox(watched: WatchedTables, tables: Mapping[str, LiveTable], file: str) 
         return [Finding(Severity.ERROR, name, "no outbox table in the database", apply_fix(file))]
     missing = [c for c in OUTBOX_COLUMNS if c not in table.columns]
     if not missing:
-        return []
+        if OUTBOX_ADDED in table.columns:
+            return []
+        return [
+            Finding(
+                Severity.ERROR,
+                name,
+                f"the outbox table lacks the {OUTBOX_ADDED} column `cdc.emit` writes",
+                apply_fix(file),
+            )
+        ]
     return [
         Finding(
             Severity.ERROR,

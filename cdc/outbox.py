@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from cdc.errors import EmitError
 from cdc.tables.config import OutboxOptions
+from cdc.tracing import current_traceparent
 
 DEFAULT_TABLE = OutboxOptions().table  # what `outbox: {}` declares
 # Part of a Kafka topic name (`<outbox topic prefix>.<aggregate type>`).
@@ -87,7 +88,7 @@ def _statements(
     event_type: str,
     payload: Any,
     table: str,
-) -> tuple[sql.Composed, sql.Composed, tuple[str, str, str, str]]:
+) -> tuple[sql.Composed, sql.Composed, tuple[str, str, str, str, str | None]]:
     """The insert and delete, and the insert's values after the event id."""
     problems = []
     if not isinstance(aggregate_type, str) or not _AGGREGATE_TYPE.fullmatch(aggregate_type):
@@ -107,9 +108,11 @@ def _statements(
     if problems:
         raise EmitError(problems)
     target = sql.Identifier(*parts)
+    traceparent = current_traceparent()
+    # The trace the event was emitted in, for the span of the handler it reaches.
     insert = sql.SQL(
-        "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload) "
-        "VALUES (%s, %s, %s, %s, %s::jsonb)"
+        "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload, traceparent) "
+        "VALUES (%s, %s, %s, %s, %s::jsonb, %s)"
     ).format(target)
     delete = sql.SQL("DELETE FROM {} WHERE id = %s").format(target)
     data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
@@ -118,4 +121,4 @@ def _statements(
         encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise EmitError([f"the payload is not JSON: {exc}"]) from exc
-    return insert, delete, (aggregate_type, key, event_type, encoded)
+    return insert, delete, (aggregate_type, key, event_type, encoded, traceparent)

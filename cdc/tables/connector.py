@@ -16,6 +16,7 @@ TOPIC_NAME_MATCHES = "org.apache.kafka.connect.transforms.predicates.TopicNameMa
 # Where the Outbox Event Router puts the columns the consumer routes by.
 EVENT_TYPE_HEADER = "eventType"
 AGGREGATE_TYPE_HEADER = "aggregateType"
+TRACEPARENT_HEADER = "traceparent"  # cdc.tracing.HEADER
 EVENT_ID_HEADER = "id"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 # Ours (debezium/transforms): the Avro converter would turn a NULL into the column's DEFAULT.
@@ -201,7 +202,8 @@ def _outbox_router(watched: WatchedTables) -> dict[str, dict[str, str]]:
             "transforms.outbox.table.field.event.key": "aggregateid",
             "transforms.outbox.table.field.event.payload": "payload",
             "transforms.outbox.table.fields.additional.placement": (
-                f"type:header:{EVENT_TYPE_HEADER},aggregatetype:header:{AGGREGATE_TYPE_HEADER}"
+                f"type:header:{EVENT_TYPE_HEADER},aggregatetype:header:{AGGREGATE_TYPE_HEADER},"
+                f"traceparent:header:{TRACEPARENT_HEADER}"
             ),
             # Rows are inserted and deleted in the same transaction; an update is a mistake.
             "transforms.outbox.table.op.invalid.behavior": "warn",

@@ -16,6 +16,7 @@ from cdc.tables.live import partition_watched_twice, read_table, watched_ancesto
 _RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
 # The Outbox Event Router's default columns; `cdc.emit` writes them.
 OUTBOX_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "payload")
+OUTBOX_ADDED = "traceparent"  # `cdc connector apply` adds it to an outbox made without it
 
 
 def _ident(t: TableName) -> sql.Identifier:
@@ -98,6 +99,13 @@ def prepare_tables(
                 "aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL, "
                 "type varchar(255) NOT NULL, payload jsonb)"
             ).format(_ident(outbox))
+        )
+        # W3C trace context of the emitting transaction (NULL without OpenTelemetry); added
+        # to an outbox made before it was.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS traceparent varchar(55)").format(
+                _ident(outbox)
+            )
         )
     for t in captured_tables(watched):
         conn.execute(

@@ -145,7 +145,7 @@ def test_the_connector_routes_only_the_outbox_table() -> None:
     assert config["predicates.outboxTable.pattern"] == r"shop\.public\.outbox"
     assert config["transforms.outbox.route.topic.replacement"] == "outbox.event.${routedByValue}"
     assert config["transforms.outbox.table.fields.additional.placement"] == (
-        "type:header:eventType,aggregatetype:header:aggregateType"
+        "type:header:eventType,aggregatetype:header:aggregateType,traceparent:header:traceparent"
     )
     assert "public.outbox" in {str(t) for t in publication_tables(WATCHED)}
     assert outbox_topic_pattern(WATCHED) == r"^outbox\.event\..+"
