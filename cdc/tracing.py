@@ -73,3 +73,37 @@ def header(headers: Any) -> str | None:
         if key == HEADER and value:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def attributes(handler: str, event: Any, attempt: int) -> dict[str, Any]:
+    """A handler run's span attributes: where its record came from and what it is."""
+    out: dict[str, Any] = {"cdc.handler": handler, "cdc.attempt": attempt}
+    kafka = getattr(event, "kafka", None)
+    if kafka is not None:
+        out |= {
+            "messaging.system": "kafka",
+            "messaging.destination.name": kafka.topic,
+            "messaging.kafka.destination.partition": kafka.partition,
+            "messaging.kafka.message.offset": kafka.offset,
+        }
+    if isinstance(event, list):  # changes taken together: a batch, a transaction
+        out["cdc.changes"] = len(event)
+        transaction = getattr(event, "transaction", None)
+        if transaction is not None:
+            out["cdc.transaction"] = transaction
+    elif hasattr(event, "aggregate_type"):  # a domain event
+        out |= {
+            "cdc.event_type": event.type,
+            "cdc.event_id": event.id,
+            "cdc.aggregate_type": event.aggregate_type,
+        }
+    else:
+        out |= {"cdc.table": event.table, "cdc.op": event.op.value}
+    return out
+
+
+def parent_of(event: Any) -> str | None:
+    """The ``traceparent`` a domain event carries from the transaction that emitted it."""
+    if not hasattr(event, "aggregate_type"):
+        return None
+    return header(event.kafka.headers)
