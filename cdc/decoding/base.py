@@ -10,8 +10,9 @@ from confluent_kafka import Message
 
 from cdc.decoding.envelope import build_domain_event, build_event
 from cdc.errors import DecodeError, RegistryError
-from cdc.events.change import Event, KafkaCoordinates
+from cdc.events.change import Event
 from cdc.events.columns import Mismatch
+from cdc.events.source import KafkaCoordinates
 
 
 def coordinates(msg: Message) -> KafkaCoordinates:

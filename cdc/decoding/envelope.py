@@ -15,17 +15,16 @@ from cdc.events.change import (
     DomainEvent,
     Event,
     Heartbeat,
-    KafkaCoordinates,
     KeyReader,
     LogicalMessage,
     Op,
-    Source,
     Tombstone,
     TransactionBlock,
     TransactionEvent,
     trusted,
 )
 from cdc.events.columns import TOASTED, Columns, Mismatch, Plan
+from cdc.events.source import KafkaCoordinates, Source
 from cdc.events.values import as_bytes
 from cdc.tables.connector import AGGREGATE_TYPE_HEADER, EVENT_ID_HEADER, EVENT_TYPE_HEADER
 

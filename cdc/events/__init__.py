@@ -8,12 +8,9 @@ from cdc.events.change import (
     DomainEvent,
     Event,
     Heartbeat,
-    KafkaCoordinates,
     Kind,
     LogicalMessage,
     Op,
-    Snapshot,
-    Source,
     Tombstone,
     TransactionBlock,
     TransactionEvent,
@@ -23,6 +20,7 @@ from cdc.events.delivery import Delivery, DeliveryGate
 from cdc.events.fallback import Unrepresentable
 from cdc.events.group import Changes
 from cdc.events.rows import MICROS, MILLIS, Row, Scale, TimeUnit
+from cdc.events.source import KafkaCoordinates, Snapshot, Source
 from cdc.events.values import PLACEHOLDER, UNAVAILABLE, Unavailable
 
 __all__ = [

@@ -9,7 +9,7 @@ from cdc.errors import DecodeError
 from cdc.events.values import UNAVAILABLE, is_placeholder
 
 if TYPE_CHECKING:
-    from cdc.events.change import KafkaCoordinates
+    from cdc.events.source import KafkaCoordinates
 
 Convert = Callable[[Any], Any]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cdc.events.change import Change, KafkaCoordinates
+from cdc.events.change import Change
+from cdc.events.source import KafkaCoordinates
 
 
 class Changes(list[Change]):
