@@ -4,7 +4,7 @@ table built from the handlers and the watched-tables file."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.events import (
@@ -31,6 +31,16 @@ class Route:
 
     handler: Handler
     snapshot_reads: bool = False
+    # Read for every record: set once, not looked up through the handler each time.
+    name: str = field(init=False, compare=False, repr=False)
+    # A table handler of single changes without a row model: it takes the change as it is.
+    plain: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        h = self.handler
+        plain = isinstance(h, TableHandler) and h.model is None and h.batch is None
+        object.__setattr__(self, "name", h.name)
+        object.__setattr__(self, "plain", plain)
 
     @classmethod
     def of(cls, handler: Handler, tables: Mapping[str, TableOptions]) -> Route:
@@ -41,10 +51,6 @@ class Route:
         if chosen is None:
             chosen = tables.get(handler.table, TableOptions()).snapshot_reads
         return cls(handler, chosen)
-
-    @property
-    def name(self) -> str:
-        return self.handler.name
 
     @property
     def batch(self) -> int | None:

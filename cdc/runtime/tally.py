@@ -41,6 +41,14 @@ class Tally:
         else:
             metric.observe(labels, amount)
 
+    def here(self, metric: PlainHistogram) -> list[tuple[tuple[str, ...], float]]:
+        """What the consumer thread observed of ``metric`` since the last flush, to add to
+        (from the consumer thread only: `observe` without its checks, for the hot path)."""
+        observed = self._observed.get(metric)
+        if observed is None:
+            observed = self._observed[metric] = []
+        return observed
+
     def flush(self) -> None:
         m = self.metrics
         for (table, op, outcome), n in self.counts.items():
