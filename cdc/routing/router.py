@@ -74,6 +74,12 @@ class Route:
             return isinstance(event, Change) and h.wants(event)
         return isinstance(event, Change) and h.wants(event, self.snapshot_reads)
 
+    def by_op(self, op: Op) -> bool:
+        """Whether `wants` says the same of every change with this op (not so where the
+        handler watches some columns of updates)."""
+        h = self.handler
+        return not (isinstance(h, TableHandler) and h.columns is not None and op is Op.UPDATE)
+
     def typed(self, event: Runnable) -> Any:
         """The event as the handler's model types it; pydantic's ValidationError if it does
         not fit. A handler of lists gets a list (of one, for a change handled alone: a
@@ -103,6 +109,8 @@ class Router:
         self.event_routes: dict[str, list[Route]] = {}
         # Handlers of whole transactions: each also gets the transaction topic's END records.
         self.transaction_routes: list[Route] = []
+        # A table's routes for an op, where they depend on the op alone: found once.
+        self._by_op: dict[tuple[str, Op], list[Route]] = {}
         for handler in handlers:
             if isinstance(handler, EventHandler):
                 self.event_routes.setdefault(handler.event_type, []).append(Route(handler))
@@ -145,15 +153,24 @@ class Router:
 
     def routes_for(self, event: Event, table: str | None = None) -> list[Route] | None:
         """The routes that want this event; None when no handler exists for its table (or
-        its event type). ``table``: the event's, when the caller has it already."""
+        its event type). ``table``: the event's, when the caller has it already. (The list
+        may be shared: not to be changed.)"""
         if isinstance(event, DomainEvent):
             return self.event_routes.get(event.type)
         if isinstance(event, TransactionEvent):
             # A BEGIN says nothing the END does not: only ENDs are taken.
             return self.transaction_routes if event.status == "END" else []
-        routes = self.routes.get(event.table if table is None else table)
+        if table is None:
+            table = event.table
+        routes = self.routes.get(table)
         if routes is None:
             return None
         if not isinstance(event, Change):
             return []
-        return [r for r in routes if r.wants(event)]
+        op = event.op
+        wanted = self._by_op.get((table, op))
+        if wanted is None:
+            wanted = [r for r in routes if r.wants(event)]
+            if all(r.by_op(op) for r in routes):
+                self._by_op[table, op] = wanted
+        return wanted
