@@ -16,7 +16,7 @@ from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
-from cdc.runtime.tally import Tally
+from cdc.runtime.tally import Observed, Tally
 from cdc.runtime.transactions import Transactions
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork, Task
 
@@ -114,6 +114,8 @@ class Executor:
         lists = self._lists
         asynchronous = self._async
         quick = not self.dispatcher.debug  # else each run logs its start and end
+        timed = self._tally.here(self._metrics.handler_seconds)
+        lags = self._tally.here(self._metrics.end_to_end)
         for item in items:
             if self._stop.is_set():
                 break  # the rest of the fetch is read again after a restart
@@ -151,7 +153,8 @@ class Executor:
             if here:
                 # Quick handlers run right here: handing them to a thread costs more than they do.
                 if quick and not added:
-                    pending = self._quick(work, item, timestamp)  # adds it if not finished
+                    # It adds the record to its work if it does not finish it.
+                    pending = self._quick(work, item, timestamp, timed, lags)
                 else:
                     if not added:
                         work.add(item.offset, timestamp)
@@ -217,14 +220,16 @@ class Executor:
                 return False  # one coroutine handler's records are run together, on the loop
         return not workers.queued(key)
 
-    def _quick(self, work: PartitionWork, taken: Taken, timestamp: int) -> Pending | None:
+    def _quick(
+        self, work: PartitionWork, taken: Taken, timestamp: int, timed: Observed, lags: Observed
+    ) -> Pending | None:
         """`_handle` for a record not yet added to its partition's work, whose handlers are
         sync and quick: when each is simply done on its first attempt, the record is counted
         and finished with no more than that needs (no context log, no `HandlerRun` unless
-        the observer takes it); else it goes the whole way from the handler that was not."""
-        event, table, tally = cast(Routable, taken.event), taken.table, self._tally
-        dispatcher, pace = self.dispatcher, self._pace
-        observed = tally.here(self._metrics.handler_seconds)
+        the observer takes it); else it goes the whole way from the handler that was not.
+        ``timed``, ``lags``: the tally's observations of handler seconds and of lag."""
+        event: Routable = taken.event  # type: ignore[assignment]  # not an END: not grouped
+        table, dispatcher, pace = taken.table, self.dispatcher, self._pace
         done: list[tuple[str, float]] = []
         for route in taken.routes:
             name = route.name
@@ -237,16 +242,14 @@ class Executor:
                 work.add(taken.offset, timestamp)
                 return self._handle(work, taken, self._so_far(done), None, attempted=tried)
             # As `run` and `_paced` note a run, without the calls.
-            observed.append(((name, table, "done"), tried))
+            timed.append(((name, table, "done"), tried))
             last = pace.get(name, _UNPROVEN_S)
             pace[name] = tried if tried > last else last * 0.9 + tried * 0.1
             done.append((name, tried))
-        tally.counts[table, taken.op, "handled"] += 1
+        self._tally.counts[table, taken.op, "handled"] += 1
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
         if committed_ms is not None:
-            tally.here(self._metrics.end_to_end).append(
-                ((table,), time.time() - committed_ms / 1000)
-            )
+            lags.append(((table,), time.time() - committed_ms / 1000))
         work.skip(taken.offset, timestamp)
         if self._observer is not None:
             self._observer(taken.handled(self._so_far(done).runs))
