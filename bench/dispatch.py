@@ -87,9 +87,17 @@ class _Pipeline:
     def __call__(self, r: Record) -> None:
         event = decode(self.decoder, r)
         if self.router.gate.admit(event):
+            dispatcher = self.dispatcher
             for route in self.router.routes_for(event) or ():
                 assert isinstance(event, Change | DomainEvent)
-                self.dispatcher.run(route, event)
+                if dispatcher.debug:
+                    dispatcher.run(route, event)
+                    continue
+                # As the consumer runs a sync handler that has proven quick: its first
+                # attempt, and the rest of the run only if that was not simply done.
+                tried = dispatcher.first(route, event)
+                if not isinstance(tried, float):
+                    dispatcher.try_run(route, event, first=tried)
 
     def close(self) -> None:
         self.dispatcher.close()

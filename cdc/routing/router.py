@@ -155,7 +155,13 @@ class Router:
         """The routes that want this event; None when no handler exists for its table (or
         its event type). ``table``: the event's, when the caller has it already. (The list
         may be shared: not to be changed.)"""
-        if isinstance(event, DomainEvent):
+        if type(event) is Change:  # most records; and a pydantic isinstance costs 0.3 µs
+            if table is None:
+                table = event.table
+            wanted = self._by_op.get((table, event.op))
+            if wanted is not None:
+                return wanted
+        elif isinstance(event, DomainEvent):
             return self.event_routes.get(event.type)
         if isinstance(event, TransactionEvent):
             # A BEGIN says nothing the END does not: only ENDs are taken.

@@ -241,10 +241,12 @@ class Executor:
             if not isinstance(tried, float):
                 work.add(taken.offset, timestamp)
                 return self._handle(work, taken, self._so_far(done), None, attempted=tried)
-            # As `run` and `_paced` note a run, without the calls.
             timed.append(((name, table, "done"), tried))
-            last = pace.get(name, _UNPROVEN_S)
-            pace[name] = tried if tried > last else last * 0.9 + tried * 0.1
+            # As `_paced` notes a run, but only where it can change what `_inline` decides:
+            # the handler's pace is at most _INLINE_S, or it would not run here, and a run
+            # within that leaves it so; a slower one sets it at once.
+            if tried > _INLINE_S:
+                pace[name] = tried
             done.append((name, tried))
         self._tally.counts[table, taken.op, "handled"] += 1
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms

@@ -4,6 +4,8 @@ nothing a handler, the observer, the metrics or the offsets see."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -106,3 +108,20 @@ def test_a_handler_that_logs_and_publishes_on_the_quick_path() -> None:
     assert all(len(h.runs[0].published) == 1 for h in changes)
     assert len(sent) == 5 * ROUNDS
     assert kafka.stored[-1] == (DATA, 0, SIZE * ROUNDS)
+
+
+def test_a_slow_run_here_sends_the_handler_back_to_the_workers() -> None:
+    threads: dict[int, str] = {}
+    slow = SIZE * 6 + 4  # the create of the seventh round
+
+    @on_change("corpus.all_types")
+    def changed(change: Change, ctx: Context) -> None:
+        threads[change.kafka.offset] = threading.current_thread().name
+        if change.kafka.offset == slow:
+            time.sleep(0.005)
+
+    run(fetches(), changed, gap_s=0.01)
+    here = threading.current_thread().name
+    assert threads[slow] == here  # proven quick by then
+    after = sorted(o for o in threads if o > slow)
+    assert threads[after[0]].startswith("cdc-worker")
