@@ -230,7 +230,7 @@ class Executor:
         ``timed``, ``lags``: the tally's observations of handler seconds and of lag."""
         event: Routable = taken.event  # type: ignore[assignment]  # not an END: not grouped
         table, dispatcher, pace = taken.table, self.dispatcher, self._pace
-        done: list[tuple[str, float]] = []
+        ran = 0  # handlers simply done: the last this many in `timed`
         for route in taken.routes:
             name = route.name
             try:
@@ -240,27 +240,30 @@ class Executor:
                 return self._finish(work, taken, self._faulted(taken, exc, None))
             if not isinstance(tried, float):
                 work.add(taken.offset, timestamp)
-                return self._handle(work, taken, self._so_far(done), None, attempted=tried)
+                so_far = self._so_far(timed, ran)
+                return self._handle(work, taken, so_far, None, attempted=tried)
             timed.append(((name, table, "done"), tried))
             # As `_paced` notes a run, but only where it can change what `_inline` decides:
             # the handler's pace is at most _INLINE_S, or it would not run here, and a run
             # within that leaves it so; a slower one sets it at once.
             if tried > _INLINE_S:
                 pace[name] = tried
-            done.append((name, tried))
+            ran += 1
         self._tally.counts[table, taken.op, "handled"] += 1
         committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
         if committed_ms is not None:
             lags.append(((table,), time.time() - committed_ms / 1000))
         work.skip(taken.offset, timestamp)
         if self._observer is not None:
-            self._observer(taken.handled(self._so_far(done).runs))
+            self._observer(taken.handled(self._so_far(timed, ran).runs))
         return None
 
     @staticmethod
-    def _so_far(done: list[tuple[str, float]]) -> Pending:
-        """The runs `_quick` found simply done, as `run` goes on from them."""
-        return Pending(tuple(HandlerRun(name, Outcome.DONE, seconds=s) for name, s in done))
+    def _so_far(timed: Observed, ran: int) -> Pending:
+        """The runs `_quick` found simply done (the last ``ran`` it timed), as `run` goes on
+        from them."""
+        done = timed[len(timed) - ran :]
+        return Pending(tuple(HandlerRun(labels[0], Outcome.DONE, seconds=s) for labels, s in done))
 
     def _handle(
         self,
