@@ -125,3 +125,31 @@ def test_a_slow_run_here_sends_the_handler_back_to_the_workers() -> None:
     assert threads[slow] == here  # proven quick by then
     after = sorted(o for o in threads if o > slow)
     assert threads[after[0]].startswith("cdc-worker")
+
+
+def test_a_fault_of_ours_on_the_quick_path_parks_the_record_and_goes_on() -> None:
+    parked: list[tuple[int, str, str]] = []
+    faulty = SIZE * 6 + 5  # an update of the seventh round
+
+    @on_change("corpus.all_types")
+    def changed(change: Change, ctx: Context) -> None:
+        pass
+
+    def ready(runtime: Any) -> None:
+        first = runtime.dispatcher.first
+
+        def failing(route: Any, event: Any) -> Any:
+            if event.kafka.offset == faulty:
+                raise RuntimeError("ours")
+            return first(route, event)
+
+        runtime.dispatcher.first = failing
+        runtime.parker.park = lambda msg, reason, error, **_: parked.append(
+            (msg.offset(), reason, error)
+        )
+
+    _, kafka, handled = run(fetches(), changed, ready)
+    assert parked == [(faulty, "RuntimeError: ours", "InternalError")]
+    (h,) = [h for h in handled if h.offset == faulty]
+    assert h.parked == ("ours",)
+    assert kafka.stored[-1] == (DATA, 0, SIZE * ROUNDS)
