@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import threading
 from typing import Any
 
 import structlog
@@ -29,6 +30,10 @@ from bench.decode import rate
 from cdc import Change, Context, DomainEvent, Row, on_change, on_event
 from cdc.routing import Route, Router, handlers_of
 from cdc.runtime import Dispatcher, Resources
+from cdc.runtime.metrics import Metrics
+from cdc.runtime.records import Handled
+from cdc.runtime.route import RouteStage
+from cdc.runtime.tally import Tally
 from cdc.settings import Settings
 from tests.corpus.load import (
     DATA,
@@ -42,6 +47,7 @@ from tests.corpus.load import (
 )
 
 TABLE = "corpus.all_types"
+_AT = ("corpus.corpus.all_types", 0, 0)  # where a record came from, as the stages pass it
 
 
 class Slim(Row):
@@ -83,13 +89,26 @@ class _Pipeline:
         self.decoder = decoder(encoding)
         self.router = Router(handlers_of(declared))
         self.dispatcher = Dispatcher(Resources(Settings()))
+        # The consumer's own gate-and-route stage (nothing here is unrouted or parked).
+        self.route = RouteStage(self.router, None, "skip", "", threading.Event())  # type: ignore[arg-type]
+        self.tally = Tally(Metrics())
 
     def __call__(self, r: Record) -> None:
         event = decode(self.decoder, r)
-        if self.router.gate.admit(event):
-            for route in self.router.routes_for(event) or ():
-                assert isinstance(event, Change | DomainEvent)
-                self.dispatcher.run(route, event)
+        (taken,) = self.route.batch([(None, _AT, event)], self.tally)  # type: ignore[list-item]
+        if isinstance(taken, Handled):
+            return
+        dispatcher = self.dispatcher
+        for route in taken.routes:
+            assert isinstance(event, Change | DomainEvent)
+            if dispatcher.debug:
+                dispatcher.run(route, event)
+                continue
+            # As the consumer runs a sync handler that has proven quick: its first
+            # attempt, and the rest of the run only if that was not simply done.
+            tried = dispatcher.first(route, event)
+            if not isinstance(tried, float):
+                dispatcher.try_run(route, event, first=tried)
 
     def close(self) -> None:
         self.dispatcher.close()

@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -170,18 +170,55 @@ class Resources:
             self._producer = None
 
 
-@dataclass
 class Context:
-    """Given to a handler with each change or domain event."""
+    """Given to a handler with each change or domain event.
 
-    event: Change | DomainEvent | Changes  # Changes: for a handler that takes a list
-    handler: str
-    attempt: int
-    log: Any  # a structlog logger bound to topic, partition, offset, table, op, handler
-    resources: Resources
-    ledger: Ledger | None = None  # set for a handler declared with ledger=True
-    published: list[Outgoing] = field(default_factory=list)
-    _claimed: bool = field(default=False, init=False, repr=False)
+    (Slotted, its logger bound on first use: one is made per handler run, and most runs
+    neither log nor publish.)"""
+
+    __slots__ = (
+        "_claimed",
+        "_log",
+        "attempt",
+        "event",
+        "handler",
+        "ledger",
+        "published",
+        "resources",
+    )
+
+    def __init__(
+        self,
+        event: Change | DomainEvent | Changes,  # Changes: for a handler that takes a list
+        handler: str,
+        attempt: int,
+        log: Any,  # None: a `RecordLog` of the event, made when first used
+        resources: Resources,
+        ledger: Ledger | None = None,  # set for a handler declared with ledger=True
+        published: list[Outgoing] | None = None,
+    ) -> None:
+        self.event = event
+        self.handler = handler
+        self.attempt = attempt
+        self._log = log
+        self.resources = resources
+        self.ledger = ledger
+        self.published: list[Outgoing] = [] if published is None else published
+        self._claimed = False
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to topic, partition, offset, table, op, handler."""
+        if self._log is None:
+            self._log = RecordLog(self.event, self.handler)
+        return self._log
+
+    @log.setter
+    def log(self, value: Any) -> None:
+        self._log = value
+
+    def __repr__(self) -> str:
+        return f"Context(handler={self.handler!r}, attempt={self.attempt}, event={self.event!r})"
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -33,9 +33,10 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # the handler's filters do not want the change (test kit only)
 
 
-@dataclass
+@dataclass(slots=True)
 class HandlerRun:
-    """How one handler fared with one change (over all its attempts)."""
+    """How one handler fared with one change (over all its attempts). (Slotted: one is made
+    per run that is not simply done on the consumer thread.)"""
 
     handler: str
     outcome: Outcome
@@ -95,6 +96,11 @@ class Dispatcher:
         self._loop_lock = threading.Lock()
         self._debug = debug_enabled()  # the per-run lines (logging is configured by now)
 
+    @property
+    def debug(self) -> bool:
+        """Whether each run logs its start and end (then `first` is not for it)."""
+        return self._debug
+
     def attempt(
         self,
         route: Route,
@@ -111,12 +117,32 @@ class Dispatcher:
         if isinstance(call, HandlerRun):
             return call
         ctx, result = call
+        result = self._awaited(result)
+        return self._settle(route.name, result, attempt, ctx, started, publish=publish)
+
+    def first(self, route: Route, change: Routable) -> float | HandlerRun:
+        """The first attempt of a run, as `try_run` makes it: the seconds it took when the
+        handler was simply done (returned None, published nothing), else the attempt's run,
+        for `try_run` to go on from (``first=``). Nothing is built that a quick run, done,
+        does not need. (Not for the per-run debug lines: see ``debug``.)"""
+        started = time.perf_counter()
+        call = self._call(route, change, 1, None)  # its log made if the handler logs
+        if isinstance(call, HandlerRun):
+            return call
+        ctx, result = call
+        if result is None and not ctx.published:
+            return time.perf_counter() - started
+        return self._settle(route.name, self._awaited(result), 1, ctx, started)
+
+    def _awaited(self, result: Any) -> Any:
+        """What the handler returned, a coroutine run on the loop (sync handlers too may
+        return one); what it raised, if it did."""
         if result is not None and inspect.isawaitable(result):
             try:
-                result = self._run_async(result)
+                return self._run_async(result)
             except Exception as exc:
-                result = exc
-        return self._settle(route.name, result, attempt, ctx, started, publish=publish)
+                return exc
+        return result
 
     def _call(
         self, route: Route, change: Runnable, attempt: int, log: Any
@@ -126,7 +152,7 @@ class Dispatcher:
         (for a coroutine function, the coroutine, not run yet)."""
         handler = route.handler
         try:
-            typed = route.typed(change)
+            typed = change if route.plain else route.typed(change)
         except Exception as exc:  # typing is deterministic: another attempt cannot help
             model = handler.model.__name__ if handler.model else "?"
             what = "payload" if isinstance(change, DomainEvent) else "row"
@@ -238,10 +264,13 @@ class Dispatcher:
         assert isinstance(run, HandlerRun)
         return run
 
-    def try_run(self, route: Route, change: Routable) -> HandlerRun | Later:
+    def try_run(
+        self, route: Route, change: Routable, first: HandlerRun | None = None
+    ) -> HandlerRun | Later:
         """Like `run`, but where it would wait before another attempt, return that state
-        instead (for `run` to go on with on a thread that may wait)."""
-        return self._attempts(route, change, None, None)
+        instead (for `run` to go on with on a thread that may wait). ``first``: the first
+        attempt, made already (`first`)."""
+        return self._attempts(route, change, None, None, first=first)
 
     def _attempts(
         self,

@@ -16,7 +16,7 @@ from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
-from cdc.runtime.tally import Tally
+from cdc.runtime.tally import Observed, Tally
 from cdc.runtime.transactions import Transactions
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork, Task
 
@@ -112,6 +112,10 @@ class Executor:
         grouped: set[Key] = set()
         observer = self._observer
         lists = self._lists
+        asynchronous = self._async
+        quick = not self.dispatcher.debug  # else each run logs its start and end
+        timed = self._tally.here(self._metrics.handler_seconds)
+        lags = self._tally.here(self._metrics.end_to_end)
         for item in items:
             if self._stop.is_set():
                 break  # the rest of the fetch is read again after a restart
@@ -124,14 +128,22 @@ class Executor:
                     observer(item)
                 continue
             msg = item.msg
-            work.add(item.offset, msg.timestamp()[1])
-            if lists and not self._split(work, item):
-                continue  # held for the lists of its handlers, and nothing else to run
+            timestamp = msg.timestamp()[1]
+            # A record is added to its partition's work before anything can finish it, but
+            # not one that `_quick` finishes at once.
+            added = False
+            if lists and any(r.grouped for r in item.routes):
+                work.add(item.offset, timestamp)
+                added = True
+                if not self._split(work, item):
+                    continue  # held for the lists of its handlers, and nothing else to run
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
             pending = None
             here = key not in keys and self._inline(key, item.routes)
-            if here and item.routes[0].name in self._async:
+            if here and item.routes[0].name in asynchronous:
+                if not added:
+                    work.add(item.offset, timestamp)
                 group.append((work, item, key))
                 grouped.add(key)
                 continue
@@ -140,9 +152,17 @@ class Executor:
                 grouped.clear()
             if here:
                 # Quick handlers run right here: handing them to a thread costs more than they do.
-                pending = self._handle(work, item, None, None)
+                if quick and not added:
+                    # It adds the record to its work if it does not finish it.
+                    pending = self._quick(work, item, timestamp, timed, lags)
+                else:
+                    if not added:
+                        work.add(item.offset, timestamp)
+                    pending = self._handle(work, item, None, None)
                 if pending is None:
                     continue
+            elif not added:
+                work.add(item.offset, timestamp)
             tasks.append((key, self._task(work, item, pending)))
             keys.add(key)
         self._run_group(group, tasks, keys)
@@ -200,6 +220,51 @@ class Executor:
                 return False  # one coroutine handler's records are run together, on the loop
         return not workers.queued(key)
 
+    def _quick(
+        self, work: PartitionWork, taken: Taken, timestamp: int, timed: Observed, lags: Observed
+    ) -> Pending | None:
+        """`_handle` for a record not yet added to its partition's work, whose handlers are
+        sync and quick: when each is simply done on its first attempt, the record is counted
+        and finished with no more than that needs (no context log, no `HandlerRun` unless
+        the observer takes it); else it goes the whole way from the handler that was not.
+        ``timed``, ``lags``: the tally's observations of handler seconds and of lag."""
+        event: Routable = taken.event  # type: ignore[assignment]  # not an END: not grouped
+        table, dispatcher, pace = taken.table, self.dispatcher, self._pace
+        ran = 0  # handlers simply done: the last this many in `timed`
+        for route in taken.routes:
+            name = route.name
+            try:
+                tried = dispatcher.first(route, event)
+            except Exception as exc:  # a fault of ours, not the record's: park it
+                work.add(taken.offset, timestamp)
+                return self._finish(work, taken, self._faulted(taken, exc, None))
+            if not isinstance(tried, float):
+                work.add(taken.offset, timestamp)
+                so_far = self._so_far(timed, ran)
+                return self._handle(work, taken, so_far, None, attempted=tried)
+            timed.append(((name, table, "done"), tried))
+            # As `_paced` notes a run, but only where it can change what `_inline` decides:
+            # the handler's pace is at most _INLINE_S, or it would not run here, and a run
+            # within that leaves it so; a slower one sets it at once.
+            if tried > _INLINE_S:
+                pace[name] = tried
+            ran += 1
+        self._tally.counts[table, taken.op, "handled"] += 1
+        committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
+        if committed_ms is not None:
+            lags.append(((table,), time.time() - committed_ms / 1000))
+        work.skip(taken.offset, timestamp)
+        if self._observer is not None:
+            self._observer(taken.handled(self._so_far(timed, ran).runs))
+        return None
+
+    @staticmethod
+    def _so_far(timed: Observed, ran: int) -> Pending:
+        """The runs `_quick` found simply done (the last ``ran`` it timed), as `run` goes on
+        from them."""
+        done = timed[len(timed) - ran :]
+        return Pending(tuple(HandlerRun(labels[0], Outcome.DONE, seconds=s) for labels, s in done))
+
     def _handle(
         self,
         work: PartitionWork,
@@ -207,27 +272,45 @@ class Executor:
         pending: Pending | None,
         wait: Wait | None,
         first: HandlerRun | Later | None = None,
+        attempted: HandlerRun | None = None,
     ) -> Pending | None:
         """Run the handlers (``wait`` None: without waiting, returning what has to) and
-        finish the record; a fault of ours parks it."""
+        finish the record; a fault of ours parks it. ``attempted``: the first attempt of the
+        next handler to run, made already (`Dispatcher.first`)."""
         try:
-            handled = self.run(taken, wait, pending, first)
+            if attempted is not None:
+                route = taken.routes[len(pending.runs) if pending is not None else 0]
+                first = self.dispatcher.try_run(route, cast(Routable, taken.event), attempted)
+            handled: Handled | Pending | None = self.run(taken, wait, pending, first)
         except Stopping:
             return None  # not finished: read again
         except Exception as exc:  # a fault of ours, not the record's: park it, keep going
-            msg, table = taken.msg, taken.table
-            log.exception("record.failed", **where(msg), table=table, op=taken.op)
-            try:
-                self._parker.park(
-                    msg,
-                    f"{type(exc).__name__}: {exc}",
-                    "InternalError",
-                    wait=wait or self._stop.wait,
-                    table=table,
-                )
-            except Stopping:
-                return None
-            handled = taken.handled(parked=(str(exc),))
+            handled = self._faulted(taken, exc, wait)
+        return self._finish(work, taken, handled)
+
+    def _faulted(self, taken: Taken, exc: Exception, wait: Wait | None) -> Handled | None:
+        """A fault of ours, not the record's: the record parked (None: the consumer stops
+        first, and it is read again)."""
+        msg, table = taken.msg, taken.table
+        log.exception("record.failed", exc_info=exc, **where(msg), table=table, op=taken.op)
+        try:
+            self._parker.park(
+                msg,
+                f"{type(exc).__name__}: {exc}",
+                "InternalError",
+                wait=wait or self._stop.wait,
+                table=table,
+            )
+        except Stopping:
+            return None
+        return taken.handled(parked=(str(exc),))
+
+    def _finish(
+        self, work: PartitionWork, taken: Taken, handled: Handled | Pending | None
+    ) -> Pending | None:
+        """The record finished, unless its handlers wait (returned) or it is read again."""
+        if handled is None:
+            return None
         if isinstance(handled, Pending):
             return handled
         if taken.join is not None:

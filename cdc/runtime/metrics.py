@@ -61,14 +61,23 @@ class PlainHistogram:
 
     def observe_all(self, observed: Iterable[tuple[tuple[str, ...], float]]) -> None:
         """Many observations under one lock (negative amounts count as 0)."""
-        bounds, width = self._bounds, len(self._bounds) + 1
+        bounds, width, every = self._bounds, len(self._bounds) + 1, self._series
+        first, bucket = self._bounds[0], bisect.bisect_left
+        # Two of these per record: the series looked up only when the labels change (a
+        # batch's observations mostly share them), the bucket searched for only above the
+        # first (where most handler runs are).
+        last: tuple[str, ...] | None = None
+        series: list[float] = []
         with self._lock:
             for labels, amount in observed:
-                amount = max(0.0, amount)
-                series = self._series.get(labels)
-                if series is None:
-                    series = self._series[labels] = [0.0] * width
-                series[bisect.bisect_left(bounds, amount)] += 1  # the first le >= amount
+                if amount < 0.0:
+                    amount = 0.0
+                if labels != last:
+                    last, found = labels, every.get(labels)
+                    if found is None:
+                        found = every[labels] = [0.0] * width
+                    series = found
+                series[0 if amount <= first else bucket(bounds, amount)] += 1  # first le >= it
                 series[-1] += amount
 
     def collect(self) -> list[HistogramMetricFamily]:

@@ -33,7 +33,7 @@ class Pending:
     next attempt: the runs so far, and that handler's state."""
 
     runs: tuple[HandlerRun, ...]
-    later: Later
+    later: Later | None = None  # None: the next handler has not had to wait (yet)
 
 
 class Taken:

@@ -7,7 +7,7 @@ import threading
 import structlog
 from confluent_kafka import Message
 
-from cdc.events import Change, DomainEvent, Event, TransactionEvent
+from cdc.events import Change, DomainEvent, Event, Op, TransactionEvent
 from cdc.routing import Router
 from cdc.runtime.dispatch import Stopping
 from cdc.runtime.park import Parker
@@ -15,6 +15,8 @@ from cdc.runtime.records import Decoded, Handled, Taken, where
 from cdc.runtime.tally import Tally
 
 log = structlog.get_logger("cdc.consumer")
+# The ops of a change of rows (Kind.CHANGE), with their metric label.
+_ROW_CHANGES = {op: op.value for op in (Op.CREATE, Op.UPDATE, Op.DELETE)}
 
 
 class RouteStage:
@@ -37,12 +39,21 @@ class RouteStage:
         """The batch in order: each decoded record routed or finished; cut short where the
         consumer stops while the dead-letter topic cannot be reached."""
         out: list[Handled | Taken] = []
+        routes_for = self.router.routes_for
         for item in items:
             if isinstance(item, Handled):
                 out.append(item)
                 continue
+            msg, at, event = item
+            # Most records: a row changed (the gate admits every one), and it has handlers.
+            if type(event) is Change and event.op in _ROW_CHANGES:
+                table = event.table
+                routes = routes_for(event, table)
+                if routes:
+                    out.append(Taken(msg, at, event, routes, table, _ROW_CHANGES[event.op]))
+                    continue
             try:
-                out.append(self.one(*item, tally))
+                out.append(self.one(msg, at, event, tally))
             except Stopping:
                 break
         return out

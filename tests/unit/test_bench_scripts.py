@@ -45,3 +45,11 @@ def test_bench_dispatch_reports_each_pipeline() -> None:
             measure = report[f"{name}/{level}"]
             assert isinstance(measure, dict)
             assert measure["per_s"] > 0
+
+
+def test_bench_replay_runs_the_runtime_to_the_last_offset() -> None:
+    report = run("bench.replay")
+    assert isinstance(report["cpu_us_per_record"], float)
+    routed = report["routed (1000)"]
+    assert isinstance(routed, dict)
+    assert sum(routed.values()) == 1000

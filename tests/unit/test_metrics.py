@@ -26,3 +26,26 @@ def test_plain_histogram_exposes_what_prometheus_client_does() -> None:
         line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line
     ]
     assert generate_latest(ours).decode().splitlines() == expected
+
+
+def test_observations_in_bulk_count_as_one_by_one() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("x_seconds", "Doc.", ["table"], buckets=BUCKETS, registry=theirs)
+    plain = PlainHistogram("x_seconds", "Doc.", ["table"], BUCKETS, ours)
+    # Series interleaved and in runs, on and off the first bound, a negative amount (as 0).
+    observed = [
+        (("a",), 0.0001),
+        (("a",), 0.0005),
+        (("b",), 0.0006),
+        (("a",), -0.5),
+        (("b",), 12.0),
+        (("b",), 0.0),
+        (("a",), 0.3),
+    ]
+    for labels, amount in observed:
+        reference.labels(*labels).observe(max(0.0, amount))
+    plain.observe_all(observed)
+    expected = [
+        line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line
+    ]
+    assert generate_latest(ours).decode().splitlines() == expected

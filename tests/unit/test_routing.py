@@ -187,6 +187,22 @@ def test_column_filter() -> None:
     assert comments.wants(factory.update("comments", {"id": 1, "body": "x"}, body="y"))
 
 
+def test_routes_found_once_per_op_unless_a_handler_watches_columns() -> None:
+    factory = ChangeFactory(WATCHED)
+    every, email = declare("users"), declare("users", columns=["email"])
+    router = Router([every, email])
+    row = {"id": 1, "handle": "ada", "email": "a@x", "password_hash": "secret"}
+    for _ in range(2):  # the second time from what the first found
+        assert [r.handler for r in router.routes_for(factory.insert("users", row)) or ()] == [
+            every,
+            email,
+        ]
+        emailed = router.routes_for(factory.update("users", row, email="b@x")) or ()
+        assert [r.handler for r in emailed] == [every, email]
+        handled = router.routes_for(factory.update("users", row, handle="lovelace")) or ()
+        assert [r.handler for r in handled] == [every]
+
+
 class User(Row):
     id: int
     email: str
