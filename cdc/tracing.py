@@ -7,7 +7,8 @@ nothing."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 try:
@@ -24,7 +25,47 @@ _TRACER = trace.get_tracer("cdc") if trace is not None else None
 
 
 def enabled() -> bool:
-    return _TRACER is not None
+    """Whether spans are made: the API is installed and the application set a tracer
+    provider (until it does, the API's proxy makes spans nobody keeps: skipped)."""
+    return trace is not None and not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
+def traced_call(
+    func: Callable[..., Any],
+    typed: Any,
+    ctx: Any,
+    handler: str,
+    event: Any,
+    attempt: int,
+    outcome: Callable[[Any], tuple[str, str]],
+) -> Any:
+    """Call a handler in its span, current while it runs (so what it emits carries it):
+    what it returned or raised; for a coroutine function, a coroutine whose span opens and
+    closes around the await, on the loop that runs it. ``outcome``: what a result means
+    (outcome, reason)."""
+    attrs, parent = attributes(handler, event, attempt), parent_of(event)
+    if inspect.iscoroutinefunction(func):
+
+        async def awaited() -> Any:
+            with handler_span(handler, attrs, parent) as span:
+                try:
+                    result = await func(typed, ctx)
+                except Exception as exc:
+                    finish(span, *outcome(exc))
+                    raise
+                finish(span, *outcome(result))
+                return result
+
+        return awaited()
+    with handler_span(handler, attrs, parent) as span:
+        try:
+            result = func(typed, ctx)
+        except Exception as exc:
+            result = exc
+        finish(span, *outcome(result))
+    return result
 
 
 def current_traceparent() -> str | None:

@@ -18,6 +18,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
+from cdc import tracing
 from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Retry, Routable, Route, Runnable
@@ -170,6 +171,11 @@ class Dispatcher:
         try:
             if handler.ledger:  # its table is made on first use: the database may be down
                 ctx.ledger = self.resources.ledger()
+            if tracing.enabled():
+                meaning = _outcome(handler.name, attempt)
+                return ctx, tracing.traced_call(
+                    handler.func, typed, ctx, handler.name, change, attempt, meaning
+                )
             return ctx, handler.func(typed, ctx)
         except Exception as exc:  # every failure has a defined meaning
             return ctx, exc
@@ -383,6 +389,14 @@ def unreachable(error: BaseException | None) -> bool:
 def _sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return False
+
+
+def _outcome(name: str, attempt: int) -> Callable[[Any], tuple[str, str]]:
+    def outcome(result: Any) -> tuple[str, str]:
+        run = _meaning(name, result, attempt)
+        return run.outcome.value, run.reason
+
+    return outcome
 
 
 def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
