@@ -250,9 +250,9 @@ class Executor:
                 pace[name] = tried
             ran += 1
         self._tally.counts[table, taken.op, "handled"] += 1
-        committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
-        if committed_ms is not None:
-            lags.append(((table,), time.time() - committed_ms / 1000))
+        committed = committed_at(event)
+        if committed is not None:
+            lags.append(((table,), time.time() - committed))
         work.skip(taken.offset, timestamp)
         if self._observer is not None:
             self._observer(taken.handled(self._so_far(timed, ran).runs))
@@ -387,12 +387,23 @@ class Executor:
             else "handled"
         )
         tally.count(outcome, table, taken.op)
-        committed_ms = event.source.ts_ms if isinstance(event, Change) else event.kafka.timestamp_ms
-        if committed_ms is not None:
-            tally.observe(self._metrics.end_to_end, (table,), time.time() - committed_ms / 1000)
+        committed = committed_at(event)
+        if committed is not None:
+            tally.observe(self._metrics.end_to_end, (table,), time.time() - committed)
 
     def _paced(self, route: Route, seconds: float) -> None:
         """Note how long a handler ran: a slow run counts at once, quick ones bring it down
         over a few dozen runs. (From any thread: a lost update only delays the switch.)"""
         pace = self._pace.get(route.name, _UNPROVEN_S)
         self._pace[route.name] = seconds if seconds > pace else pace * 0.9 + seconds * 0.1
+
+
+def committed_at(event: Routable | TransactionEvent) -> float | None:
+    """When the change's transaction committed (to the microsecond where Debezium says), or
+    when a domain event's record was produced: seconds since the epoch."""
+    if isinstance(event, Change):
+        source = event.source
+        us = source.ts_us
+        return us / 1e6 if us is not None else source.ts_ms / 1000
+    ms = event.kafka.timestamp_ms
+    return None if ms is None else ms / 1000

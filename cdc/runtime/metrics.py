@@ -130,7 +130,7 @@ class Metrics:
         )
         self.end_to_end = PlainHistogram(
             "cdc_end_to_end_lag_seconds",
-            "From the source transaction's commit (source.ts_ms) to the change being handled.",
+            "From the source transaction's commit (source.ts_us) to the change being handled.",
             ["table"],
             _LAG_BUCKETS,
             r,
