@@ -110,3 +110,19 @@ def strict(schema: Any) -> Any:
     ):
         out["additionalProperties"] = False
     return out
+
+
+OPERATOR_CRDS = Path(__file__).parent / "prometheus_operator"
+
+
+@cache
+def prometheus_operator_schemas() -> dict[str, dict[str, Any]]:
+    """``openAPIV3Schema`` of the Prometheus Operator's kinds we make, by kind (the CRDs
+    copied in tests/deploy/prometheus_operator), strict as `strict` makes them."""
+    schemas = {}
+    for path in sorted(OPERATOR_CRDS.glob("*.yaml")):
+        # Go's regexes take a flag group after `^`; Python's only at the very start.
+        crd = yaml.safe_load(path.read_text().replace("^(?i)", "(?i)^"))
+        (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
+        schemas[crd["spec"]["names"]["kind"]] = strict(version["schema"]["openAPIV3Schema"])
+    return schemas

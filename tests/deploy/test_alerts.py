@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -21,6 +22,7 @@ from cdc.deploy.compose import compose_file
 from cdc.runtime.metrics import Metrics
 from cdc.settings import Settings
 from tests.deploy.conftest import ROOT
+from tests.deploy.schemas import prometheus_operator_schemas
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "cdc-dashboard.json"
@@ -99,3 +101,17 @@ def test_kubernetes_gets_the_rules_and_a_service_monitor(manifest: str) -> None:
     (endpoint,) = monitor["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"]
     assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": JOB}]
+
+
+def test_the_rules_and_the_monitor_validate_against_the_operators_crds() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
+    schemas = prometheus_operator_schemas()
+    for kind in ("PrometheusRule", "ServiceMonitor"):
+        (doc,) = [d for d in docs if d["kind"] == kind]
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        jsonschema.validate(doc, schemas[kind])
+    # Strict: a misspelt field is refused, not pruned away unseen.
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, schemas["ServiceMonitor"])
