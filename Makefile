@@ -57,7 +57,8 @@ test: setup lint
 	$(BIN)/pytest
 
 # The reliability suite at full size (20 SIGKILLs over 100k changes, each component crashed
-# and restarted, 10 minutes of load, ...); `make test` runs it short. Figures: .cdc/reliability/.
+# and restarted, 10 minutes of load, the drills on a 3-broker/2-worker cluster, ...); `make test`
+# runs it short. Figures: .cdc/reliability/.
 reliability: setup
 	CDC_RELIABILITY=full $(BIN)/pytest -m reliability tests/reliability
 	CDC_RELIABILITY=full $(BIN)/python -m tests.reliability.report

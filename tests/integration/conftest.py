@@ -3,8 +3,11 @@ topic prefix, torn down afterwards."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import yaml
 from cdc.connect import ConnectClient, apply_connector
 from cdc.settings import Settings
 from cdc.stack.endpoints import StackEndpoints
+from cdc.stack.local import LocalStack
 from cdc.tables.config import ConnectorOptions, WatchedTables, load_watched_tables
 from cdc.testing.pipeline import remove_connector
 
@@ -124,3 +128,17 @@ def pipeline(cdc_stack: StackEndpoints, tmp_path: Path) -> Iterator[Pipeline]:
         yield p
     finally:
         p.close()
+
+
+@contextmanager
+def private_cluster(prefix: str) -> Iterator[LocalStack]:
+    """Three KRaft brokers and two Connect workers in a state directory of their own,
+    destroyed afterwards."""
+    # Not pytest's tmp_path: as root, PostgreSQL runs as another user and cannot enter it.
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        stack.up(brokers=3, connect_workers=2)
+        yield stack
+    finally:
+        stack.destroy()
+        shutil.rmtree(stack.dir, ignore_errors=True)

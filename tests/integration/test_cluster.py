@@ -6,9 +6,7 @@ user written gets its one welcome."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from cdc.connect import ConnectClient
 from cdc.replication_check import read_topics, replication_findings
 from cdc.stack.local import LocalStack
 from cdc.topics import ensure_topic
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, private_cluster
 from tests.integration.test_kill import ROOT, start, wait
 
 pytestmark = pytest.mark.stack
@@ -31,14 +29,8 @@ WELCOMES = "SELECT count(*) FROM notifications WHERE kind = 'welcome' AND user_i
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalStack]:
-    # Not pytest's tmp_path: as root, PostgreSQL runs as another user and cannot enter it.
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix="cdc-cluster-test-")))
-    try:
-        stack.up(brokers=3, connect_workers=2)
+    with private_cluster("cdc-cluster-test-") as stack:
         yield stack
-    finally:
-        stack.destroy()
-        shutil.rmtree(stack.dir, ignore_errors=True)
 
 
 def add_users(pipeline: Pipeline, first: int, count: int) -> list[int]:

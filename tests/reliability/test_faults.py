@@ -138,27 +138,21 @@ def test_scale_one_three_one(pipeline: Pipeline, tmp_path: Path) -> None:
     writer = Writer(app, rate=scaled(150, 300), batch=10).start()
     table_partitions = partitions * len(app.topics)
 
-    def owned(run: CdcRun) -> int:
-        try:
-            return int(run.metrics().get("cdc_assigned_partitions", 0))
-        except Exception:
-            return 0
-
     first = CdcRun(app, tmp_path / "first.log")
     phases = []
     # The outbox topics (one partition each) come on top of the tables'.
-    eventually(lambda: owned(first) >= table_partitions, what="one consumer owning everything")
-    phases.append([owned(first)])
+    eventually(lambda: first.owned() >= table_partitions, what="one consumer owning everything")
+    phases.append([first.owned()])
     time.sleep(scaled(5, 20))
     more = [CdcRun(app, tmp_path / f"more{i}.log") for i in range(2)]
     runs = [first, *more]
-    eventually(lambda: all(owned(r) > 0 for r in runs), what="three consumers sharing")
+    eventually(lambda: all(r.owned() > 0 for r in runs), what="three consumers sharing")
     time.sleep(scaled(5, 20))
-    phases.append([owned(r) for r in runs])
+    phases.append([r.owned() for r in runs])
     for run in more:
         assert run.stop() == 0, run.tail()
-    eventually(lambda: owned(first) >= table_partitions, what="one consumer again")
-    phases.append([owned(first)])
+    eventually(lambda: first.owned() >= table_partitions, what="one consumer again")
+    phases.append([first.owned()])
     time.sleep(scaled(5, 20))
     found = finish(app, writer, [first], timeout=600)
     logs = [r.log for r in runs]

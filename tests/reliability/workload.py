@@ -56,7 +56,8 @@ class ExampleApp:
         if partitions > 1:
             # Made before the connector, so Debezium spreads each table's rows over them by key.
             admin = AdminClient(pipeline.settings.kafka_config())  # type: ignore[arg-type]
-            topics = [NewTopic(pipeline.topic(t), partitions, 1) for t in TABLES]
+            # The cluster's replication factor (-1): three copies on a cluster, one alone.
+            topics = [NewTopic(pipeline.topic(t), partitions, -1) for t in TABLES]
             for future in admin.create_topics(topics).values():
                 future.result(timeout=30)
         pipeline.apply()
@@ -271,6 +272,13 @@ class CdcRun:
             for sample in family.samples:
                 out[sample.name] += sample.value
         return dict(out)
+
+    def owned(self) -> int:
+        """Partitions it owns (0 while it does not answer: frozen, or starting)."""
+        try:
+            return int(self.metrics().get("cdc_assigned_partitions", 0))
+        except Exception:
+            return 0
 
     def ready(self) -> bool:
         with contextlib.suppress(httpx.HTTPError):

@@ -195,6 +195,15 @@ class Processes:
         if user:
             with contextlib.suppress(OSError):
                 os.chown(logfile, pwd.getpwnam(user).pw_uid, -1)
+        # The java launcher re-executes itself: for a moment its command line is empty, so it
+        # would not look like ours and `wait` would take it for a process that died at once.
+        settled = time.monotonic() + 5
+        while (
+            proc.poll() is None
+            and not pid_alive(proc.pid, str(self.dir))
+            and time.monotonic() < settled
+        ):
+            time.sleep(0.01)
         self.state.pids[name] = proc.pid
         log.info("stack.start", component=name, pid=proc.pid, log=str(logfile))
 
