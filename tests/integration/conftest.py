@@ -137,7 +137,8 @@ def private_cluster(prefix: str) -> Iterator[LocalStack]:
     # Not pytest's tmp_path: as root, PostgreSQL runs as another user and cannot enter it.
     stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)))
     try:
-        stack.up(brokers=3, connect_workers=2)
+        # Seven JVMs start beside the session's own stack on two cores: give them time.
+        stack.up(timeout=600.0, brokers=3, connect_workers=2)
         yield stack
     finally:
         stack.destroy()

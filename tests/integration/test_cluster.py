@@ -73,7 +73,7 @@ def test_a_cluster_replicates_and_captures_through_a_broker_and_a_worker_killed(
 
         consumer = start(pipeline, tmp_path / "consumer.log")
         users = add_users(pipeline, 0, 20)
-        assert wait(pipeline, WELCOMES, (users,), lambda n: n == 20, timeout=120) == 20
+        assert wait(pipeline, WELCOMES, (users,), lambda n: n == 20, timeout=240) == 20
 
         # Every topic of ours: three replicas, two in sync, and `cdc check` content with that.
         watched = pipeline.watched()
@@ -102,7 +102,7 @@ def test_a_cluster_replicates_and_captures_through_a_broker_and_a_worker_killed(
 
         more = add_users(pipeline, 20, 20)
         moved_to = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine: Connect's rebalance is slow
         while moved_to != survivor.url.removeprefix("http://") and time.monotonic() < deadline:
             time.sleep(1)
             try:
@@ -110,7 +110,7 @@ def test_a_cluster_replicates_and_captures_through_a_broker_and_a_worker_killed(
             except Exception:  # the group is rebalancing
                 moved_to = None
         assert moved_to == survivor.url.removeprefix("http://"), "the task did not move"
-        welcomed = wait(pipeline, WELCOMES, (users + more,), lambda n: n >= 40, timeout=180)
+        welcomed = wait(pipeline, WELCOMES, (users + more,), lambda n: n >= 40, timeout=300)
         recovered_s = time.monotonic() - killed_at
         log = (tmp_path / "consumer.log").read_text()
         assert welcomed == 40, f"{welcomed} of 40 welcomed: {log[-5000:]}"
