@@ -221,6 +221,8 @@ class Transactions:
         now = time.monotonic()
         for (handler, xid), tx in list(self._txs.items()):
             if now - tx.since > STALE_S and not tx.refused:
+                # Asked of the brokers once per STALE_S, not on every fetch while it waits.
+                tx.since = now
                 topics = topics_of(handler)
                 partitions = [TopicPartition(t, p) for t, p in works if t in topics]
                 self._stale(consumer, handler, xid, tx, topics, partitions)
