@@ -41,6 +41,7 @@ from cdc.tables.sql import (
     publishes_via_root,
 )
 from cdc.transaction_check import transaction_findings
+from cdc.workload_check import workload_findings
 
 __all__ = [
     "ConnectorState",
@@ -202,6 +203,7 @@ def compare(
     findings += transaction_findings(
         [h for h in handlers if isinstance(h, TransactionHandler)], watched, file
     )
+    findings += workload_findings(handlers, watched, file)
     # Handlers sharing a model would report the same model finding once each.
     return Report(list(dict.fromkeys(findings)))
 

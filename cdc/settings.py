@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     retry_attempts: Annotated[int, Field(ge=1)] = 5
     retry_backoff_s: Annotated[float, Field(gt=0)] = 0.5
     retry_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.5  # waits drawn from [1 - it, 1] x
+    # An attempt running longer fails and is retried (None: no limit). An async handler is
+    # cancelled; a sync one is left to finish on its own thread, its result fenced.
+    handler_timeout_s: Annotated[float, Field(gt=0)] | None = None
     concurrency: Annotated[int, Field(ge=1)] = 8  # records of different keys at once
     max_in_flight: Annotated[int, Field(ge=1)] = 1000  # fetching pauses beyond this
     shutdown_deadline_s: Annotated[float, Field(ge=0)] = 20.0  # then in-flight work is dropped

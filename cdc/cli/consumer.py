@@ -80,14 +80,23 @@ def run(
     check: Annotated[
         bool, typer.Option(help="Run `cdc check` first and refuse to start on an error.")
     ] = True,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            "-w",
+            help="Run only this workload's handlers (repeat for several); default: every "
+            "workload, each in its own consumer group.",
+        ),
+    ] = None,
 ) -> None:
     """Consume the watched tables' topics and run the handlers on each change."""
     import signal
 
-    from cdc.routing import Router
-    from cdc.runtime import Runtime
+    from cdc.runtime.workloads import Workloads, plan
 
     settings, watched, found = _consumer_setup(tables, handlers, group)
+    plans = plan(settings, watched, found, workload or ())
     if check and settings.check_at_start:
         from cdc.capture_health import CaptureProblem
         from cdc.check import run_check
@@ -100,10 +109,10 @@ def run(
         if any(not isinstance(f, CaptureProblem) for f in report.errors):
             err.print("refusing to start: fix the errors above (or run with --no-check)")
             raise typer.Exit(2)
-    runtime = Runtime(settings, watched, Router(found, watched.tables))
+    workloads = Workloads(settings, watched, plans)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runtime.stop())
-    runtime.run()
+        signal.signal(sig, lambda *_: workloads.stop())
+    workloads.run()
 
 
 @app.command("lag")

@@ -32,6 +32,7 @@ from cdc.events import Change, DomainEvent, Op
 from cdc.events.change import trusted
 from cdc.events.columns import Columns
 from cdc.tables.config import IDENTIFIER
+from cdc.tables.workloads import DEFAULT_WORKLOAD, WORKLOAD_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +56,9 @@ class TableHandler:
     ledger: bool = False
     batch: int | None = None  # a batch handler: up to this many changes in one call
     max_wait_s: float = 1.0  # how long a batch waits to fill up
+    workload: str = DEFAULT_WORKLOAD
+    attempts: int | None = None  # over the workload's retry.attempts
+    timeout_s: float | None = None  # over the workload's timeout_s
 
     def wants(self, change: Change, snapshot_reads: bool) -> bool:
         """Whether this change is for this handler (table already matched)."""
@@ -110,6 +114,9 @@ class EventHandler:
     model: type[BaseModel] | None
     name: str
     ledger: bool = False
+    workload: str = DEFAULT_WORKLOAD
+    attempts: int | None = None  # over the workload's retry.attempts
+    timeout_s: float | None = None  # over the workload's timeout_s
 
     def typed(self, event: DomainEvent) -> DomainEvent[Any]:
         """The event with its payload as the handler's model.
@@ -131,6 +138,9 @@ class TransactionHandler:
     reads_before: bool
     name: str
     ledger: bool = False
+    workload: str = DEFAULT_WORKLOAD
+    attempts: int | None = None  # over the workload's retry.attempts
+    timeout_s: float | None = None  # over the workload's timeout_s
     model: None = None  # the tables differ: a handler validates rows itself if it wants
 
     def wants(self, change: Change) -> bool:
@@ -141,7 +151,13 @@ Handler = TableHandler | EventHandler | TransactionHandler
 
 
 def on_event(
-    event_type: str, *, model: type[BaseModel] | None = None, ledger: bool = False
+    event_type: str,
+    *,
+    model: type[BaseModel] | None = None,
+    ledger: bool = False,
+    workload: str = DEFAULT_WORKLOAD,
+    attempts: int | None = None,
+    timeout_s: float | None = None,
 ) -> Callable[[F], F]:
     """Declare a handler for the domain events of type ``event_type`` (written with
     `cdc.emit` to the outbox declared in the watched-tables file), whatever their aggregate.
@@ -151,6 +167,7 @@ def on_event(
     ``ledger``: effectively once, keyed by the event's id, as for `on_change`. A handler that
     emits follow-up events does so in its ``ctx.connection()`` block, so the follow-ups and the
     ledger row commit together.
+    ``workload``, ``attempts``, ``timeout_s``: as for `on_change`.
     """
 
     def mark(func: F) -> F:
@@ -158,10 +175,10 @@ def on_event(
         problems = _signature_problems(func)
         if not isinstance(event_type, str) or not event_type.strip():
             problems.append(f"event type {event_type!r} must be a non-empty string")
-        problems += _model_problems(model)
+        problems += _model_problems(model) + _lane_problems(workload, attempts, timeout_s)
         if problems:
             raise ConfigError(f"handler {name}", problems)
-        handler = EventHandler(func, event_type, model, name, ledger)
+        handler = EventHandler(func, event_type, model, name, ledger, workload, attempts, timeout_s)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -169,7 +186,12 @@ def on_event(
 
 
 def on_transaction(
-    *tables: str, reads_before: bool | None = None, ledger: bool = False
+    *tables: str,
+    reads_before: bool | None = None,
+    ledger: bool = False,
+    workload: str = DEFAULT_WORKLOAD,
+    attempts: int | None = None,
+    timeout_s: float | None = None,
 ) -> Callable[[F], F]:
     """Declare a handler of whole transactions on ``tables`` (each ``schema.table``, or
     ``table`` in ``public``): it gets `cdc.Changes`, every change one committed transaction
@@ -180,6 +202,7 @@ def on_transaction(
     watched-tables file; ``cdc check`` says when it is off). The offsets of a transaction's
     changes move once the handler is done with it: a crash redelivers the whole of it.
     ``ledger``: effectively once, keyed by the transaction's id.
+    ``workload``, ``attempts``, ``timeout_s``: as for `on_change`.
     """
 
     def mark(func: F) -> F:
@@ -194,12 +217,15 @@ def on_transaction(
             names.append(full)
         if not tables:
             problems.append("name the tables whose transactions the handler takes")
+        problems += _lane_problems(workload, attempts, timeout_s)
         if problems:
             raise ConfigError(f"handler {name}", problems)
         before = reads_before
         if before is None:
             before = _reads_before(func, anywhere=True)
-        handler = TransactionHandler(func, frozenset(names), before, name, ledger)
+        handler = TransactionHandler(
+            func, frozenset(names), before, name, ledger, workload, attempts, timeout_s
+        )
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -212,6 +238,22 @@ def _signature_problems(func: Callable[..., Any]) -> list[str]:
     except (TypeError, ValueError):
         return ["a handler takes two positional arguments: (event, ctx)"]
     return []
+
+
+def _lane_problems(workload: str, attempts: int | None, timeout_s: float | None) -> list[str]:
+    problems = []
+    if not isinstance(workload, str) or not WORKLOAD_NAME.match(workload):
+        problems.append(
+            f"workload {workload!r} must be lowercase letters, digits and '-', "
+            "starting with a letter, at most 40"
+        )
+    if attempts is not None and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+    ):
+        problems.append(f"attempts must be a positive number, not {attempts!r}")
+    if timeout_s is not None and not (isinstance(timeout_s, int | float) and timeout_s > 0):
+        problems.append(f"timeout_s must be a number of seconds over 0, not {timeout_s!r}")
+    return problems
 
 
 def _model_problems(model: type[BaseModel] | None) -> list[str]:
@@ -231,6 +273,9 @@ def on_change(
     ledger: bool = False,
     batch: int | None = None,
     max_wait_s: float = 1.0,
+    workload: str = DEFAULT_WORKLOAD,
+    attempts: int | None = None,
+    timeout_s: float | None = None,
 ) -> Callable[[F], F]:
     """Declare a handler for ``table`` (``schema.table``, or ``table`` in ``public``).
 
@@ -250,10 +295,20 @@ def on_change(
     window (which the consumer widens to twice the sum of the batch sizes). Their offsets
     move once the call is done. A list that keeps failing is split until the change that
     fails is found: only that one goes to the dead-letter topic.
+    ``workload``: the lane it runs in (declared under ``workloads:`` in the watched-tables
+    file: its own consumer group, concurrency, window, retries, time limit and rate).
+    ``attempts``: attempts in all, over the workload's. ``timeout_s``: an attempt running
+    longer fails and is retried, over the workload's.
     """
 
     def mark(func: F) -> F:
         handler = _declare(func, table, ops, columns, snapshot_reads, model, reads_before, ledger)
+        problems = _lane_problems(workload, attempts, timeout_s)
+        if problems:
+            raise ConfigError(f"handler {handler.name}", problems)
+        handler = dataclasses.replace(
+            handler, workload=workload, attempts=attempts, timeout_s=timeout_s
+        )
         if batch is not None or max_wait_s != 1.0:
             handler = _batched(handler, batch, max_wait_s, reads_before)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))

@@ -19,6 +19,7 @@ import time
 
 import structlog
 from confluent_kafka import Consumer, Message
+from structlog.contextvars import bind_contextvars
 
 from cdc.decoding import Decoder, decoder_for
 from cdc.routing import Router, TableHandler
@@ -32,6 +33,7 @@ from cdc.runtime.drop import Drops
 from cdc.runtime.execute import Executor
 from cdc.runtime.fetch import Fetcher
 from cdc.runtime.housekeeping import LedgerPruner
+from cdc.runtime.limits import Pacer
 from cdc.runtime.metrics import Endpoint, Metrics, Probes
 from cdc.runtime.offsets import Offsets
 from cdc.runtime.park import Parker
@@ -41,6 +43,7 @@ from cdc.runtime.subscription import Subscription
 from cdc.runtime.tally import Tally
 from cdc.settings import Settings
 from cdc.tables.config import OutboxOptions, WatchedTables
+from cdc.tables.workloads import DEFAULT_WORKLOAD, RateLimit
 
 __all__ = ["Handled", "Observer", "Runtime", "record_headers"]
 log = structlog.get_logger("cdc.consumer")
@@ -57,21 +60,34 @@ class Runtime:
         *,
         decoder: Decoder | None = None,
         observer: Observer | None = None,
+        workload: str = DEFAULT_WORKLOAD,
+        rate: RateLimit | None = None,
     ) -> None:
         s = self.settings = settings
+        self.workload = workload
+        self.rate = rate
         self.router = router
         self.observer = observer
         outbox = (watched.outbox or OutboxOptions()).table
         self.resources = Resources(settings, outbox, watched.limits)
         self._stop = threading.Event()
-        backoff = Backoff(s.retry_attempts, s.retry_backoff_s, s.retry_backoff_max_s)
-        self.dispatcher = Dispatcher(self.resources, backoff)
+        backoff = Backoff(
+            s.retry_attempts, s.retry_backoff_s, s.retry_backoff_max_s, s.retry_jitter
+        )
+        self.metrics = Metrics()
+        self.dispatcher = Dispatcher(
+            self.resources,
+            backoff,
+            timeout_s=s.handler_timeout_s,
+            pacer=None if rate is None else Pacer(rate.interval_s),
+            timed_out=lambda name: self.metrics.timeouts.labels(name).inc(),
+            abandoned=self.metrics.abandoned.set,
+        )
         prefix = watched.connector.topic_prefix
         self.dead_letters = DeadLetterSink(self.resources, s.dead_letter_topic or f"{prefix}.dlq")
         self.subscription = Subscription(watched, router, self.dead_letters.topic)
         self.topics = self.subscription.topics
         self.decoder = decoder or decoder_for(watched.connector.encoding, s.registry_url)
-        self.metrics = Metrics()
         self.probes = Probes()
         self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
         self.pruner = LedgerPruner(self.resources, self.metrics, s.ledger_prune_interval_s)
@@ -106,22 +122,30 @@ class Runtime:
             stop=self._stop,
             lists=router.grouped,
             transaction_limit=max(1, self.window // 2),
+            limited=frozenset(h.name for h in router.handlers if self.dispatcher.limited(h)),
         )
 
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self) -> None:
+    def run(self, *, serve: bool = True, watch: bool = True) -> None:
+        """``serve``: the HTTP endpoint; ``watch``: watch the capture and prune the ledger
+        too (each once a process: `Workloads` serves several runtimes)."""
         s = self.settings
-        if s.http_port is not None:
-            self.endpoint = Endpoint(self.metrics, self.probes, s.http_host, s.http_port).start()
-        self.capture.start()
-        self.pruner.start()
+        if serve and s.http_port is not None:
+            self.endpoint = Endpoint(
+                self.metrics.exposition, self.probes, s.http_host, s.http_port
+            ).start()
+        if watch:
+            self.capture.start()
+            self.pruner.start()
+        bind_contextvars(workload=self.workload)
         consumer = self._consumer()
         self.execute.start(s.concurrency)
         self.fetcher.subscribe(consumer, self.topics)
         log.info(
             "consumer.started",
+            workload=self.workload,
             group=s.group_id,
             topics=self.topics,
             handlers=[h.name for h in self.router.handlers],
@@ -129,6 +153,8 @@ class Runtime:
             dead_letter_topic=self.dead_letters.topic,
             concurrency=s.concurrency,
             max_in_flight=self.window,
+            timeout_s=s.handler_timeout_s,
+            rate=None if self.rate is None else f"{self.rate.runs}/{self.rate.per_s:g}s",
             http_port=self.endpoint.port if self.endpoint else None,
             settings=s.masked(),
         )

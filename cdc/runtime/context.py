@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from cdc.events import Change, Changes, DomainEvent
 from cdc.outbox import DEFAULT_TABLE, aemit, emit
 from cdc.runtime.ledger import Ledger
+from cdc.runtime.limits import HandlerTimeout
 from cdc.settings import Settings
 from cdc.tables.limits import RecordLimits
 
@@ -181,6 +182,7 @@ class Context:
         "_log",
         "attempt",
         "event",
+        "fenced",
         "handler",
         "ledger",
         "published",
@@ -205,6 +207,8 @@ class Context:
         self.ledger = ledger
         self.published: list[Outgoing] = [] if published is None else published
         self._claimed = False
+        # Set when the attempt ran past its time limit: what it would still commit is not.
+        self.fenced: HandlerTimeout | None = None
 
     @property
     def log(self) -> Any:
@@ -230,6 +234,8 @@ class Context:
                 assert self.ledger is not None
                 self.ledger.claim(conn, self.handler, self.event.idempotency_key)
             yield conn
+            if self.fenced is not None:
+                raise self.fenced  # rolled back: another attempt has taken over
 
     @contextlib.asynccontextmanager
     async def aconnection(self) -> AsyncIterator[AsyncConnection]:
@@ -240,6 +246,8 @@ class Context:
                 assert self.ledger is not None
                 await self.ledger.aclaim(conn, self.handler, self.event.idempotency_key)
             yield conn
+            if self.fenced is not None:
+                raise self.fenced
 
     def _ledger_claim(self) -> bool:
         if self.ledger is None:

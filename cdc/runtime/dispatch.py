@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import random
 import threading
@@ -21,9 +22,10 @@ from pydantic import ValidationError
 from cdc import tracing
 from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
-from cdc.routing import DeadLetter, Retry, Routable, Route, Runnable
+from cdc.routing import DeadLetter, Handler, Retry, Routable, Route, Runnable
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
 from cdc.runtime.ledger import AlreadyProcessed
+from cdc.runtime.limits import HandlerTimeout, Pacer, TimedCalls
 
 
 class Outcome(StrEnum):
@@ -56,10 +58,11 @@ class Backoff:
     attempts: int = 5
     first: float = 0.5
     most: float = 30.0
+    jitter: float = 0.5  # each wait is drawn from [ceiling * (1 - jitter), ceiling]
 
     def delay(self, failed_attempts: int) -> float:
         ceiling = min(self.most, self.first * 2 ** (failed_attempts - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        return random.uniform(ceiling * (1 - self.jitter), ceiling)  # noqa: S311 - jitter
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Later:
     spent: float
     outage: int
     delay: float
+    paced: bool = False  # the wait is the workload's rate: the attempt's start is taken
 
 
 class Stopping(Exception):
@@ -87,15 +91,33 @@ class Dispatcher:
         resources: Resources,
         backoff: Backoff | None = None,
         wait: Callable[[float], bool] | None = None,
+        *,
+        timeout_s: float | None = None,
+        pacer: Pacer | None = None,
+        timed_out: Callable[[str], None] | None = None,
+        abandoned: Callable[[int], None] | None = None,
     ) -> None:
         self.resources = resources
         self.backoff = backoff or Backoff()
+        self.timeout_s = timeout_s  # each attempt's time limit, unless its handler sets one
+        self.pacer = pacer
+        self._timed_out = timed_out  # told the handler's name when an attempt times out
+        self._timed = TimedCalls(abandoned)
         # wait(seconds) sleeps and returns True when the consumer is stopping meanwhile.
         self._wait = wait or _sleep
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
         self._debug = debug_enabled()  # the per-run lines (logging is configured by now)
+
+    def timeout(self, handler: Handler) -> float | None:
+        """An attempt's time limit for this handler (None: none)."""
+        return handler.timeout_s or self.timeout_s
+
+    def limited(self, handler: Handler) -> bool:
+        """Whether the handler's runs have a time limit or a rate: they never run on the
+        consumer thread, which must not wait on them."""
+        return self.pacer is not None or self.timeout(handler) is not None
 
     @property
     def debug(self) -> bool:
@@ -171,14 +193,54 @@ class Dispatcher:
         try:
             if handler.ledger:  # its table is made on first use: the database may be down
                 ctx.ledger = self.resources.ledger()
+            timeout = self.timeout(handler)
+            if timeout is not None:
+                return ctx, self._limited(route, typed, ctx, change, timeout)
             if tracing.enabled():
                 meaning = _outcome(handler.name, attempt)
                 return ctx, tracing.traced_call(
                     handler.func, typed, ctx, handler.name, change, attempt, meaning
                 )
             return ctx, handler.func(typed, ctx)
+        except HandlerTimeout as exc:
+            ctx.fenced = exc
+            if self._timed_out is not None:
+                self._timed_out(handler.name)
+            return ctx, exc
         except Exception as exc:  # every failure has a defined meaning
             return ctx, exc
+
+    def _limited(
+        self, route: Route, typed: Any, ctx: Context, change: Runnable, timeout: float
+    ) -> Any:
+        """The handler called within its time limit: a sync one on a thread the caller can
+        give up on (`HandlerTimeout`), a coroutine cancelled when the limit passes."""
+        handler = route.handler
+        func = handler.func
+        if tracing.enabled():
+            meaning = _outcome(handler.name, ctx.attempt)
+
+            def call() -> Any:
+                return tracing.traced_call(
+                    handler.func, typed, ctx, handler.name, change, ctx.attempt, meaning
+                )
+        else:
+
+            def call() -> Any:
+                return func(typed, ctx)
+
+        if inspect.iscoroutinefunction(func):
+            return self._cancelled_after(call(), timeout, ctx)
+        return self._timed.call(call, timeout, handler.name)
+
+    async def _cancelled_after(self, coro: Any, timeout: float, ctx: Context) -> Any:
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            ctx.fenced = HandlerTimeout(ctx.handler, timeout)
+            if self._timed_out is not None:
+                self._timed_out(ctx.handler)
+            raise ctx.fenced from None
 
     def _settle(
         self,
@@ -290,7 +352,7 @@ class Dispatcher:
         attempts: int | None = None,
     ) -> HandlerRun | Later:
         """The attempts of one run (``first``: the first attempt, made already)."""
-        most = self.backoff.attempts if attempts is None else attempts
+        most = attempts or route.handler.attempts or self.backoff.attempts
         if log is None:
             log = RecordLog(change, route.name)
         if later is None:
@@ -302,7 +364,16 @@ class Dispatcher:
             assert wait is not None
             if wait(later.delay):
                 raise Stopping
+        paced = later is not None and later.paced
         while True:
+            if self.pacer is not None and first is None and not paced:
+                delay = self.pacer.reserve()
+                if delay > 0:
+                    if wait is None:
+                        return Later(attempt, spent, outage, delay, paced=True)
+                    if wait(delay):
+                        raise Stopping
+            paced = False
             run = first or self.attempt(route, change, attempt, log=log)
             first = None
             spent += run.seconds
@@ -350,7 +421,10 @@ class Dispatcher:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(
-                    target=self._loop.run_forever, name="cdc-async", daemon=True
+                    target=contextvars.copy_context().run,  # the caller's log context
+                    args=(self._loop.run_forever,),
+                    name="cdc-async",
+                    daemon=True,
                 )
                 self._loop_thread.start()
             loop = self._loop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Executor:
         stop: threading.Event,
         lists: bool = False,
         transaction_limit: int = 500,
+        limited: frozenset[str] = frozenset(),
     ) -> None:
         self.dispatcher = dispatcher
         self._parker = parker
@@ -58,7 +60,9 @@ class Executor:
         # worker, or (quick ones) a batch's runs together from the consumer thread.
         self._async = asynchronous
         # How long each handler ran lately (jumps up at once, comes down slowly).
-        self._pace: dict[str, float] = {}
+        # Handlers with a time limit or a rate never run on the consumer thread: they may
+        # wait, and it must not. As if they ran forever.
+        self._pace: dict[str, float] = dict.fromkeys(limited, math.inf)
         self.workers = KeyedWorkers(0)  # replaced by start()
         self.batches = Batches(dispatcher, parker, tally, self._submit, stop)
         self.transactions = Transactions(

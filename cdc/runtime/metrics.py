@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import (
@@ -126,6 +126,18 @@ class Metrics:
             "cdc_dead_lettered",
             "Records sent to the dead-letter topic, by table, handler and error.",
             ["table", "handler", "error"],
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "cdc_handler_timeouts",
+            "Handler attempts that ran past their time limit (failed, and retried).",
+            ["handler"],
+            registry=r,
+        )
+        self.abandoned = Gauge(
+            "cdc_handler_abandoned_threads",
+            "Sync handler calls still running past their time limit (Python cannot stop "
+            "them): each holds a thread, and whatever it holds, until it returns.",
             registry=r,
         )
         self.end_to_end = PlainHistogram(
@@ -276,12 +288,20 @@ class Probes:
         return self.live()
 
 
+class Probing(Protocol):
+    def live(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
 class Endpoint:
     """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: any free port)."""
 
-    def __init__(self, metrics: Metrics, probes: Probes, host: str, port: int) -> None:
+    def __init__(
+        self, exposition: Callable[[], bytes], probes: Probing, host: str, port: int
+    ) -> None:
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
-            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, exposition()),
             "/healthz": lambda: _probe(probes.live()),
             "/readyz": lambda: _probe(probes.ready()),
         }

@@ -3,6 +3,7 @@ keep records of one key in order while records of other keys run side by side.""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
@@ -137,7 +138,13 @@ class KeyedWorkers:
         self._waiting = 0  # threads waiting for a task
         self._started: dict[int, float] = {}  # running tasks' start, per thread
         self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=True)
+            # In the caller's log context (its workload), each thread a copy of its own.
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._work, i),
+                name=f"{name}-{i}",
+                daemon=True,
+            )
             for i in range(workers)
         ]
         for t in self._threads:

@@ -24,6 +24,7 @@ from cdc.tables.limits import (
     MIB,
     RecordLimits,
 )
+from cdc.tables.workloads import WorkloadName, WorkloadOptions
 
 # Plain unquoted PostgreSQL identifiers only: names reach generated SQL (always quoted),
 # Debezium regex lists and Kafka topic names, and a strict shape keeps all three exact. At
@@ -135,6 +136,8 @@ class WatchedTables(BaseModel):
     connector: ConnectorOptions = ConnectorOptions()
     tables: dict[str, TableOptions] = {}
     outbox: OutboxOptions | None = None
+    # Lanes of handlers, each consumed by a group of its own (`default` needs no entry).
+    workloads: dict[WorkloadName, WorkloadOptions] = {}
 
     @model_validator(mode="after")
     def _watches_something(self) -> WatchedTables:
