@@ -1,0 +1,220 @@
+"""Workloads on the real stack, through ``cdc run``: a quick lane keeps up while a slow lane
+on the same table works off its backlog; a sync and an async handler that hang hold up only
+their own key (their late writes fenced); a lane's rate holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdc.testing import read_records
+from tests.integration.conftest import Pipeline
+from tests.integration.test_run import cdc_run
+
+pytestmark = pytest.mark.stack
+
+FULL = os.environ.get("CDC_RELIABILITY") == "full"
+
+
+def workloads(p: Pipeline, lanes: dict[str, Any]) -> None:
+    body = yaml.safe_load(p.file.read_text())
+    body["workloads"] = lanes
+    p.file.write_text(yaml.safe_dump(body))
+
+
+def handlers(tmp: Path, p: Pipeline, source: str, **names: str) -> str:
+    module = f"lanes_{p.id}"
+    (tmp / f"{module}.py").write_text(textwrap.dedent(source.format(**names)))
+    return module
+
+
+def wait_rows(p: Pipeline, query: str, count: int, timeout: float) -> list[tuple[Any, ...]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = p.sql(query)
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def stopped(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output
+    return output
+
+
+SLOW_AND_QUICK = """
+import time
+
+from cdc import Change, Context, on_change
+
+
+@on_change("public.{orders}")
+def quick(change: Change, ctx: Context) -> None:
+    committed = change.source.ts_us / 1e6
+    with ctx.connection() as conn:
+        conn.execute(
+            "INSERT INTO {quick} VALUES (%s, extract(epoch FROM clock_timestamp()) - %s)",
+            (change.row["id"], committed),
+        )
+
+
+@on_change("public.{orders}", workload="sync")
+def slow(change: Change, ctx: Context) -> None:
+    time.sleep(2)
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {slow} VALUES (%s, clock_timestamp())", (change.row["id"],))
+"""
+
+
+def test_a_quick_lane_keeps_up_while_a_slow_one_works_off_its_backlog(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    orders, quick, slow = p.table("orders"), p.table("quick"), p.table("slow")
+    p.sql(f"CREATE TABLE {orders} (id int PRIMARY KEY)")
+    p.sql(f"CREATE TABLE {quick} (id int PRIMARY KEY, lag_s float8)")
+    p.sql(f"CREATE TABLE {slow} (id int PRIMARY KEY, at timestamptz)")
+    p.write_file({orders: {}}, topic_partitions=2)
+    workloads(p, {"sync": {"concurrency": 2}})
+    p.apply()
+    module = handlers(tmp_path, p, SLOW_AND_QUICK, orders=orders, quick=quick, slow=slow)
+    rows = 30 if FULL else 16
+    proc = cdc_run(p, tmp_path, module)
+    try:
+        # A first change makes the topic, and both groups find it: then the clock starts.
+        p.sql(f"INSERT INTO {orders} VALUES (0)")
+        wait_rows(p, f"SELECT id FROM {slow}", 1, 90)
+        for i in range(1, rows + 1):  # four a second: twice what the slow lane can do
+            p.sql(f"INSERT INTO {orders} VALUES ({i})")
+            time.sleep(0.25)
+        lags = wait_rows(p, f"SELECT id, lag_s FROM {quick} WHERE id > 0", rows, 30)
+        behind = len(p.sql(f"SELECT id FROM {slow} WHERE id > 0"))
+        done = wait_rows(p, f"SELECT id FROM {slow} WHERE id > 0", rows, rows + 60)
+    finally:
+        output = stopped(proc)
+    assert sorted(i for i, _ in lags) == list(range(1, rows + 1)), output
+    worst = max(lag for _, lag in lags)
+    print(f"quick lane: lags {sorted(round(lag, 3) for _, lag in lags)}; slow lane: {behind} done")
+    assert worst < 1.0
+    assert behind < rows * 3 // 4  # the slow lane was well behind when the quick one was done
+    assert len(done) == rows
+    assert "workload=sync" in output or '"workload": "sync"' in output
+
+
+HANGING = """
+import asyncio
+import time
+
+from cdc import Change, Context, on_change
+
+
+@on_change("public.{items}", workload="blocking", timeout_s=1, attempts=2)
+def blocking(change: Change, ctx: Context) -> None:
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {sink} (lane, id, v) VALUES ('sync', %s, %s)",
+                     (change.row["id"], change.row["v"]))
+        if change.row["v"] == "hang":
+            time.sleep(6)  # returns, late: its insert must not commit
+
+
+@on_change("public.{items}", workload="waiting", timeout_s=1, attempts=2)
+async def waiting(change: Change, ctx: Context) -> None:
+    async with ctx.aconnection() as conn:
+        await conn.execute("INSERT INTO {sink} (lane, id, v) VALUES ('async', %s, %s)",
+                           (change.row["id"], change.row["v"]))
+        if change.row["v"] == "hang":
+            await asyncio.sleep(3600)
+"""
+
+
+def test_a_hanging_handler_holds_up_its_own_key_and_nothing_else(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    items, sink = p.table("items"), p.table("sink")
+    p.sql(f"CREATE TABLE {items} (id int PRIMARY KEY, v text)")
+    p.sql(
+        f"CREATE TABLE {sink} (n serial PRIMARY KEY, lane text, id int, v text, "
+        "at timestamptz DEFAULT clock_timestamp())"
+    )
+    p.write_file({items: {}})  # one partition: without time limits the hang stalls it all
+    workloads(p, {"blocking": {"concurrency": 4}, "waiting": {"concurrency": 4}})
+    p.apply()
+    module = handlers(tmp_path, p, HANGING, items=items, sink=sink)
+    proc = cdc_run(p, tmp_path, module)
+    try:
+        p.sql(f"INSERT INTO {items} VALUES (0, 'ok')")  # the topic made, both lanes on it
+        wait_rows(p, f"SELECT id FROM {sink}", 2, 90)
+        p.sql(f"INSERT INTO {items} VALUES (1, 'hang')")
+        started = time.monotonic()
+        p.sql(f"INSERT INTO {items} SELECT i, 'ok' FROM generate_series(2, 20) AS i")
+        p.sql(f"UPDATE {items} SET v = 'after' WHERE id = 1")
+        others = wait_rows(p, f"SELECT lane, id FROM {sink} WHERE id > 1", 38, 30)
+        others_s = time.monotonic() - started
+        last = dict(p.sql(f"SELECT lane, max(at) FROM {sink} WHERE id > 1 GROUP BY lane"))
+        every = wait_rows(p, f"SELECT lane, id, v FROM {sink} WHERE id > 0", 40, 60)
+        time.sleep(6)  # the sync handler's late returns come back meanwhile, fenced
+        final = p.sql(f"SELECT lane, id, v FROM {sink} WHERE id > 0 ORDER BY lane, id")
+    finally:
+        output = stopped(proc)
+    print(f"the other keys were done {others_s:.1f} s after the hang began")
+    assert len(others) == 38, output
+    assert len(every) == 40
+    # Each key once per lane: the hanging change's writes rolled back, its later change after.
+    expected = [
+        (lane, i, "after" if i == 1 else "ok") for lane in ("async", "sync") for i in range(1, 21)
+    ]
+    assert final == expected
+    parked = read_records(p.stack.kafka_bootstrap, [f"{p.id}.dlq"], 2)
+    for record in parked:
+        headers = {k: v.decode() for k, v in record.headers() or [] if v is not None}
+        assert "gave up after 2 attempts" in headers["cdc.dlq.reason"]
+        assert "time limit of 1 s" in headers["cdc.dlq.reason"]
+        lane = "sync" if headers["cdc.dlq.handler"].endswith("blocking") else "async"
+        # Every other key of the partition was done before the hanging one gave up.
+        assert last[lane].timestamp() * 1000 < record.timestamp()[1], lane
+    assert "handler.abandoned" in output
+
+
+RATED = """
+from cdc import Change, Context, on_change
+
+
+@on_change("public.{calls}", workload="api")
+def call_api(change: Change, ctx: Context) -> None:
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {sink} VALUES (%s, clock_timestamp())", (change.row["id"],))
+"""
+
+
+def test_a_lanes_rate_holds(pipeline: Pipeline, tmp_path: Path) -> None:
+    p = pipeline
+    calls, sink = p.table("calls"), p.table("sink")
+    p.sql(f"CREATE TABLE {calls} (id int PRIMARY KEY)")
+    p.sql(f"CREATE TABLE {sink} (id int PRIMARY KEY, at timestamptz)")
+    p.write_file({calls: {}}, topic_partitions=3)
+    workloads(p, {"api": {"concurrency": 8, "rate": {"runs": 50, "per_s": 1}}})
+    p.apply()
+    seconds = 60 if FULL else 12
+    rows = 50 * seconds + 1
+    p.sql(f"INSERT INTO {calls} SELECT i FROM generate_series(1, {rows}) AS i")  # a backlog
+    proc = cdc_run(p, tmp_path, handlers(tmp_path, p, RATED, calls=calls, sink=sink))
+    try:
+        done = wait_rows(p, f"SELECT id FROM {sink}", rows, seconds + 90)
+    finally:
+        stopped(proc)
+    assert len(done) == rows
+    ((span,),) = p.sql(f"SELECT extract(epoch FROM max(at) - min(at))::float8 FROM {sink}")
+    rate = (rows - 1) / span
+    print(f"{rows} runs at 50/s: {rate:.2f} runs/s over {span:.1f} s")
+    assert 45 <= rate <= 55
