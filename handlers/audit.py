@@ -1,5 +1,6 @@
 """An audit trail: every change to users and posts, with the old and the new row, written
-in bulk: a batch handler gets up to 500 changes at a time and writes them in one statement."""
+in bulk: a batch handler gets up to 500 changes at a time and writes them in one statement,
+in a workload of its own (`bulk` in cdc.yaml), so its writes never hold up the other handlers."""
 
 import json
 from functools import partial
@@ -11,8 +12,8 @@ from cdc import Change, Context, on_change
 _dumps = partial(json.dumps, default=str)
 
 
-@on_change("users", batch=500, max_wait_s=0.5, reads_before=True)
-@on_change("posts", batch=500, max_wait_s=0.5, reads_before=True)
+@on_change("users", batch=500, max_wait_s=0.5, reads_before=True, workload="bulk")
+@on_change("posts", batch=500, max_wait_s=0.5, reads_before=True, workload="bulk")
 def audit(changes: list[Change], ctx: Context) -> None:
     with ctx.connection() as conn, conn.cursor() as cur:
         # A change delivered again (a restart, a rebalance) finds its row: one row per change.

@@ -26,11 +26,13 @@ app.add_typer(deploy_app, name="deploy")
 
 
 @deploy_app.command("compose")
-def deploy_compose() -> None:
-    """docker-compose.yml: the local stack's components and pins, the setup and the consumer."""
+def deploy_compose(tables: WatchedOpt = None) -> None:
+    """docker-compose.yml: the local stack's components and pins, the setup and the consumer
+    (a service per workload the watched-tables file declares)."""
     from cdc.deploy.compose import render_compose
 
-    print(render_compose(Settings()), end="")
+    settings, watched = _watched(tables, Settings())
+    print(render_compose(settings, watched.workloads), end="")
 
 
 @deploy_app.command("alerts")

@@ -3,6 +3,7 @@ plus the one-shot setup and the consumer image. ``cdc deploy compose`` prints it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cdc.deploy import consumer_env, grace_period_s, served_port
@@ -11,6 +12,7 @@ from cdc.deploy.yaml_out import dump
 from cdc.settings import Settings
 from cdc.stack import config, images
 from cdc.stack.probes import CONNECT_READY_PATH, REGISTRY_READY_PATH
+from cdc.tables.workloads import WorkloadOptions
 
 SECRETS_DIR = "/run/cdc-secrets"
 # One file per secret setting, named as pydantic-settings looks them up in CDC_SECRETS_DIR.
@@ -44,8 +46,12 @@ def _secret_script() -> str:
     )
 
 
-def compose_file(settings: Settings | None = None) -> dict[str, Any]:
-    """The compose project as a mapping (``$`` not yet escaped for compose)."""
+def compose_file(
+    settings: Settings | None = None, workloads: Mapping[str, WorkloadOptions] | None = None
+) -> dict[str, Any]:
+    """The compose project as a mapping (``$`` not yet escaped for compose). With
+    ``workloads`` (the watched-tables file's), ``consumer`` runs `default` and a service
+    ``consumer-<workload>`` each other, with its ``replicas``."""
     defaults = settings or Settings()
     img = images.images()
     secrets_ro = f"secrets:{SECRETS_DIR}:ro"
@@ -164,7 +170,7 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
             "consumer": app
             | {
                 "depends_on": {"setup": done},
-                "command": ["run"],
+                "command": ["run", "--workload", "default"] if workloads else ["run"],
                 "ports": [f"127.0.0.1:{http}:{http}"],
                 "restart": "unless-stopped",
                 "stop_grace_period": f"{grace_period_s(defaults)}s",
@@ -180,6 +186,15 @@ def compose_file(settings: Settings | None = None) -> dict[str, Any]:
         },
         "volumes": {"pgdata": {}, "kafkadata": {}, "secrets": {}},
     }
+    for name, options in (workloads or {}).items():
+        # No published port: a replica's endpoint is reached inside the project's network.
+        project["services"][f"consumer-{name}"] = app | {
+            "depends_on": {"setup": done},
+            "command": ["run", "--workload", name],
+            "restart": "unless-stopped",
+            "stop_grace_period": f"{grace_period_s(defaults)}s",
+            "deploy": {"replicas": options.replicas},
+        }
     # `docker compose --profile monitoring up`: Prometheus scraping the consumer, with our
     # alerting rules (deploy/prometheus/), on http://127.0.0.1:9090.
     project["services"]["prometheus"] = {
@@ -196,5 +211,7 @@ def _health(test: list[str], retries: int) -> dict[str, Any]:
     return {"test": test, "interval": "5s", "timeout": "10s", "retries": retries}
 
 
-def render_compose(settings: Settings | None = None) -> str:
-    return HEADER + "\n" + dump(compose_file(settings), escape_dollar=True)
+def render_compose(
+    settings: Settings | None = None, workloads: Mapping[str, WorkloadOptions] | None = None
+) -> str:
+    return HEADER + "\n" + dump(compose_file(settings, workloads), escape_dollar=True)

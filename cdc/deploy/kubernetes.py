@@ -5,6 +5,7 @@ the watched-tables file and the settings. ``cdc deploy kubernetes`` and
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from cdc.connect import render_config
@@ -16,6 +17,7 @@ from cdc.settings import Settings
 from cdc.stack import config
 from cdc.stack.versions import versions
 from cdc.tables.config import Encoding, WatchedTables
+from cdc.tables.workloads import WorkloadOptions
 
 STRIMZI_API = "kafka.strimzi.io/v1"
 CONFIG_DIR = "/etc/cdc/config"
@@ -192,12 +194,18 @@ def consumer_settings(settings: Settings, target: Target) -> dict[str, str]:
 
 
 def consumer_manifests(
-    watched_text: str, settings: Settings, target: Target
+    watched_text: str,
+    settings: Settings,
+    target: Target,
+    workloads: Mapping[str, WorkloadOptions] | None = None,
 ) -> list[dict[str, Any]]:
-    """ConfigMaps (watched-tables file, settings), the Deployment, a metrics Service, a
-    PodDisruptionBudget, and for the Prometheus Operator the alerting rules and a
-    ServiceMonitor. The Secret ``cdc`` is the operator's to create."""
+    """ConfigMaps (watched-tables file, settings), the Deployment (one a workload, when the
+    file declares workloads: ``<name>`` runs `default`, ``<name>-<workload>`` each other
+    with its ``replicas``), a metrics Service, a PodDisruptionBudget a Deployment, and for
+    the Prometheus Operator the alerting rules and a ServiceMonitor. The Secret ``cdc`` is
+    the operator's to create."""
     name = target.name
+    part_of = {"app.kubernetes.io/part-of": name}
     labels = {"app.kubernetes.io/name": "cdc", "app.kubernetes.io/instance": name}
     port = served_port(settings)
     tables_map, settings_map = f"{name}-watched-tables", f"{name}-settings"
@@ -230,17 +238,19 @@ def consumer_manifests(
             "failureThreshold": failures,
         }
 
-    consumer = container("consumer", ["run"]) | {
-        "ports": [{"name": "http", "containerPort": port}],
-        # The start-up check and the first join can take a while.
-        "startupProbe": probe("/healthz", 5, 24),
-        "livenessProbe": probe("/healthz", 10, 3),
-        "readinessProbe": probe("/readyz", 5, 3),
-        "resources": {
-            "requests": {"cpu": "250m", "memory": "256Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-    }
+    def consumer(args: list[str]) -> dict[str, Any]:
+        return container("consumer", args) | {
+            "ports": [{"name": "http", "containerPort": port}],
+            # The start-up check and the first join can take a while.
+            "startupProbe": probe("/healthz", 5, 24),
+            "livenessProbe": probe("/healthz", 10, 3),
+            "readinessProbe": probe("/readyz", 5, 3),
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "256Mi"},
+                "limits": {"memory": "512Mi"},
+            },
+        }
+
     # Tables, grants and publication before the consumer starts (idempotent, locked).
     prepare = container("prepare", ["db", "prepare"]) | {
         "resources": {
@@ -248,6 +258,81 @@ def consumer_manifests(
             "limits": {"memory": "256Mi"},
         }
     }
+
+    def deployment(
+        dname: str, labels: dict[str, str], replicas: int, args: list[str]
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": _meta(dname, target, labels=labels | part_of),
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    # One consumer at a time leaves the group: each leave is one rebalance.
+                    "strategy": {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+                    },
+                    "template": {
+                        "metadata": {
+                            "labels": labels | part_of,
+                            "annotations": {
+                                "prometheus.io/scrape": "true",
+                                "prometheus.io/port": str(port),
+                                "prometheus.io/path": "/metrics",
+                                # A changed watched-tables file or setting rolls the pods.
+                                "cdc.dev/config-sha256": digest.hexdigest()[:16],
+                            },
+                        },
+                        "spec": {
+                            "automountServiceAccountToken": False,
+                            # Past the shutdown deadline, so in-flight work ends before SIGKILL.
+                            "terminationGracePeriodSeconds": grace_period_s(settings),
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "runAsUser": 10001,
+                                "runAsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            # Consumers on different nodes where the cluster allows it.
+                            "topologySpreadConstraints": [
+                                {
+                                    "maxSkew": 1,
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "whenUnsatisfiable": "ScheduleAnyway",
+                                    "labelSelector": {"matchLabels": labels},
+                                }
+                            ],
+                            "initContainers": [prepare],
+                            "containers": [consumer(args)],
+                            "volumes": [
+                                {"name": "watched-tables", "configMap": {"name": tables_map}},
+                                {"name": "secrets", "secret": {"secretName": SECRET_NAME}},
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                            ],
+                        },
+                    },
+                },
+            },
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _meta(dname, target, labels=labels | part_of),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+            },
+        ]
+
+    deployments = deployment(name, labels, target.replicas, ["run"])
+    if workloads:
+        # `default` keeps the Deployment (and its selector) it had before workloads.
+        deployments = deployment(name, labels, target.replicas, ["run", "--workload", "default"])
+        for w, options in workloads.items():
+            mine = labels | {"app.kubernetes.io/instance": f"{name}-{w}"}
+            deployments += deployment(
+                f"{name}-{w}", mine, options.replicas, ["run", "--workload", w]
+            )
     return [
         {
             "apiVersion": "v1",
@@ -261,73 +346,16 @@ def consumer_manifests(
             "metadata": _meta(settings_map, target, labels=labels),
             "data": env,
         },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _meta(name, target, labels=labels),
-            "spec": {
-                "replicas": target.replicas,
-                "selector": {"matchLabels": labels},
-                # One consumer at a time leaves the group: each leave is one rebalance.
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
-                },
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(port),
-                            "prometheus.io/path": "/metrics",
-                            # A changed watched-tables file or setting rolls the pods.
-                            "cdc.dev/config-sha256": digest.hexdigest()[:16],
-                        },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        # Past the shutdown deadline, so in-flight work ends before SIGKILL.
-                        "terminationGracePeriodSeconds": grace_period_s(settings),
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "runAsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        # Consumers on different nodes where the cluster allows it.
-                        "topologySpreadConstraints": [
-                            {
-                                "maxSkew": 1,
-                                "topologyKey": "kubernetes.io/hostname",
-                                "whenUnsatisfiable": "ScheduleAnyway",
-                                "labelSelector": {"matchLabels": labels},
-                            }
-                        ],
-                        "initContainers": [prepare],
-                        "containers": [consumer],
-                        "volumes": [
-                            {"name": "watched-tables", "configMap": {"name": tables_map}},
-                            {"name": "secrets", "secret": {"secretName": SECRET_NAME}},
-                            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                        ],
-                    },
-                },
-            },
-        },
+        *deployments,
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": _meta(f"{name}-metrics", target, labels=labels),
             "spec": {
-                "selector": labels,
+                # Every workload's consumers: the series tell them apart by `workload`.
+                "selector": {"app.kubernetes.io/name": "cdc"} | part_of,
                 "ports": [{"name": "http", "port": port, "targetPort": "http"}],
             },
-        },
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": _meta(name, target, labels=labels),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
         },
         *monitoring_manifests(_meta(name, target, labels=labels), labels),
     ]
@@ -346,4 +374,5 @@ def render_kubernetes(
     for doc in (connector, cluster):
         if target.namespace:
             doc["metadata"]["namespace"] = target.namespace
-    return dump_all([*consumer_manifests(watched_text, settings, target), cluster, connector])
+    consumers = consumer_manifests(watched_text, settings, target, watched.workloads)
+    return dump_all([*consumers, cluster, connector])

@@ -62,7 +62,8 @@ def normalized() -> dict[str, Any]:
 
 
 def test_committed_file_is_what_the_code_makes(clean_settings: Settings) -> None:
-    assert COMPOSE_FILE.read_text() == compose.render_compose(clean_settings), (
+    workloads = load_watched_tables(ROOT / "cdc.yaml").workloads
+    assert COMPOSE_FILE.read_text() == compose.render_compose(clean_settings, workloads), (
         "run `make deploy-files`"
     )
 
@@ -123,7 +124,13 @@ def test_services_start_in_order_with_health_checks(normalized: dict[str, Any]) 
     assert deps["postgres"] == {"secrets"}
     # The consumer's health check is the image's (deploy/Dockerfile).
     assert services["consumer"]["build"]["dockerfile"] == "deploy/Dockerfile"
-    assert services["consumer"]["command"] == ["run"]
+    assert services["consumer"]["command"] == ["run", "--workload", "default"]
+    # A service per other workload the file declares, scaled apart.
+    bulk = services["consumer-bulk"]
+    assert bulk["command"] == ["run", "--workload", "bulk"]
+    assert bulk["deploy"]["replicas"] == 1
+    assert set(bulk["depends_on"]) == {"setup"}
+    assert "ports" not in bulk
     # The port published and the stop grace period are the ones the consumer is given.
     env = services["consumer"]["environment"]
     (port,) = services["consumer"]["ports"]

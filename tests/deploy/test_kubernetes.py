@@ -68,6 +68,8 @@ def test_core_manifests_validate_against_the_kubernetes_schemas(
         "ConfigMap",
         "ConfigMap",
         "Deployment",
+        "Deployment",  # the `bulk` workload's
+        "PodDisruptionBudget",
         "PodDisruptionBudget",
         "Service",
     ]
@@ -77,7 +79,7 @@ def test_core_manifests_validate_against_the_kubernetes_schemas(
 
 def test_a_wrong_field_fails_the_validation(manifests: dict[str, list[dict[str, Any]]]) -> None:
     # The validation is strict: a misspelt field is an error, not ignored.
-    (deployment,) = manifests["Deployment"]
+    deployment = manifests["Deployment"][0]
     deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 30
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
@@ -201,7 +203,7 @@ def test_avro_connect_gets_our_transforms_from_where_the_user_serves_them() -> N
 
 
 def test_consumer_deployment(manifests: dict[str, list[dict[str, Any]]]) -> None:
-    (deployment,) = manifests["Deployment"]
+    deployment, _ = manifests["Deployment"]
     tables_map, settings_map = manifests["ConfigMap"]
     pod = deployment["spec"]["template"]
     (consumer,) = pod["spec"]["containers"]
@@ -238,7 +240,7 @@ def test_consumer_deployment(manifests: dict[str, list[dict[str, Any]]]) -> None
 
     # SIGTERM, then the shutdown deadline, then time to leave the group before SIGKILL.
     assert pod["spec"]["terminationGracePeriodSeconds"] > parsed.shutdown_deadline_s + 5
-    assert consumer["args"] == ["run"]
+    assert consumer["args"] == ["run", "--workload", "default"]
     assert prepare["args"] == ["db", "prepare"]
     for container in (consumer, prepare):
         assert container["resources"]["requests"]
@@ -248,12 +250,32 @@ def test_consumer_deployment(manifests: dict[str, list[dict[str, Any]]]) -> None
     assert pod["spec"]["securityContext"]["runAsUser"] == final_stage_uid()
 
     labels = pod["metadata"]["labels"]
-    assert deployment["spec"]["selector"]["matchLabels"] == labels
-    (pdb,) = manifests["PodDisruptionBudget"]
-    assert pdb["spec"]["selector"]["matchLabels"] == labels
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert labels.items() >= selector.items()
+    pdb, _ = manifests["PodDisruptionBudget"]
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
     assert pdb["spec"]["maxUnavailable"] == 1
     (service,) = manifests["Service"]
-    assert service["spec"]["selector"] == labels
+    assert labels.items() >= service["spec"]["selector"].items()
+
+
+def test_a_deployment_per_workload(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    """The file's `bulk` workload runs in a Deployment of its own, scaled apart; the metrics
+    Service takes in every workload's pods, each Deployment only its own."""
+    default, bulk = manifests["Deployment"]
+    declared = load_watched_tables(ROOT / "cdc.yaml").workloads["bulk"]
+    assert bulk["metadata"]["name"] == f"{default['metadata']['name']}-bulk"
+    assert bulk["spec"]["replicas"] == declared.replicas
+    (consumer,) = bulk["spec"]["template"]["spec"]["containers"]
+    assert consumer["args"] == ["run", "--workload", "bulk"]
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in (default, bulk)]
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in (default, bulk)]
+    for i, selector in enumerate(selectors):
+        assert [p.items() >= selector.items() for p in pods] == [j == i for j in range(2)]
+    (service,) = manifests["Service"]
+    assert all(p.items() >= service["spec"]["selector"].items() for p in pods)
+    pdbs = [d["spec"]["selector"]["matchLabels"] for d in manifests["PodDisruptionBudget"]]
+    assert pdbs == selectors
 
 
 def test_grace_period_follows_the_shutdown_deadline(tmp_path: Path) -> None:
@@ -269,7 +291,7 @@ def test_grace_period_follows_the_shutdown_deadline(tmp_path: Path) -> None:
             )
         )
     )
-    (deployment,) = docs["Deployment"]
+    deployment = docs["Deployment"][0]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 63 + GRACE_MARGIN_S
     assert pod["containers"][0]["ports"][0]["containerPort"] == 9500

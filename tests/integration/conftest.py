@@ -59,6 +59,7 @@ class Pipeline:
         tables: dict[str, dict[str, Any]],
         *,
         outbox: dict[str, Any] | None = None,
+        workloads: dict[str, Any] | None = None,
         **connector: Any,
     ) -> None:
         """``outbox``: the `outbox:` options; its topics get this pipeline's prefix."""
@@ -76,6 +77,8 @@ class Pipeline:
         }
         if outbox is not None:
             body["outbox"] = {"topic_prefix": self.outbox_prefix, **outbox}
+        if workloads:
+            body["workloads"] = workloads
         self.file.write_text(yaml.safe_dump(body))
 
     def watch_new_table(self, short: str = "items", columns: str = "id int PRIMARY KEY") -> str:

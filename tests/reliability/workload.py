@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cdc import emit
 from cdc.connect import ConnectClient
+from cdc.routing import TableHandler, discover
 from cdc.stack.local import free_port
 from handlers.models import PostSubmitted
 from handlers.moderation import BANNED
@@ -51,7 +52,19 @@ class ExampleApp:
         self.tag = pipeline.id
         example = yaml.safe_load((ROOT / "cdc.yaml").read_text())
         outbox = {k: v for k, v in example["outbox"].items() if k != "topic_prefix"}
-        pipeline.write_file(example["tables"], outbox=outbox, encoding="json")
+        pipeline.write_file(
+            example["tables"], outbox=outbox, workloads=example.get("workloads"), encoding="json"
+        )
+        # Each workload's consumer group (the app's id for `default`, <id>.<name> else), and
+        # the topics its handlers read.
+        self.groups: dict[str, list[str]] = {}
+        for handler in discover(["handlers"]):
+            if isinstance(handler, TableHandler):
+                w = handler.workload
+                group = pipeline.id if w == "default" else f"{pipeline.id}.{w}"
+                topics = self.groups.setdefault(group, [])
+                if pipeline.topic(handler.table.split(".")[1]) not in topics:
+                    topics.append(pipeline.topic(handler.table.split(".")[1]))
         pipeline.sql((ROOT / "handlers" / "schema.sql").read_text())
         if partitions > 1:
             # Made before the connector, so Debezium spreads each table's rows over them by key.
@@ -290,20 +303,22 @@ class CdcRun:
 
 
 def group_lag(app: ExampleApp) -> int:
-    """Records in the app's table topics not yet committed by its consumer group."""
+    """Records in the app's table topics not yet committed by its consumer groups (one a
+    workload)."""
     settings = app.pipeline.settings
-    group = Consumer(settings.kafka_config(**{"group.id": app.pipeline.id}))  # type: ignore[arg-type]
-    try:
-        lag = 0
-        for topic in app.topics:
-            meta = group.list_topics(topic, timeout=10).topics[topic]
-            parts = [TopicPartition(topic, p) for p in meta.partitions]
-            for tp in group.committed(parts, timeout=10):
-                _, end = group.get_watermark_offsets(tp, timeout=10)
-                lag += end - max(tp.offset, 0)
-        return lag
-    finally:
-        group.close()
+    lag = 0
+    for group_id, topics in app.groups.items():
+        group = Consumer(settings.kafka_config(**{"group.id": group_id}))  # type: ignore[arg-type]
+        try:
+            for topic in topics:
+                meta = group.list_topics(topic, timeout=10).topics[topic]
+                parts = [TopicPartition(topic, p) for p in meta.partitions]
+                for tp in group.committed(parts, timeout=10):
+                    _, end = group.get_watermark_offsets(tp, timeout=10)
+                    lag += end - max(tp.offset, 0)
+        finally:
+            group.close()
+    return lag
 
 
 def count_log(paths: list[Path], event: str) -> int:
