@@ -304,7 +304,8 @@ def on_change(
     ``debounce_s``: run once per key (the row's primary key) with its latest change, once
     the key has had no change for this long, or ``max_wait_s`` (default 10 times
     ``debounce_s``) after its first change held; the earlier changes are coalesced into
-    that run, and their offsets move once it is done.
+    that run, and their offsets move once it is done. (Its ``before`` is the row before that
+    latest change.)
     """
 
     def mark(func: F) -> F:

@@ -117,13 +117,15 @@ class Debounce(Holding[_Lane]):
     def _close(self, lane: _Lane, held: _Key) -> None:
         if held.key is not None:
             del lane.keys[held.key]
-        self.held -= len(held.joins)
+        # Taken out: a key closed early lingers in `by_first`, and must not keep its records.
+        joins, held.joins = held.joins, []
+        self.held -= len(joins)
         route = lane.route
 
-        def settle(joins: list[Join], wait: Wait) -> None:
-            self._settle(route, joins, wait)
+        def settle(kept: list[Join], wait: Wait) -> None:
+            self._settle(route, kept, wait)
 
-        self._submit([(held.task, lambda: self._guarded(held.joins, settle))])
+        self._submit([(held.task, lambda: self._guarded(joins, settle))])
 
     def _settle(self, route: Route, joins: list[Join], wait: Wait) -> None:
         """(A worker.) Run the handler with the latest change; finish every held one."""

@@ -189,6 +189,9 @@ def test_a_key_closes_once_quiet_for_debounce_s(monkeypatch: pytest.MonkeyPatch)
     h.debounce.due()
     assert h.keys() == [b"a", b"b"]
     assert h.debounce.held == 0
+    # Closed before their longest wait, they wait in the deadline queue without records.
+    (lane,) = h.debounce._open.values()
+    assert [len(k.joins) for k in lane.by_first] == [0, 0]
     h.run_tasks()
     assert h.ran == [99, 100]  # each key's latest
     assert sorted(o for _, o in h.finished) == list(range(101))
