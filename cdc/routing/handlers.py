@@ -55,7 +55,8 @@ class TableHandler:
     name: str
     ledger: bool = False
     batch: int | None = None  # a batch handler: up to this many changes in one call
-    max_wait_s: float = 1.0  # how long a batch waits to fill up
+    max_wait_s: float = 1.0  # how long a batch waits to fill up (debounced: a key's first change)
+    debounce_s: float | None = None  # once per key, with its latest change, when quiet this long
     workload: str = DEFAULT_WORKLOAD
     attempts: int | None = None  # over the workload's retry.attempts
     timeout_s: float | None = None  # over the workload's timeout_s
@@ -272,7 +273,8 @@ def on_change(
     reads_before: bool | None = None,
     ledger: bool = False,
     batch: int | None = None,
-    max_wait_s: float = 1.0,
+    max_wait_s: float | None = None,
+    debounce_s: float | None = None,
     workload: str = DEFAULT_WORKLOAD,
     attempts: int | None = None,
     timeout_s: float | None = None,
@@ -299,6 +301,11 @@ def on_change(
     file: its own consumer group, concurrency, window, retries, time limit and rate).
     ``attempts``: attempts in all, over the workload's. ``timeout_s``: an attempt running
     longer fails and is retried, over the workload's.
+    ``debounce_s``: run once per key (the row's primary key) with its latest change, once
+    the key has had no change for this long, or ``max_wait_s`` (default 10 times
+    ``debounce_s``) after its first change held; the earlier changes are coalesced into
+    that run, and their offsets move once it is done. (Its ``before`` is the row before that
+    latest change.)
     """
 
     def mark(func: F) -> F:
@@ -309,8 +316,11 @@ def on_change(
         handler = dataclasses.replace(
             handler, workload=workload, attempts=attempts, timeout_s=timeout_s
         )
-        if batch is not None or max_wait_s != 1.0:
-            handler = _batched(handler, batch, max_wait_s, reads_before)
+        if debounce_s is not None:
+            handler = _debounced(handler, debounce_s, max_wait_s, batch)
+        elif batch is not None or max_wait_s is not None:
+            wait = 1.0 if max_wait_s is None else max_wait_s
+            handler = _batched(handler, batch, wait, reads_before)
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -388,6 +398,29 @@ def _batched(
     return dataclasses.replace(
         handler, batch=batch, max_wait_s=max_wait_s, reads_before=bool(reads_before)
     )
+
+
+def _debounced(
+    handler: TableHandler, debounce_s: float, max_wait_s: float | None, batch: int | None
+) -> TableHandler:
+    """A handler run once per key with its latest change. (The ledger, if asked for, keys
+    on that change: fine, it is the one the handler ran with.)"""
+    problems = []
+    if batch is not None:
+        problems.append("debounce_s runs a handler with one change: not with batch=")
+    if isinstance(debounce_s, bool) or not isinstance(debounce_s, int | float):
+        problems.append(f"debounce_s must be a number of seconds, not {debounce_s!r}")
+    elif not 0 < debounce_s <= 3600:
+        problems.append(f"debounce_s must be over 0 and at most 3600 seconds, not {debounce_s}")
+    elif max_wait_s is None:
+        max_wait_s = min(10 * debounce_s, 3600)
+    elif not debounce_s <= max_wait_s <= 3600:
+        problems.append(
+            f"max_wait_s must be at least debounce_s and at most 3600 seconds, not {max_wait_s}"
+        )
+    if problems or max_wait_s is None:  # None only where debounce_s is not a number
+        raise ConfigError(f"handler {handler.name}", problems)
+    return dataclasses.replace(handler, debounce_s=debounce_s, max_wait_s=max_wait_s)
 
 
 def _reads_before(func: Callable[..., Any], *, anywhere: bool = False) -> bool:

@@ -60,10 +60,11 @@ class Route:
 
     @property
     def grouped(self) -> bool:
-        """Whether the handler takes changes together (a batch, a transaction)."""
+        """Whether the handler takes changes together (a batch, a transaction, a key's
+        changes debounced)."""
         h = self.handler
         return isinstance(h, TransactionHandler) or (
-            isinstance(h, TableHandler) and h.batch is not None
+            isinstance(h, TableHandler) and (h.batch is not None or h.debounce_s is not None)
         )
 
     def wants(self, event: Routable) -> bool:
@@ -122,7 +123,7 @@ class Router:
                 self.grouped = True
             else:
                 self.routes.setdefault(handler.table, []).append(Route.of(handler, tables))
-                self.grouped |= handler.batch is not None
+                self.grouped |= handler.batch is not None or handler.debounce_s is not None
         self.gate = DeliveryGate(
             {
                 table: Delivery(

@@ -178,6 +178,8 @@ class Runtime:
                 if self.execute.batches.held * 2 >= self.window:
                     # Lists waiting to fill would only hold the window up: write them now.
                     self.execute.batches.flush()
+                if self.execute.debounce.held * 2 >= self.window:
+                    self.execute.debounce.flush()  # likewise the keys waiting to be quiet
         finally:
             self._shut_down(consumer)
 
@@ -188,6 +190,7 @@ class Runtime:
         """Once per batch: the lists due, the transactions' ENDs that may move, the metrics
         counted meanwhile, and the offsets that moved."""
         self.execute.batches.due()
+        self.execute.debounce.due()
         if self.router.transaction_routes:
             topics_of = self.subscription.transaction_topics
             self.execute.transactions.settle(consumer, self.offsets.works, topics_of)
@@ -200,6 +203,7 @@ class Runtime:
         self.probes.stopping = True
         deadline = time.monotonic() + self.settings.shutdown_deadline_s
         self.execute.batches.flush()  # what the lists hold is done before their offsets move
+        self.execute.debounce.flush()
         for work in list(self.offsets.works.values()):
             work.hurry.set()  # changes waiting for a retry are read again after a restart
         workers = self.execute.workers

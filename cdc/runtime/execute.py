@@ -12,6 +12,7 @@ import structlog
 
 from cdc.events import Change, TransactionEvent
 from cdc.routing import Routable, Route
+from cdc.runtime.debounce import Debounce
 from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
 from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
@@ -65,6 +66,7 @@ class Executor:
         self._pace: dict[str, float] = dict.fromkeys(limited, math.inf)
         self.workers = KeyedWorkers(0)  # replaced by start()
         self.batches = Batches(dispatcher, parker, tally, self._submit, stop)
+        self.debounce = Debounce(dispatcher, parker, tally, self._submit, stop)
         self.transactions = Transactions(
             dispatcher, parker, tally, self._submit, stop, transaction_limit
         )
@@ -90,6 +92,8 @@ class Executor:
         for route in grouped:
             if route.batch is not None:
                 self.batches.add(route, join)
+            elif self.debounce.wants(route):
+                self.debounce.add(route, join)
             elif end:
                 self.transactions.end(route, join)
             else:

@@ -7,21 +7,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import structlog
 
 from cdc.events import Change, Changes
-from cdc.routing import Route
+from cdc.routing import Route, Runnable
 from cdc.runtime.dispatch import Dispatcher, HandlerRun, Outcome, Stopping
 from cdc.runtime.park import Parker
-from cdc.runtime.records import Handled, Taken
+from cdc.runtime.records import Handled, Taken, Wait
 from cdc.runtime.tally import Tally
 from cdc.runtime.work import PartitionWork, Task
 
 log = structlog.get_logger("cdc.consumer")
 
 Finish = Callable[["Join", Handled], None]
+H = TypeVar("H")  # what a `Holding` holds per handler
 
 
 class Join:
@@ -73,9 +74,9 @@ class _Open:
         self.joins: list[Join] = []
 
 
-class Batches:
-    """The open list of each batch handler: closed when full or ``max_wait_s`` after its
-    first record, then run on the workers, one list of a handler at a time, in order."""
+class Holding(Generic[H]):
+    """What `Batches` and `Debounce` share: records held for a handler until closed, then
+    run on the workers; each run timed and counted, a change failing for good parked."""
 
     def __init__(
         self,
@@ -90,9 +91,59 @@ class Batches:
         self._tally = tally
         self._submit = submit
         self._stop = stop
-        # Per handler declaration: one function may be declared for several tables.
-        self._open: dict[object, _Open] = {}
-        self.held = 0  # records in the open lists
+        self.held = 0  # records held, not yet closed: they count against the window
+        # What is held per handler declaration: one function may be declared for several
+        # tables.
+        self._open: dict[object, H] = {}
+
+    def _guarded(self, joins: list[Join], settle: Callable[[list[Join], Wait], None]) -> None:
+        """(A worker.) ``settle`` the records whose partitions are still ours; one the
+        consumer stops for (or a revoked partition's) is not finished, so read again."""
+        works, kept = begin_all(joins)
+
+        def wait(seconds: float) -> bool:
+            return self._stop.wait(seconds) or any(w.hurry.is_set() for w in works.values())
+
+        try:
+            if kept:
+                settle(kept, wait)
+        except Stopping:
+            pass  # not finished: read again
+        finally:
+            for w in works.values():
+                w.end()
+
+    def _attempt(
+        self, route: Route, runnable: Runnable, table: str, wait: Wait, attempts: int | None
+    ) -> HandlerRun:
+        """The handler run (with its retries), its time and retries counted."""
+        run = self._dispatcher.run(route, runnable, wait, attempts=attempts)
+        metrics = self._tally.metrics
+        self._tally.observe(
+            metrics.handler_seconds, (route.name, table, run.outcome.value), run.seconds
+        )
+        if run.attempts > 1:
+            metrics.retries.labels(route.name, table).inc(run.attempts - 1)
+        return run
+
+    def _park(self, route: Route, join: Join, run: HandlerRun, wait: Wait) -> None:
+        """The record whose run failed for good to the dead-letter topic; then it is done."""
+        error = type(run.error).__name__ if run.error is not None else "InvalidResult"
+        self._parker.park(
+            join.taken.msg,
+            run.reason,
+            error,
+            wait=wait,
+            handler=route.name,
+            table=join.taken.table,
+            attempts=run.attempts,
+        )
+        join.done((run,), (run.reason,))
+
+
+class Batches(Holding[_Open]):
+    """The open list of each batch handler: closed when full or ``max_wait_s`` after its
+    first record, then run on the workers, one list of a handler at a time, in order."""
 
     def add(self, route: Route, join: Join) -> None:
         """(Consumer thread.) Hold the record for the route's next list."""
@@ -120,60 +171,31 @@ class Batches:
     def _close(self, handler: object) -> None:
         batch = self._open.pop(handler)
         self.held -= len(batch.joins)
-        self._submit([(("batch", id(handler)), lambda: self._run(batch.route, batch.joins))])
+        route = batch.route
 
-    def _run(self, route: Route, joins: list[Join]) -> None:
-        """(A worker.) The list's records whose partitions are still ours, run together."""
-        works, kept = begin_all(joins)
+        def settle(joins: list[Join], wait: Wait) -> None:
+            self._settle(route, joins, wait, None)
 
-        def wait(seconds: float) -> bool:
-            return self._stop.wait(seconds) or any(w.hurry.is_set() for w in works.values())
-
-        try:
-            if kept:
-                self._settle(route, kept, wait, None)
-        except Stopping:
-            pass  # not finished: read again
-        finally:
-            for w in works.values():
-                w.end()
+        self._submit([(("batch", id(handler)), lambda: self._guarded(batch.joins, settle))])
 
     def _settle(
         self,
         route: Route,
         joins: list[Join],
-        wait: Callable[[float], bool],
+        wait: Wait,
         attempts: int | None,
     ) -> None:
         """Run the list; one that fails for good is halved, each half tried once (a change
         alone with every attempt), until what fails is a single change: only it is
         dead-lettered."""
         changes = Changes(cast(Change, j.taken.event) for j in joins)
-        run = self._dispatcher.run(route, changes, wait, attempts=attempts)
-        table = joins[0].taken.table
-        metrics = self._tally.metrics
-        self._tally.observe(
-            metrics.handler_seconds, (route.name, table, run.outcome.value), run.seconds
-        )
-        if run.attempts > 1:
-            metrics.retries.labels(route.name, table).inc(run.attempts - 1)
+        run = self._attempt(route, changes, joins[0].taken.table, wait, attempts)
         if run.outcome is not Outcome.DEAD_LETTER:
             for join in joins:
                 join.done((run,))
             return
         if len(joins) == 1:
-            join = joins[0]
-            error = type(run.error).__name__ if run.error is not None else "InvalidResult"
-            self._parker.park(
-                join.taken.msg,
-                run.reason,
-                error,
-                wait=wait,
-                handler=route.name,
-                table=join.taken.table,
-                attempts=run.attempts,
-            )
-            join.done((run,), (run.reason,))
+            self._park(route, joins[0], run, wait)
             return
         half = len(joins) // 2
         log.warning(

@@ -140,6 +140,13 @@ class Metrics:
             "them): each holds a thread, and whatever it holds, until it returns.",
             registry=r,
         )
+        self.coalesced = Counter(
+            "cdc_coalesced",
+            "Changes a debounced handler did not run with: a later change of their key ran "
+            "in their place.",
+            ["handler", "table"],
+            registry=r,
+        )
         self.end_to_end = PlainHistogram(
             "cdc_end_to_end_lag_seconds",
             "From the source transaction's commit (source.ts_us) to the change being handled.",
