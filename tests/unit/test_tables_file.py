@@ -102,6 +102,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "connector restart",
         "connector status",
         "db prepare",
+        "deploy compose",
         "deploy kubernetes",
         "dlq list",
         "dlq replay",
