@@ -121,17 +121,38 @@ def lag(
         str | None, typer.Option("--group", "-g", help="Consumer group (default: $CDC_GROUP_ID).")
     ] = None,
     tables: WatchedOpt = None,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            "-w",
+            help="This workload's group (repeat for several); default: every workload's.",
+        ),
+    ] = None,
 ) -> None:
     """Show how far a consumer group is behind on each watched table's topic: committed
-    offset, end offset and lag per partition, totals per table and overall."""
+    offset, end offset and lag per partition, totals per table and overall. Each workload
+    has a group of its own: one table each (a workload other than `default` shows the
+    topics it has committed on)."""
     from cdc.lag import group_lag, lag_table
+    from cdc.runtime.workloads import resolve
     from cdc.slot_health import slot_line
+    from cdc.tables.workloads import DEFAULT_WORKLOAD
 
     settings, watched = _watched(tables)
-    group = group or settings.group_id
-    rows = group_lag(settings, watched, group)
-    title = f"consumer group {group} on {watched.connector.topic_prefix}.<schema>.<table>"
-    console.print(lag_table(rows, title=title))
+    names = workload or [DEFAULT_WORKLOAD, *watched.workloads]
+    groups = [(None, group)] if group else [(n, resolve(n, settings, watched)) for n in names]
+    prefix = watched.connector.topic_prefix
+    for name, chosen in groups:
+        group_id = chosen if isinstance(chosen, str) else chosen.settings.group_id
+        rows = group_lag(settings, watched, group_id)
+        title = f"consumer group {group_id} on {prefix}.<schema>.<table>"
+        if name is not None and name != DEFAULT_WORKLOAD:
+            read = {r.topic for r in rows if r.committed is not None}
+            rows = [r for r in rows if r.topic in read]
+        if name is not None:
+            title = f"workload {name}: {title}"
+        console.print(lag_table(rows, title=title))
     console.print(slot_line(settings, watched.connector.slot), soft_wrap=True)
 
 

@@ -29,16 +29,30 @@ def _dead_letter_topic(settings: Settings, watched: WatchedTables) -> str:
     return settings.dead_letter_topic or f"{watched.connector.topic_prefix}.dlq"
 
 
+WorkloadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workload",
+        "-w",
+        help="This workload's dead letters: its topic, its handlers, its replay position.",
+    ),
+]
+
+
 @dlq_app.command("list")
 def dlq_list(
     tables: WatchedOpt = None,
     limit: Annotated[int, typer.Option(help="Show at most this many (the latest).")] = 50,
+    workload: WorkloadOpt = None,
 ) -> None:
     """Show the parked records: where each came from, which handler failed, why, and
     whether a replay has taken it already."""
     from cdc.runtime.replay import DeadLetterTopic, replay_group
+    from cdc.runtime.workloads import resolve
 
     settings, watched = _watched(tables)
+    if workload is not None:
+        settings = resolve(workload, settings, watched).settings
     topic = _dead_letter_topic(settings, watched)
     with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
         done = dlq.replayed_up_to(replay_group(settings))
@@ -72,18 +86,32 @@ def dlq_list(
 
 
 @dlq_app.command("replay")
-def dlq_replay(tables: WatchedOpt = None, handlers: HandlersOpt = None) -> None:
+def dlq_replay(
+    tables: WatchedOpt = None, handlers: HandlersOpt = None, workload: WorkloadOpt = None
+) -> None:
     """Send each parked record not yet replayed back through the handler that failed it.
-    One that fails again is parked again (at the end of the topic) for a later replay."""
+    One that fails again is parked again (at the end of the topic) for a later replay.
+    With ``--workload``, with that workload's settings (retries, time limit, rate); records
+    of other workloads' handlers in a shared topic are left to their own replay."""
     from rich.progress import Progress
 
     from cdc.routing import Router
     from cdc.runtime import Runtime
     from cdc.runtime.replay import DeadLetterTopic, replay, replay_group
+    from cdc.runtime.workloads import plan
 
     settings, watched, found = _consumer_setup(tables, handlers)
     settings = settings.model_copy(update={"http_port": None})  # no probes for a one-off
-    runtime = Runtime(settings, watched, Router(found, watched.tables))
+    elsewhere: set[str] = set()
+    if workload is None:
+        runtime = Runtime(settings, watched, Router(found, watched.tables))
+    else:
+        ((lane, mine),) = plan(settings, watched, found, [workload])
+        elsewhere = {h.name for h in found} - {h.name for h in mine}
+        settings = lane.settings
+        runtime = Runtime(
+            settings, watched, Router(mine, watched.tables), workload=lane.name, rate=lane.rate
+        )
     topic = _dead_letter_topic(settings, watched)
     try:
         with (
@@ -91,7 +119,7 @@ def dlq_replay(tables: WatchedOpt = None, handlers: HandlersOpt = None) -> None:
             Progress(console=console) as progress,
         ):
             task = progress.add_task(f"replaying {topic}", total=dlq.pending)
-            outcomes = replay(runtime, dlq, lambda *_: progress.advance(task))
+            outcomes = replay(runtime, dlq, lambda *_: progress.advance(task), elsewhere)
     finally:
         runtime.close()
     summary = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "nothing to replay"

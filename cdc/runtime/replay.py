@@ -223,14 +223,20 @@ def replay(
     runtime: Runtime,
     dead_letters: DeadLetterTopic,
     on_each: Callable[[Parked, str], Any] | None = None,
+    elsewhere: set[str] | None = None,
 ) -> Counter[str]:
     """Run each parked record through the handler that failed it (every handler of its
     table when it never got that far). Outcomes: ``handled``, ``parked_again``,
-    ``no_handler`` (the handler is gone: parked again), ``skipped`` (no handler wants it)."""
+    ``no_handler`` (the handler is gone: parked again), ``skipped`` (no handler wants it),
+    ``other_workload`` (its handler is one of ``elsewhere``: another workload's replay
+    takes it)."""
     outcomes: Counter[str] = Counter()
     names = {h.name for h in runtime.router.handlers}
     for parked in dead_letters:
-        outcome = _replay_one(runtime, parked, names)
+        if elsewhere and parked.handler in elsewhere:
+            outcome = "other_workload"
+        else:
+            outcome = _replay_one(runtime, parked, names)
         dead_letters.mark_done(parked)
         outcomes[outcome] += 1
         if on_each is not None:

@@ -5,6 +5,7 @@ their own key (their late writes fenced); a lane's rate holds."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -218,3 +219,74 @@ def test_a_lanes_rate_holds(pipeline: Pipeline, tmp_path: Path) -> None:
     rate = (rows - 1) / span
     print(f"{rows} runs at 50/s: {rate:.2f} runs/s over {span:.1f} s")
     assert 45 <= rate <= 55
+
+
+SCALED = """
+from cdc import Change, Context, on_change
+
+
+@on_change("public.{orders}", ledger=True)
+def ship(change: Change, ctx: Context) -> None:
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {effects} (lane, key) VALUES ('default', %s)",
+                     (change.idempotency_key,))
+
+
+@on_change("public.{orders}", workload="sync", ledger=True)
+def index(change: Change, ctx: Context) -> None:
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {effects} (lane, key) VALUES ('sync', %s)",
+                     (change.idempotency_key,))
+"""
+
+
+def test_each_workload_scales_one_two_one_apart(pipeline: Pipeline, tmp_path: Path) -> None:
+    """``cdc run --workload`` processes per workload, scaled 1-2-1 while changes flow: each
+    change's effect once per workload, none lost."""
+    p = pipeline
+    orders, effects = p.table("orders"), p.table("effects")
+    p.sql(f"CREATE TABLE {orders} (id int PRIMARY KEY, v int)")
+    p.sql(f"CREATE TABLE {effects} (n serial PRIMARY KEY, lane text, key text)")
+    p.write_file({orders: {}}, topic_partitions=4)
+    workloads(p, {"sync": {"concurrency": 4}})
+    p.apply()
+    module = handlers(tmp_path, p, SCALED, orders=orders, effects=effects)
+    rows = 3000 if FULL else 600
+    written = 0
+
+    def write(upto: int, per_s: float = 100) -> None:
+        nonlocal written
+        while written < upto:
+            written += 1
+            p.sql(f"INSERT INTO {orders} VALUES ({written}, 0)")
+            time.sleep(1 / per_s)
+
+    first = [cdc_run(p, tmp_path, module, "--workload", w) for w in ("default", "sync")]
+    second: list[subprocess.Popen[str]] = []
+    outputs: list[str] = []
+    try:
+        write(rows // 3)
+        second = [cdc_run(p, tmp_path, module, "--workload", w) for w in ("default", "sync")]
+        write(2 * rows // 3)  # the groups rebalance meanwhile
+        outputs += [stopped(proc) for proc in second]
+        write(rows)
+        ((done,),) = p.sql(f"SELECT count(DISTINCT (lane, key)) FROM {effects}")
+        deadline = time.monotonic() + 120
+        while done < 2 * rows and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ((done,),) = p.sql(f"SELECT count(DISTINCT (lane, key)) FROM {effects}")
+    finally:
+        for proc in [*first, *second]:
+            if proc.poll() is None:
+                outputs.append(stopped(proc))
+    per_lane = dict(p.sql(f"SELECT lane, count(*) FROM {effects} GROUP BY lane"))
+    doubled = p.sql(
+        f"SELECT lane, key, count(*) FROM {effects} GROUP BY lane, key HAVING count(*) > 1"
+    )
+    print(f"{rows} changes, 1-2-1 consumers per workload: effects {per_lane}, doubled {doubled}")
+    assert per_lane == {"default": rows, "sync": rows}, outputs[-1][-3000:]
+    assert doubled == []
+    # The second of each really took partitions of the topic, in its own workload's group.
+    took = re.compile(rf"partitions\.assigned.*{re.escape(p.topic(orders))}")
+    assert all(took.search(o) for o in outputs[:2])
+    assert [("cdc.sync" in o or f"{p.id}.sync" in o) for o in outputs[:2]] == [False, True]
