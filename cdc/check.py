@@ -27,7 +27,7 @@ from cdc.partition_check import (
     through_parents,
 )
 from cdc.replication_check import ClusterTopics, read_topics, replication_findings
-from cdc.routing.handlers import EventHandler, Handler, TableHandler, TransactionHandler
+from cdc.routing.declared import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.settings import MASK, Settings, is_secret_key
 from cdc.slot_health import SlotHealth, read_slot, slot_findings
 from cdc.tables.config import WatchedTables

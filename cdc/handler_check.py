@@ -18,7 +18,7 @@ from cdc.events.rows import MICROS, MILLIS, TimeUnit
 from cdc.events.values import Unavailable
 from cdc.findings import Finding, Severity, apply_fix
 from cdc.partition_check import identity_name, off_identity
-from cdc.routing.handlers import EventHandler, TableHandler
+from cdc.routing.declared import EventHandler, TableHandler
 from cdc.tables.column_types import ColumnType, holds
 from cdc.tables.config import Encoding, ReplicaIdentity, TableOptions, WatchedTables
 from cdc.tables.live import LiveTable

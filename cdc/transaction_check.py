@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cdc.findings import Finding, Severity, apply_fix
-from cdc.routing.handlers import TransactionHandler
+from cdc.routing.declared import TransactionHandler
 from cdc.tables.config import WatchedTables
 
 

@@ -1,10 +1,7 @@
 """From an event to the handlers that want it."""
 
+from cdc.routing.declared import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.routing.handlers import (
-    EventHandler,
-    Handler,
-    TableHandler,
-    TransactionHandler,
     discover,
     handlers_of,
     on_change,

@@ -17,7 +17,7 @@ from cdc.events import (
     Op,
     TransactionEvent,
 )
-from cdc.routing.handlers import EventHandler, Handler, TableHandler, TransactionHandler
+from cdc.routing.declared import EventHandler, Handler, TableHandler, TransactionHandler
 from cdc.tables.config import TableOptions
 
 Routable = Change | DomainEvent
