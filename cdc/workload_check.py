@@ -17,7 +17,9 @@ def workload_findings(
     findings = []
     used: dict[str, list[str]] = {}
     for handler in handlers:
-        used.setdefault(handler.workload, []).append(handler.name)
+        names = used.setdefault(handler.workload, [])
+        if handler.name not in names:  # a function with two decorators is one handler
+            names.append(handler.name)
     for name, names in sorted(used.items()):
         if name != DEFAULT_WORKLOAD and name not in watched.workloads:
             findings.append(

@@ -66,7 +66,7 @@ def test_a_cluster_replicates_and_captures_through_a_broker_and_a_worker_killed(
     try:
         example = yaml.safe_load((ROOT / "cdc.yaml").read_text())
         outbox = {k: v for k, v in example["outbox"].items() if k != "topic_prefix"}
-        pipeline.write_file(example["tables"], outbox=outbox)
+        pipeline.write_file(example["tables"], outbox=outbox, workloads=example.get("workloads"))
         pipeline.sql((ROOT / "handlers" / "schema.sql").read_text())
         pipeline.apply()
         ensure_topic(pipeline.settings, f"{pipeline.id}.dlq", 1 << 20)  # as the consumer would

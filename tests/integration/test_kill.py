@@ -64,7 +64,9 @@ def test_sigkill_mid_backlog_loses_nothing_and_applies_nothing_twice(
     example = yaml.safe_load((ROOT / "cdc.yaml").read_text())
     connector = {k: v for k, v in example["connector"].items() if k in ("encoding",)}
     outbox = {k: v for k, v in example["outbox"].items() if k != "topic_prefix"}
-    pipeline.write_file(example["tables"], outbox=outbox, **connector)
+    pipeline.write_file(
+        example["tables"], outbox=outbox, workloads=example.get("workloads"), **connector
+    )
     pipeline.sql((ROOT / "handlers" / "schema.sql").read_text())
     pipeline.apply()
 
