@@ -138,6 +138,12 @@ class Workloads:
         s = self.settings
         if s.http_port is not None:
             self.endpoint = Endpoint(self.exposition, self, s.http_host, s.http_port).start()
+            log.info(
+                "endpoint.serving",
+                host=s.http_host,
+                port=self.endpoint.port,
+                workloads=[r.workload for r in self.runtimes],
+            )
         threads = [
             threading.Thread(target=self._run, args=(r, i == 0), name=f"cdc-{r.workload}")
             for i, r in enumerate(self.runtimes)
