@@ -3,8 +3,9 @@
 Delayed events wait in ``<outbox>_scheduled`` beside the outbox (``public.outbox`` →
 ``public.outbox_scheduled``): `cdc.emit` finds it from the outbox table it is given, with no
 other setting, and the application role that writes the outbox writes it too. Recurring
-schedules keep the due time they last fired in ``<internal schema>.schedules``. Neither table
-is captured: the scheduler moves what is due into the outbox, which is."""
+schedules keep the due time they last fired in ``<internal schema>.schedules``, a row per
+outbox table and schedule. Neither table is captured: the scheduler moves what is due into
+the outbox, which is."""
 
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ def create_tables(conn: Connection, watched: WatchedTables) -> None:
     )
     conn.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, spec text NOT NULL, "
-            "last_due timestamptz NOT NULL, fired_at timestamptz, fires bigint NOT NULL DEFAULT 0)"
+            # Per outbox: two applications sharing a database keep their schedules apart.
+            "CREATE TABLE IF NOT EXISTS {} (outbox text, name text, spec text NOT NULL, "
+            "last_due timestamptz NOT NULL, fired_at timestamptz, "
+            "fires bigint NOT NULL DEFAULT 0, PRIMARY KEY (outbox, name))"
         ).format(_ident(schedules_table(watched)))
     )
 
@@ -92,6 +95,7 @@ class Statements:
         outbox = _ident(watched.outbox.table)
         delayed = _ident(delayed_table(watched.outbox.table))
         self.schedules = _ident(schedules_table(watched))
+        mine = sql.Literal(watched.outbox.table)
         columns = sql.SQL("id, aggregatetype, aggregateid, type, payload, traceparent")
         # One statement: the due rows leave the schedule table and enter the outbox together.
         self.move = sql.SQL(
@@ -119,22 +123,22 @@ class Statements:
             "SELECT count(*), count(*) FILTER (WHERE deliver_at <= clock_timestamp()) FROM {}"
         ).format(delayed)
         self.register = sql.SQL(
-            "INSERT INTO {t} (name, spec, last_due) VALUES (%s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, "
+            "INSERT INTO {t} (outbox, name, spec, last_due) VALUES ({o}, %s, %s, %s) "
+            "ON CONFLICT (outbox, name) DO UPDATE SET spec = EXCLUDED.spec, "
             # A changed schedule starts afresh: the old one's missed slots are not its own.
             "last_due = CASE WHEN {t}.spec = EXCLUDED.spec THEN {t}.last_due "
             "ELSE EXCLUDED.last_due END"
-        ).format(t=self.schedules)
+        ).format(t=self.schedules, o=mine)
         self.lock_schedule = sql.SQL(
-            "SELECT spec, last_due FROM {} WHERE name = %s FOR UPDATE"
-        ).format(self.schedules)
+            "SELECT spec, last_due FROM {} WHERE outbox = {} AND name = %s FOR UPDATE"
+        ).format(self.schedules, mine)
         self.advance = sql.SQL(
             "UPDATE {} SET last_due = %s, fired_at = clock_timestamp(), fires = fires + 1 "
-            "WHERE name = %s"
-        ).format(self.schedules)
-        self.states = sql.SQL("SELECT name, spec, last_due, fired_at, fires FROM {}").format(
-            self.schedules
-        )
+            "WHERE outbox = {} AND name = %s"
+        ).format(self.schedules, mine)
+        self.states = sql.SQL(
+            "SELECT name, spec, last_due, fired_at, fires FROM {} WHERE outbox = {}"
+        ).format(self.schedules, mine)
 
     def move_due(self, conn: Connection, batch: int) -> Moved:
         """Move up to ``batch`` due delayed events into the outbox, in one transaction."""

@@ -22,6 +22,7 @@ from cdc.connect import ConnectClient
 from cdc.testing import RecordReader
 from cdc.testing.stack import RunningStack
 from tests.integration.conftest import Pipeline
+from tests.integration.test_run import cdc
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
@@ -73,6 +74,14 @@ class Consumer:
             self.proc.wait()
 
 
+def schedule_list(pipeline: Pipeline, tmp: Path, module: str) -> str:
+    """`cdc schedule list`'s output (wide, unfolded)."""
+    proc = cdc(pipeline, tmp, module, "schedule", "list")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return out
+
+
 def prepare(pipeline: Pipeline, tmp: Path, handlers: str, **names: str) -> str:
     """An outbox of the pipeline's own, applied; the handlers module written: its name."""
     pipeline.write_file({}, outbox={"table": f"public.{pipeline.id}_outbox"})
@@ -121,6 +130,9 @@ def test_delayed_events_survive_a_kill_and_a_restart(
             pipeline.sql(f"SELECT id::text, extract(epoch FROM deliver_at) FROM {outbox}_scheduled")
         )
         assert set(due) == set(waiting)
+        listing = schedule_list(pipeline, tmp_path, module)
+        assert f"6 delayed event(s) in {outbox}_scheduled" in listing, listing
+        assert listing.count(event) == 6, listing
 
         # The leader dies outright; a replacement keeps three consumers running.
         leader.proc.kill()

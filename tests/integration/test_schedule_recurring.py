@@ -16,7 +16,13 @@ import yaml
 
 from cdc.testing import RecordReader
 from tests.integration.conftest import Pipeline
-from tests.integration.test_schedule_delayed import Consumer, header, leaders, prepare
+from tests.integration.test_schedule_delayed import (
+    Consumer,
+    header,
+    leaders,
+    prepare,
+    schedule_list,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
@@ -94,3 +100,9 @@ def test_recurring_events_fire_once_per_due_time(pipeline: Pipeline, tmp_path: P
         assert len(due) >= elapsed / step - 2, (event_type, len(due), elapsed)
         print(f"{event_type}: {len(due)} firings in {elapsed:.0f} s, every {step} s")
     assert sum(c.logged("schedule.fired") for c in consumers) == len(rows)
+    listing = schedule_list(pipeline, tmp_path, module)
+    assert "2 recurring schedule(s)" in listing, listing
+    for event_type in ("tick", "tock"):
+        fired = sum(1 for r in rows if r[0] == event_type)
+        line = next(x for x in listing.splitlines() if f" {event_type} " in x)
+        assert line.rstrip(" │").endswith(f" {fired}"), line
