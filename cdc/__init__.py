@@ -26,6 +26,7 @@ from cdc.events import (
 from cdc.outbox import aemit, emit
 from cdc.routing import DeadLetter, Retry, on_change, on_event, on_transaction
 from cdc.runtime import Context
+from cdc.schedule import Fired, every
 
 __all__ = [
     "MICROS",
@@ -42,6 +43,7 @@ __all__ = [
     "DomainEvent",
     "EmitError",
     "Event",
+    "Fired",
     "KafkaCoordinates",
     "Kind",
     "Op",
@@ -53,6 +55,7 @@ __all__ = [
     "Unrepresentable",
     "aemit",
     "emit",
+    "every",
     "on_change",
     "on_event",
     "on_transaction",

@@ -10,6 +10,11 @@ type's topic. The event exists if and only if the transaction commits.
 
 Inside a handler, ``ctx.emit(conn, ...)`` does the same with the outbox table the
 watched-tables file declares.
+
+With ``deliver_at=`` (an aware datetime) or ``deliver_after=`` (a timedelta or seconds, from
+the database's clock) the event waits in ``<outbox>_scheduled`` instead, in the same
+transaction, until the scheduler of `cdc run` moves it into the outbox at its time
+(`cdc.schedule`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import contextlib
 import json
 import re
 import uuid
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -37,6 +43,14 @@ Connection = psycopg.Connection[Any]
 AsyncConnection = psycopg.AsyncConnection[Any]
 
 
+class When(TypedDict):
+    """Where and when an event goes: `emit`'s keyword arguments, as ``ctx.emit`` passes them."""
+
+    table: str
+    deliver_at: datetime | None
+    deliver_after: timedelta | float | None
+
+
 def emit(
     conn: Connection,
     aggregate_type: str,
@@ -46,6 +60,8 @@ def emit(
     *,
     table: str = DEFAULT_TABLE,
     event_id: uuid.UUID | None = None,
+    deliver_at: datetime | None = None,
+    deliver_after: timedelta | float | None = None,
 ) -> uuid.UUID:
     """Write one event to the outbox in ``conn``'s transaction (begun if none is); return its
     id. It commits or rolls back with the caller's other writes.
@@ -53,9 +69,15 @@ def emit(
     ``payload``: a pydantic model or anything JSON can encode. ``table``: the outbox table
     as declared under ``outbox:`` in the watched-tables file. On an autocommit connection
     the insert and delete run in a transaction of their own. Raises `EmitError` for what
-    would break downstream."""
+    would break downstream.
+
+    ``deliver_at`` / ``deliver_after``: deliver the event then, not now (at most one)."""
     insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
     event_id = event_id or uuid.uuid4()
+    if deliver_at is not None or deliver_after is not None:
+        later = _later(table, deliver_at, deliver_after)
+        conn.execute(later[0], (event_id, *later[1:], *params))
+        return event_id
     # `transaction()` outside a transaction commits at its end: only where nothing else would.
     with conn.transaction() if conn.autocommit else contextlib.nullcontext():
         conn.execute(insert, (event_id, *params))
@@ -72,10 +94,16 @@ async def aemit(
     *,
     table: str = DEFAULT_TABLE,
     event_id: uuid.UUID | None = None,
+    deliver_at: datetime | None = None,
+    deliver_after: timedelta | float | None = None,
 ) -> uuid.UUID:
     """`emit` for an async connection."""
     insert, delete, params = _statements(aggregate_type, aggregate_id, event_type, payload, table)
     event_id = event_id or uuid.uuid4()
+    if deliver_at is not None or deliver_after is not None:
+        later = _later(table, deliver_at, deliver_after)
+        await conn.execute(later[0], (event_id, *later[1:], *params))
+        return event_id
     async with conn.transaction() if conn.autocommit else contextlib.nullcontext():
         await conn.execute(insert, (event_id, *params))
         await conn.execute(delete, (event_id,))
@@ -122,3 +150,31 @@ def _statements(
     except (TypeError, ValueError) as exc:
         raise EmitError([f"the payload is not JSON: {exc}"]) from exc
     return insert, delete, (aggregate_type, key, event_type, encoded, traceparent)
+
+
+def _later(
+    table: str, deliver_at: datetime | None, deliver_after: timedelta | float | None
+) -> tuple[sql.Composed, datetime | None, timedelta | None]:
+    """The delayed event's insert, its time, and its delay (one of the two is None)."""
+    from cdc.errors import ConfigError
+    from cdc.schedule.store import delayed_insert
+
+    problems = []
+    if deliver_at is not None and deliver_after is not None:
+        problems.append("give deliver_at or deliver_after, not both")
+    if deliver_at is not None and (
+        not isinstance(deliver_at, datetime) or deliver_at.utcoffset() is None
+    ):
+        problems.append(f"deliver_at {deliver_at!r} must be a datetime with a time zone")
+    delay = deliver_after
+    if isinstance(delay, int | float) and not isinstance(delay, bool):
+        delay = timedelta(seconds=delay)
+    if deliver_after is not None and not isinstance(delay, timedelta):
+        problems.append(f"deliver_after {deliver_after!r} must be a timedelta or seconds")
+    if problems:
+        raise EmitError(problems)
+    try:
+        insert = delayed_insert(table)
+    except ConfigError as exc:
+        raise EmitError(exc.problems) from exc
+    return insert, deliver_at, delay if isinstance(delay, timedelta) else None

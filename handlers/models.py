@@ -42,7 +42,7 @@ class PostSubmitted(BaseModel):
 
 
 class PostReviewed(PostSubmitted):
-    verdict: Literal["approved", "rejected"]
+    verdict: Literal["approved", "rejected", "held"]  # held: for a moderator to decide
     reason: str | None = None
 
 

@@ -109,10 +109,17 @@ def run(
         if any(not isinstance(f, CaptureProblem) for f in report.errors):
             err.print("refusing to start: fix the errors above (or run with --no-check)")
             raise typer.Exit(2)
+    from cdc.schedule import start_scheduler
+
     workloads = Workloads(settings, watched, plans)
+    # Delayed and recurring events: one process of all running does the work (cdc.schedule).
+    scheduler = start_scheduler(settings, watched, found)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: workloads.stop())
-    workloads.run()
+    try:
+        workloads.run()
+    finally:
+        scheduler.stop()
 
 
 @app.command("lag")

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
 from cdc.events import Change, Changes, DomainEvent
-from cdc.outbox import DEFAULT_TABLE, aemit, emit
+from cdc.outbox import DEFAULT_TABLE, When, aemit, emit
 from cdc.runtime.ledger import Ledger
 from cdc.runtime.limits import HandlerTimeout
 from cdc.settings import Settings
@@ -267,11 +268,15 @@ class Context:
         aggregate_id: object,
         event_type: str,
         payload: Any,
+        *,
+        deliver_at: datetime | None = None,  # or deliver_after: delayed, as for `cdc.emit`
+        deliver_after: timedelta | float | None = None,
     ) -> uuid.UUID:
         """`cdc.emit` into the declared outbox table: a follow-up domain event, in ``conn``'s
         transaction (with a ledger handler: committed with the ledger row, or not at all)."""
         table = self.resources.outbox_table
-        return emit(conn, aggregate_type, aggregate_id, event_type, payload, table=table)
+        when = When(table=table, deliver_at=deliver_at, deliver_after=deliver_after)
+        return emit(conn, aggregate_type, aggregate_id, event_type, payload, **when)
 
     async def aemit(
         self,
@@ -280,10 +285,14 @@ class Context:
         aggregate_id: object,
         event_type: str,
         payload: Any,
+        *,
+        deliver_at: datetime | None = None,
+        deliver_after: timedelta | float | None = None,
     ) -> uuid.UUID:
         """`emit` for ``ctx.aconnection()``."""
         table = self.resources.outbox_table
-        return await aemit(conn, aggregate_type, aggregate_id, event_type, payload, table=table)
+        when = When(table=table, deliver_at=deliver_at, deliver_after=deliver_after)
+        return await aemit(conn, aggregate_type, aggregate_id, event_type, payload, **when)
 
     def publish(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -118,6 +118,25 @@ class OutboxOptions(BaseModel):
     ] = "outbox.event"
 
 
+class ScheduleOptions(BaseModel):
+    """A recurring event (`cdc.schedule`): ``event`` fired at each due time of ``every``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: str  # a cron expression (UTC) or an interval: "30s", "5m", "2h", "1d"
+    event: Annotated[str, Field(min_length=1, max_length=255)]
+    aggregate_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")] = "schedule"
+    data: dict[str, Any] = {}
+
+    @field_validator("every")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from cdc.schedule.spec import parse_spec  # croniter, only for a file with schedules
+
+        parse_spec(value)
+        return value
+
+
 class TableName(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -138,12 +157,15 @@ class WatchedTables(BaseModel):
     outbox: OutboxOptions | None = None
     # Lanes of handlers, each consumed by a group of its own (`default` needs no entry).
     workloads: dict[WorkloadName, WorkloadOptions] = {}
+    schedules: dict[Annotated[str, Field(min_length=1, max_length=200)], ScheduleOptions] = {}
 
     @model_validator(mode="after")
     def _watches_something(self) -> WatchedTables:
         if not self.tables and self.outbox is None:
             raise ValueError("at least one table (or an outbox) must be watched")
         if self.outbox is None:
+            if self.schedules:
+                raise ValueError("schedules fire through the outbox: declare `outbox:` too")
             return self
         if self.outbox.table in self.tables:
             raise ValueError(f"{self.outbox.table} is the outbox: declare it under `outbox:` only")

@@ -9,6 +9,7 @@ import uuid
 import psycopg
 from psycopg import sql
 
+from cdc.schedule.store import create_tables as create_schedule_tables
 from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
 from cdc.tables.connector import captured_tables
 from cdc.tables.live import partition_watched_twice, read_table, watched_ancestor
@@ -107,6 +108,8 @@ def prepare_tables(
                 _ident(outbox)
             )
         )
+        # Delayed events wait beside the outbox (not captured); recurring ones' state.
+        create_schedule_tables(conn, watched)
     for t in captured_tables(watched):
         conn.execute(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema_), role)

@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from cdc.routing import discover
+from cdc.schedule import start_scheduler
 from cdc.stack.endpoints import StackEndpoints
 from cdc.testing import Pipelines, RunningConsumer
 
@@ -40,9 +42,14 @@ def app(cdc_stack: StackEndpoints) -> Iterator[App]:
             ROOT / "cdc.yaml", ["handlers"], schema=[ROOT / "handlers" / "schema.sql"]
         )
         settings = consumer.settings
-        with psycopg.connect(
-            settings.pg_conninfo(), password=cdc_stack.app_password, autocommit=True
-        ) as db:
-            yield App(pipelines, consumer, db)
+        # What `cdc run` starts beside the consumer: delayed events (the review reminder).
+        scheduler = start_scheduler(settings, consumer.watched, discover(["handlers"]))
+        try:
+            with psycopg.connect(
+                settings.pg_conninfo(), password=cdc_stack.app_password, autocommit=True
+            ) as db:
+                yield App(pipelines, consumer, db)
+        finally:
+            scheduler.stop()
     finally:
         pipelines.close()

@@ -204,6 +204,41 @@ def test_a_submitted_post_is_reviewed_published_and_announced(app: App) -> None:
     ) == ("'Win the LOTTERY' was rejected: mentions lottery.")
 
 
+def test_a_post_held_too_long_for_review_brings_a_reminder(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review holds the post and emits the reminder with a delay, in one transaction;
+    the scheduler delivers it at its time; the post still held, the author is told."""
+    monkeypatch.setenv("APP_REVIEW_DEADLINE_S", "3")
+    c = app.consumer
+    author = user(app, f"lamport_{uuid.uuid4().hex[:6]}")
+    held = submit(app, author, "A miracle cure for bugs")
+    submitted = c.wait_for_event("post-submitted", lambda e: e.aggregate_id == str(held), 120)
+    reviewed_at = app.one("SELECT reviewed_at FROM post_reviews WHERE post_id = %s", (held,))
+    assert app.one("SELECT verdict FROM post_reviews WHERE post_id = %s", (held,)) == "held"
+    assert [r.outcome.value for r in submitted.runs] == ["done"]
+
+    reminder = c.wait_for_event("post-review-overdue", lambda e: e.aggregate_id == str(held), 60)
+    assert [(r.handler, r.outcome.value) for r in reminder.runs] == [
+        ("handlers.moderation.remind_moderators", "done")
+    ]
+    event = reminder.event
+    assert isinstance(event, DomainEvent)
+    assert event.occurred_at is not None  # when the scheduler moved it into the outbox
+    waited = (event.occurred_at - reviewed_at).total_seconds()
+    assert 2.9 <= waited < 10, waited
+    assert app.one(
+        "SELECT message FROM notifications WHERE user_id = %s AND kind = 'review-overdue'",
+        (author,),
+    ) == ("'A miracle cure for bugs' waits for a moderator; it takes longer than usual.")
+    # Neither published nor rejected.
+    assert app.sql(
+        "SELECT kind FROM notifications WHERE user_id = %s "
+        "AND kind IN ('published', 'rejected', 'review-overdue')",
+        (author,),
+    ) == [("review-overdue",)]
+
+
 EFFECTS = {
     "notifications": "SELECT change_key, user_id, kind, message FROM notifications",
     "audit_log": "SELECT change_key, table_name, op, row_key, changed, before, after, "

@@ -109,6 +109,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "lag",
         "models",
         "run",
+        "schedule list",
         "snapshot public.t_watched",
     ]
 
