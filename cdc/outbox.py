@@ -157,7 +157,7 @@ def _later(
 ) -> tuple[sql.Composed, datetime | None, timedelta | None]:
     """The delayed event's insert, its time, and its delay (one of the two is None)."""
     from cdc.errors import ConfigError
-    from cdc.schedule.store import delayed_insert
+    from cdc.tables.schedule_store import delayed_insert
 
     problems = []
     if deliver_at is not None and deliver_after is not None:

@@ -23,7 +23,7 @@ def schedule_list(
     schedule with the due time it last fired and its next one."""
     from cdc.connect import connect_database
     from cdc.schedule.declare import declared
-    from cdc.schedule.store import Statements, delayed_table
+    from cdc.tables.schedule_store import Statements, delayed_table
 
     settings, watched, found = _consumer_setup(tables, handlers)
     if watched.outbox is None:

@@ -24,9 +24,9 @@ import structlog
 
 from cdc.routing.declared import Handler
 from cdc.schedule.declare import Schedule, declared
-from cdc.schedule.store import EVENT_NAMESPACE, Connection, Statements, create_tables
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
+from cdc.tables.schedule_store import EVENT_NAMESPACE, Connection, Statements, create_tables
 
 log = structlog.get_logger("cdc.schedule")
 

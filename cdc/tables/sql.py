@@ -9,10 +9,10 @@ import uuid
 import psycopg
 from psycopg import sql
 
-from cdc.schedule.store import create_tables as create_schedule_tables
 from cdc.tables.config import ReplicaIdentity, TableName, WatchedTables
 from cdc.tables.connector import captured_tables
 from cdc.tables.live import partition_watched_twice, read_table, watched_ancestor
+from cdc.tables.schedule_store import create_tables as create_schedule_tables
 
 _RELREPLIDENT = {ReplicaIdentity.DEFAULT: "d", ReplicaIdentity.FULL: "f"}
 # The Outbox Event Router's default columns; `cdc.emit` writes them.

@@ -13,8 +13,8 @@ from cdc.routing import handlers_of
 from cdc.schedule.declare import declared
 from cdc.schedule.scheduler import lock_key
 from cdc.schedule.spec import MISSED_CAP, parse_spec
-from cdc.schedule.store import delayed_table
 from cdc.tables.config import parse_watched_tables
+from cdc.tables.schedule_store import delayed_table
 
 NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 WATCHED = parse_watched_tables(
