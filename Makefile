@@ -60,7 +60,8 @@ test: setup lint
 # and restarted, 10 minutes of load, the drills on a 3-broker/2-worker cluster, ...); `make test`
 # runs it short. Figures: .cdc/reliability/.
 reliability: setup
-	CDC_RELIABILITY=full $(BIN)/pytest -m reliability tests/reliability
+	CDC_RELIABILITY=full $(BIN)/pytest -m reliability tests/reliability \
+		tests/integration/test_workloads.py tests/integration/test_schedule_recurring.py
 	CDC_RELIABILITY=full $(BIN)/python -m tests.reliability.report
 
 # The benchmarks (bench/): throughput of every contender on a 1M-record backlog, then latency

@@ -110,10 +110,12 @@ def run(
             err.print("refusing to start: fix the errors above (or run with --no-check)")
             raise typer.Exit(2)
     from cdc.schedule import start_scheduler
+    from cdc.schedule.scheduler import CountsCollector
 
     workloads = Workloads(settings, watched, plans)
     # Delayed and recurring events: one process of all running does the work (cdc.schedule).
     scheduler = start_scheduler(settings, watched, found)
+    workloads.registry.register(CountsCollector(scheduler.counts))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: workloads.stop())
     try:

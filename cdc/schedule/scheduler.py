@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
 import structlog
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cdc.routing.declared import Handler
 from cdc.schedule.declare import Schedule, declared
@@ -50,6 +52,39 @@ class Counts:
     fired: dict[str, int] = field(default_factory=dict)
     leader: bool = False
     outages: int = 0
+
+
+class CountsCollector:
+    """The scheduler's counts as Prometheus series (on the consumer's endpoint)."""
+
+    def __init__(self, counts: Counts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._counts
+        yield GaugeMetricFamily(
+            "cdc_scheduler_leader",
+            "1 while this process holds the scheduler's advisory lock (one process does).",
+            value=int(c.leader),
+        )
+        yield CounterMetricFamily(
+            "cdc_scheduler_delivered",
+            "Delayed events this process moved into the outbox at their time.",
+            value=c.moved,
+        )
+        yield CounterMetricFamily(
+            "cdc_scheduler_outages",
+            "Times this process's scheduler found PostgreSQL unreachable.",
+            value=c.outages,
+        )
+        fired = CounterMetricFamily(
+            "cdc_schedule_fired",
+            "Recurring events this process fired, by schedule.",
+            labels=["schedule"],
+        )
+        for name, count in sorted(c.fired.items()):
+            fired.add_metric([name], count)
+        yield fired
 
 
 class Scheduler:

@@ -25,7 +25,8 @@ from tests.integration.test_schedule_delayed import (
 )
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.stack
+# Also in `make reliability`, at full length.
+pytestmark = [pytest.mark.stack, pytest.mark.reliability]
 
 RUN_S = 300 if os.environ.get("CDC_RELIABILITY") == "full" else 75
 

@@ -197,6 +197,7 @@ def call_api(change: Change, ctx: Context) -> None:
 """
 
 
+@pytest.mark.reliability  # also in `make reliability`: a minute at 50/s
 def test_a_lanes_rate_holds(pipeline: Pipeline, tmp_path: Path) -> None:
     p = pipeline
     calls, sink = p.table("calls"), p.table("sink")
@@ -239,6 +240,7 @@ def index(change: Change, ctx: Context) -> None:
 """
 
 
+@pytest.mark.reliability  # also in `make reliability`: 3,000 changes
 def test_each_workload_scales_one_two_one_apart(pipeline: Pipeline, tmp_path: Path) -> None:
     """``cdc run --workload`` processes per workload, scaled 1-2-1 while changes flow: each
     change's effect once per workload, none lost."""

@@ -263,3 +263,21 @@ def test_one_endpoint_labels_every_series_with_its_workload() -> None:
         False,
         "default: not fetching yet; sync: not fetching yet",
     )
+
+
+def test_the_schedulers_counts_are_series_of_the_endpoint() -> None:
+    from cdc.schedule.scheduler import Counts, CountsCollector
+
+    quick = handler()
+    settings = Settings(http_port=None, capture_check_interval_s=0)
+    workloads = Workloads(settings, WATCHED, plan(settings, WATCHED, [quick]))
+    counts = Counts(moved=3, fired={"nightly": 2}, leader=True)
+    workloads.registry.register(CountsCollector(counts))
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in text_string_to_metric_families(workloads.exposition().decode())
+        for s in family.samples
+    }
+    assert samples[("cdc_scheduler_leader", ())] == 1
+    assert samples[("cdc_scheduler_delivered_total", ())] == 3
+    assert samples[("cdc_schedule_fired_total", (("schedule", "nightly"),))] == 2
