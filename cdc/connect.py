@@ -38,16 +38,34 @@ STEADY_S = 5.0
 
 
 class ConnectClient:
+    """Kafka Connect's REST API. ``url`` may name several workers of one group, comma
+    separated: any of them answers for the group (forwarding to its leader what needs it),
+    so a request goes to the one that answered last, and on to the next while a worker
+    cannot be reached (killed, restarting, cut off)."""
+
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+        self._http = httpx.Client(timeout=timeout)
+        self._at = 0  # the worker that answered last
 
     def _call(
         self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 202, 204)
     ) -> httpx.Response:
-        response = self._http.request(method, path, json=json)
-        if response.status_code not in ok:
-            raise ConnectError(method, path, response.status_code, response.text[:2000])
-        return response
+        failed: httpx.TransportError | None = None
+        for i in range(len(self.urls)):
+            at = (self._at + i) % len(self.urls)
+            try:
+                response = self._http.request(method, self.urls[at] + path, json=json)
+            except httpx.TransportError as exc:
+                failed = exc
+                log.warning("connect.unreachable", url=self.urls[at], error=str(exc) or repr(exc))
+                continue
+            self._at = at
+            if response.status_code not in ok:
+                raise ConnectError(method, path, response.status_code, response.text[:2000])
+            return response
+        assert failed is not None
+        raise failed
 
     def get_config(self, name: str) -> dict[str, str] | None:
         """The connector's config as it was put (without the ``name`` Connect adds), or None."""

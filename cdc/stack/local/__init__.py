@@ -259,8 +259,9 @@ class LocalStack:
         secure = self.kafka_nodes[0].has_secure_listeners()
         return StackEndpoints(
             kafka_bootstrap=self.bootstrap,
-            # The first worker's: any worker of the group answers for all of it.
-            connect_url=self.connect_workers[0].url,
+            # Every worker's: any of them answers for the group, and a client goes on to the
+            # next while one is down.
+            connect_url=",".join(w.url for w in self.connect_workers),
             registry_url=self.registry.url,
             pg_host=HOST,
             pg_port=p["postgres"],
