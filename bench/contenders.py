@@ -257,7 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    configure_logging(args.log_level, json=True)
+    configure_logging(args.log_level, "json")
     settings = Settings(http_port=None)
     records = args.records or sys.maxsize
     topics = [f"{args.prefix}.bench.{t}" for t in TABLES]

@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=20000, help="records read from Kafka")
     parser.add_argument("--records", type=int, default=300000, help="records replayed")
     args = parser.parse_args()
-    configure_logging("INFO", json=True)
+    configure_logging("INFO", "json")
     settings = Settings(http_port=None)
     records = sample(settings, [f"{args.prefix}.bench.{t}" for t in TABLES], args.sample)
 

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rates", default="", help="rows/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    configure_logging("WARNING", json=True)
+    configure_logging("WARNING", "json")
     rates = [float(r) for r in args.rates.split(",") if r] or default_rates()
     run = f"benchlat{uuid.uuid4().hex[:6]}"
     watched = parse_watched_tables(

@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--handler", choices=("noop", "reads_three"), default="noop")
     parser.add_argument("--profile", action="store_true", help="one run under cProfile")
     args = parser.parse_args()
-    configure_logging("INFO", json=True)  # as `cdc run`: logs to stderr
+    configure_logging("INFO", "json")  # as `cdc run`: logs to stderr
     handler = noop if args.handler == "noop" else reads_three
     if args.profile:
         profile = cProfile.Profile()

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cdc.logs import KAFKA_LOGGER
+
 DEFAULT_STACK_DIR = Path(".cdc/stack")
 STACK_ENV_FILE = "stack.env"
 
@@ -140,6 +142,8 @@ class Settings(BaseSettings):
         config: dict[str, object] = {
             "bootstrap.servers": self.kafka_bootstrap,
             "security.protocol": self.kafka_security_protocol,
+            # librdkafka's own lines through our logs, not raw on stderr.
+            "logger": KAFKA_LOGGER,
         }
         optional: dict[str, object | None] = {
             "sasl.mechanism": self.kafka_sasl_mechanism,

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from cdc.errors import ConfigError
-from cdc.logs import configure_logging
+from cdc.logs import LogFormat, configure_logging
 from cdc.settings import Settings, load_settings, stack_dir
 
 if TYPE_CHECKING:
@@ -45,8 +45,20 @@ WatchedOpt = Annotated[
 
 
 @app.callback()
-def _setup(log_level: Annotated[str, typer.Option(envvar="CDC_LOG_LEVEL")] = "INFO") -> None:
-    configure_logging(log_level)
+def _setup(
+    log_level: Annotated[
+        str, typer.Option(envvar="CDC_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            envvar="CDC_LOG_FORMAT",
+            help="console (readable lines), json (one object a line), or auto: console on a "
+            "terminal, json elsewhere.",
+        ),
+    ] = "auto",
+) -> None:
+    configure_logging(log_level, log_format)
 
 
 def _local_stack() -> LocalStack:

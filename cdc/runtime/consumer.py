@@ -85,8 +85,11 @@ class Runtime:
         )
         prefix = watched.connector.topic_prefix
         self.dead_letters = DeadLetterSink(self.resources, s.dead_letter_topic or f"{prefix}.dlq")
-        self.subscription = Subscription(watched, router, self.dead_letters.topic)
+        self.subscription = Subscription(
+            watched, router, self.dead_letters.topic, events=workload == DEFAULT_WORKLOAD
+        )
         self.topics = self.subscription.topics
+        self.encoding = watched.connector.encoding.value
         self.decoder = decoder or decoder_for(watched.connector.encoding, s.registry_url)
         self.probes = Probes()
         self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
@@ -143,12 +146,16 @@ class Runtime:
         consumer = self._consumer()
         self.execute.start(s.concurrency)
         self.fetcher.subscribe(consumer, self.topics)
+        log.debug("consumer.settings", settings=s.masked())
         log.info(
             "consumer.started",
             workload=self.workload,
             group=s.group_id,
+            tables_file=str(s.watched_tables),
+            encoding=self.encoding,
             topics=self.topics,
-            handlers=[h.name for h in self.router.handlers],
+            # A function with two decorators is one handler.
+            handlers=list(dict.fromkeys(h.name for h in self.router.handlers)),
             event_types=self.router.event_types(),
             dead_letter_topic=self.dead_letters.topic,
             concurrency=s.concurrency,
@@ -156,7 +163,6 @@ class Runtime:
             timeout_s=s.handler_timeout_s,
             rate=None if self.rate is None else f"{self.rate.runs}/{self.rate.per_s:g}s",
             http_port=self.endpoint.port if self.endpoint else None,
-            settings=s.masked(),
         )
         tally = self.tally
         tally.bind()

@@ -17,7 +17,14 @@ class Subscription:
     Raises `ConfigError` for a dead-letter topic among them, or event handlers without an
     outbox."""
 
-    def __init__(self, watched: WatchedTables, router: Router, dead_letter_topic: str) -> None:
+    def __init__(
+        self,
+        watched: WatchedTables,
+        router: Router,
+        dead_letter_topic: str,
+        *,
+        events: bool = True,
+    ) -> None:
         prefix = self._prefix = watched.connector.topic_prefix
         self.topics = [f"{prefix}.{table}" for table in router.tables()]
         # Debezium's BEGIN / END records, for the handlers of whole transactions.
@@ -26,7 +33,9 @@ class Subscription:
             self.topics.append(self.transaction_topic)
         self._outbox: re.Pattern[str] | None = None
         self._kinds: dict[str, tuple[bool, str]] = {}
-        pattern = outbox_topic_pattern(watched)
+        # ``events``: the outbox's topics even without an event handler (their records then
+        # follow the unrouted policy); a workload other than `default` takes only its own.
+        pattern = outbox_topic_pattern(watched) if events or router.event_types() else None
         if pattern is not None:
             self.topics.append(pattern)
             self._outbox = re.compile(pattern)
@@ -34,7 +43,7 @@ class Subscription:
                 raise ConfigError(
                     "settings", [f"the dead-letter topic {dead_letter_topic} is an outbox topic"]
                 )
-        elif router.event_types():
+        elif router.event_types() and watched.outbox is None:
             raise ConfigError(
                 "handlers",
                 [

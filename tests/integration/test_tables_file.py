@@ -92,7 +92,7 @@ def test_run_checks_and_logs_the_file(other: Pipeline) -> None:
     )
     started = json.loads(lines[-1])
     assert started["event"] == "consumer.started"
-    assert started["settings"]["watched_tables"] == OTHER
+    assert started["tables_file"] == OTHER
     assert "cdc.yaml" not in printed
 
 

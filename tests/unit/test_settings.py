@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from cdc.logs import KAFKA_LOGGER
 from cdc.settings import MASK, Settings, load_settings
 
 
@@ -18,6 +19,7 @@ def test_security_settings_become_librdkafka_properties() -> None:
         kafka_extra={"client.rack": "eu-1a"},
     )
     assert s.kafka_config(**{"group.id": "g"}) == {
+        "logger": KAFKA_LOGGER,  # librdkafka's lines through our logs
         "bootstrap.servers": "broker:9093",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -32,6 +34,7 @@ def test_security_settings_become_librdkafka_properties() -> None:
 
 def test_plaintext_sets_no_tls_or_sasl_keys() -> None:
     assert Settings(kafka_bootstrap="b:1").kafka_config() == {
+        "logger": KAFKA_LOGGER,
         "bootstrap.servers": "b:1",
         "security.protocol": "PLAINTEXT",
     }
