@@ -10,6 +10,7 @@ CDC := $(BIN)/cdc
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip uninstall --quiet --yes cdc 2>/dev/null || true  # the distribution's old name
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

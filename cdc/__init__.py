@@ -4,6 +4,8 @@ What a handler author needs is here; the rest lives in named submodules: `cdc.ev
 event type), `cdc.decoding` (decoders), `cdc.settings`, `cdc.tables.config` (the watched-tables
 file), `cdc.runtime`, `cdc.errors`, `cdc.testing` (the test kit)."""
 
+__version__ = "0.2.0"
+
 from cdc.errors import CdcError, ConfigError, DecodeError, EmitError
 from cdc.events import (
     MICROS,
