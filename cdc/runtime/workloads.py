@@ -173,6 +173,21 @@ def _all(results: Iterable[tuple[str, tuple[bool, str]]]) -> tuple[bool, str]:
     return (False, "; ".join(failing)) if failing else (True, "ok")
 
 
+# What the process watches once for all its workloads (the first runtime does): series
+# without a workload label.
+PROCESS_WIDE = frozenset(
+    {
+        "cdc_capture_problems",
+        "cdc_ledger_pruned_rows",
+        "cdc_slot_active",
+        "cdc_slot_lost",
+        "cdc_slot_retained_wal_bytes",
+        "cdc_slot_unconfirmed_wal_bytes",
+        "cdc_slot_safe_wal_bytes",
+    }
+)
+
+
 class _Labelled:
     """The runtimes' registries as one, each sample labelled with its workload (a family
     shared by several is written once, as the text format requires)."""
@@ -182,9 +197,13 @@ class _Labelled:
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
-        for runtime in self._runtimes:
+        for i, runtime in enumerate(self._runtimes):
             workload = runtime.workload
             for family in runtime.metrics.registry.collect():
+                if family.name in PROCESS_WIDE:
+                    if i == 0:  # the runtime that watches the capture and prunes the ledger
+                        merged[family.name] = family
+                    continue
                 out = merged.get(family.name)
                 if out is None:
                     out = merged[family.name] = Metric(

@@ -102,11 +102,11 @@ def log_lines(log: Path) -> list[dict[str, Any]]:
 
 
 def http_port(log: Path) -> int:
-    """The port of `cdc run`'s HTTP endpoint, once it has started."""
-    started = eventually(
-        lambda: [x for x in log_lines(log) if x["event"] == "consumer.started"], bool
+    """The port of `cdc run`'s HTTP endpoint, once it serves."""
+    serving = eventually(
+        lambda: [x for x in log_lines(log) if x["event"] == "endpoint.serving"], bool
     )
-    return int(started[0]["http_port"])
+    return int(serving[0]["port"])
 
 
 @pytest.mark.parametrize("encoding", ["json", "json-noschema", "avro"])

@@ -258,6 +258,16 @@ def test_one_endpoint_labels_every_series_with_its_workload() -> None:
         if s.name == "cdc_records_total"
     }
     assert samples == {"default": 1, "sync": 2}
+    # What the process watches once: no workload label, from the runtime that watches.
+    for runtime in workloads.runtimes:
+        runtime.metrics.capture_problems.labels("app", "task").set(1)
+    capture = [
+        s.labels
+        for family in text_string_to_metric_families(workloads.exposition().decode())
+        for s in family.samples
+        if s.name == "cdc_capture_problems"
+    ]
+    assert capture == [{"connector": "app", "check": "task"}]
     assert [r.settings.group_id for r in workloads.runtimes] == ["cdc", "cdc.sync"]
     assert workloads.ready() == (
         False,
