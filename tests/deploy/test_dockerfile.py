@@ -145,7 +145,7 @@ def test_build_context_and_build_stage(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    (wheel,) = wheels.glob("cdc-*.whl")
+    (wheel,) = wheels.glob("reactive_cdc-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -157,6 +157,7 @@ def test_build_context_and_build_stage(tmp_path: Path) -> None:
         "cdc/jvm_poms/transforms/src/main/java/dev/cdc/connect/DropNullableDefaults.java" in names
     )
     assert "cdc/deploy/compose.py" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 
 def test_connect_image_adds_the_local_stacks_plugins(tmp_path: Path) -> None:
