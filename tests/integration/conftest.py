@@ -3,6 +3,7 @@ topic prefix, torn down afterwards."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -144,5 +145,8 @@ def private_cluster(prefix: str) -> Iterator[LocalStack]:
         stack.up(timeout=600.0, brokers=3, connect_workers=2)
         yield stack
     finally:
+        keep = os.environ.get("CDC_KEEP_STACK_LOGS")  # a directory to keep the logs in
+        if keep:
+            shutil.copytree(stack.logs, Path(keep) / stack.dir.name, dirs_exist_ok=True)
         stack.destroy()
         shutil.rmtree(stack.dir, ignore_errors=True)

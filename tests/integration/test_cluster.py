@@ -19,6 +19,7 @@ from cdc.connect import ConnectClient
 from cdc.replication_check import read_topics, replication_findings
 from cdc.stack.local import LocalStack
 from cdc.topics import ensure_topic
+from tests.diagnose import pipeline_state
 from tests.integration.conftest import Pipeline, private_cluster
 from tests.integration.test_kill import ROOT, start, wait
 
@@ -113,7 +114,10 @@ def test_a_cluster_replicates_and_captures_through_a_broker_and_a_worker_killed(
         welcomed = wait(pipeline, WELCOMES, (users + more,), lambda n: n >= 40, timeout=300)
         recovered_s = time.monotonic() - killed_at
         log = (tmp_path / "consumer.log").read_text()
-        assert welcomed == 40, f"{welcomed} of 40 welcomed: {log[-5000:]}"
+        if welcomed != 40:
+            groups = {pipeline.id: [pipeline.topic("users")]}
+            state = pipeline_state(pipeline.settings, endpoints.connect_url, pipeline.name, groups)
+            raise AssertionError(f"{welcomed} of 40 welcomed\n{state}\n{log[-5000:]}")
         assert pipeline.sql(
             "SELECT count(DISTINCT user_id) FROM notifications "
             "WHERE kind = 'welcome' AND user_id = ANY(%s)",

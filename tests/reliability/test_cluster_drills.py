@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from cdc.connect import ConnectClient
 from cdc.stack.local import LocalStack
+from tests.diagnose import pipeline_state
 from tests.integration.conftest import Pipeline, private_cluster
 from tests.reliability.report import record, scaled
 from tests.reliability.workload import POSTS, USERS, CdcRun, ExampleApp, Writer, count_log, finish
@@ -56,7 +57,9 @@ def started_app(pipeline: Pipeline) -> ExampleApp:
     return app
 
 
-def probe(app: ExampleApp, since: float, timeout: float = 300) -> float:
+def probe(
+    app: ExampleApp, since: float, timeout: float = 300, runs: tuple[CdcRun, ...] = ()
+) -> float:
     """A new user written now, and the seconds from ``since`` until its welcome is sent:
     the whole path (capture, Kafka, consumer) works again."""
     handle = f"{app.tag}_probe{len(app.users)}"
@@ -65,17 +68,23 @@ def probe(app: ExampleApp, since: float, timeout: float = 300) -> float:
         (handle, f"{handle}+0@example.org"),
     )
     app.users.append(row[0])  # the writer may pick it, and the check counts it
-    eventually(
-        lambda: (
-            app.sql(
-                "SELECT count(*) FROM notifications WHERE kind = 'welcome' AND user_id = %s",
-                (row[0],),
-            )[0][0]
-            > 0
-        ),
-        what=f"the welcome of {handle}",
-        timeout=timeout,
-    )
+    try:
+        eventually(
+            lambda: (
+                app.sql(
+                    "SELECT count(*) FROM notifications WHERE kind = 'welcome' AND user_id = %s",
+                    (row[0],),
+                )[0][0]
+                > 0
+            ),
+            what=f"the welcome of {handle}",
+            timeout=timeout,
+        )
+    except TimeoutError as exc:
+        p = app.pipeline
+        state = pipeline_state(p.settings, p.stack.connect_url, p.name, app.groups)
+        tails = "".join(f"\n--- {r.log.name}\n{r.tail(30)}" for r in runs)
+        raise TimeoutError(f"{exc}\n{state}{tails}") from None
     return round(time.monotonic() - since, 1)
 
 
@@ -300,7 +309,6 @@ def test_consumer_frozen_past_its_session(pipeline: Pipeline, tmp_path: Path) ->
     app = started_app(pipeline)
     writer = Writer(app, rate=RATE, batch=10).start()
     runs = [CdcRun(app, tmp_path / f"run{i}.log") for i in range(2)]
-    table_partitions = PARTITIONS * len(app.topics)
 
     started = time.monotonic()
     takeovers, recovered = [], []
@@ -313,12 +321,15 @@ def test_consumer_frozen_past_its_session(pipeline: Pipeline, tmp_path: Path) ->
             frozen.proc.send_signal(signal.SIGSTOP)
             try:
                 eventually(
-                    lambda o=other: o.owned() >= table_partitions,
-                    what="the other consumer owning every partition",
+                    lambda o=other: all(
+                        o.owned(workload) >= PARTITIONS * len(topics)
+                        for workload, topics in app.workload_topics().items()
+                    ),
+                    what="the other consumer owning every partition of every workload",
                     timeout=120,
                 )
                 takeovers.append(round(time.monotonic() - t0, 1))
-                recovered.append(probe(app, t0))
+                recovered.append(probe(app, t0, runs=(other, frozen)))
                 time.sleep(scaled(3, 10))  # the new owner commits past the frozen one
             finally:
                 frozen.proc.send_signal(signal.SIGCONT)

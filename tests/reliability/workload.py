@@ -77,6 +77,13 @@ class ExampleApp:
         self.users: list[int] = []
         self.posts: list[int] = []
 
+    def workload_topics(self) -> dict[str, list[str]]:
+        """Each workload's name and the topics its consumer group reads."""
+        return {
+            "default" if group == self.tag else group.removeprefix(f"{self.tag}."): topics
+            for group, topics in self.groups.items()
+        }
+
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         """``pipeline.sql``, on a new connection when a database restart broke the old one."""
         if self.pipeline.db.broken or self.pipeline.db.closed:
@@ -286,10 +293,21 @@ class CdcRun:
                 out[sample.name] += sample.value
         return dict(out)
 
-    def owned(self) -> int:
-        """Partitions it owns (0 while it does not answer: frozen, or starting)."""
+    def owned(self, workload: str | None = None) -> int:
+        """Partitions it owns, of one workload or all (0 while it does not answer: frozen,
+        or starting)."""
         try:
-            return int(self.metrics().get("cdc_assigned_partitions", 0))
+            if workload is None:
+                return int(self.metrics().get("cdc_assigned_partitions", 0))
+            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+            return int(
+                sum(
+                    s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                    if s.name == "cdc_assigned_partitions" and s.labels.get("workload") == workload
+                )
+            )
         except Exception:
             return 0
 
