@@ -24,6 +24,7 @@ import psycopg
 import structlog
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cdc.outbox import emit
 from cdc.routing.declared import Handler
 from cdc.schedule.declare import Schedule, declared
 from cdc.settings import Settings
@@ -95,6 +96,8 @@ class Scheduler:
         self.watched = watched
         self.schedules = schedules
         self.sql = Statements(watched)
+        assert watched.outbox is not None
+        self.outbox = watched.outbox.table
         self.key = lock_key(watched)
         self.counts = Counts()
         self._stop = threading.Event()
@@ -198,12 +201,15 @@ class Scheduler:
             if due is not None:
                 when, missed = due
                 event_id = uuid.uuid5(EVENT_NAMESPACE, f"{schedule.name}@{when.isoformat()}")
-                payload = schedule.payload(when, missed).model_dump_json()
-                conn.execute(
-                    self.sql.insert,
-                    (event_id, schedule.aggregate_type, schedule.name, schedule.event, payload),
+                emit(
+                    conn,
+                    schedule.aggregate_type,
+                    schedule.name,
+                    schedule.event,
+                    schedule.payload(when, missed),
+                    table=self.outbox,
+                    event_id=event_id,
                 )
-                conn.execute(self.sql.clear, ([event_id],))
                 conn.execute(self.sql.advance, (when, schedule.name))
                 last = when
         if due is not None:

@@ -108,10 +108,6 @@ class Statements:
         ).format(delayed=delayed, outbox=outbox, columns=columns)
         # The outbox stays empty, as with `emit`: Debezium reads the insert from the log.
         self.clear = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(outbox)
-        self.insert = sql.SQL(
-            "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload) "
-            "VALUES (%s, %s, %s, %s, %s::jsonb)"
-        ).format(outbox)
         self.next_due = sql.SQL(
             "SELECT extract(epoch FROM min(deliver_at) - clock_timestamp()) FROM {}"
         ).format(delayed)
