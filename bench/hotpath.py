@@ -131,6 +131,7 @@ def main() -> None:
             return replay
 
     runtime = Replayed(settings, watched, Router(handlers, watched.tables), observer=observe)
+    runtime.tail = None  # no dead-letter topic to read held keys from
     wall, cpu = time.perf_counter(), time.process_time()
     runtime.run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

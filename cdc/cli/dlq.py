@@ -45,8 +45,10 @@ def dlq_list(
     limit: Annotated[int, typer.Option(help="Show at most this many (the latest).")] = 50,
     workload: WorkloadOpt = None,
 ) -> None:
-    """Show the parked records: where each came from, which handler failed, why, and
-    whether a replay has taken it already."""
+    """Show the parked records (where each came from, which handler failed, why, and
+    whether a replay has taken it already), then the keys held behind them."""
+    from cdc.runtime.dead_letter_tail import fold
+    from cdc.runtime.held_keys import HeldKeys
     from cdc.runtime.replay import DeadLetterTopic, replay_group
     from cdc.runtime.workloads import resolve
 
@@ -56,7 +58,11 @@ def dlq_list(
     topic = _dead_letter_topic(settings, watched)
     with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
         done = dlq.replayed_up_to(replay_group(settings))
-        parked = list(dlq)
+        records = list(dlq)
+    held = HeldKeys()
+    for record in records:
+        fold(held, record)
+    parked = [p for p in records if p.release is None]
     table = Table(title=f"{topic}: {len(parked)} record(s)", title_justify="left")
     for column in (
         "at",
@@ -83,6 +89,23 @@ def dlq_list(
             "yes" if p.offset < done.get(p.partition, 0) else "no",
         )
     console.print(table)
+    holds = held.snapshot()
+    keys = Table(
+        title=f"held keys: {len(holds)} (their later changes wait behind the first)",
+        title_justify="left",
+    )
+    for column in ("handler", "from", "key", "first at", "parked", "reason"):
+        keys.add_column(column, overflow="fold")
+    for (handler, source, key), hold in sorted(holds.items(), key=lambda kv: kv[1].first):
+        keys.add_row(
+            handler,
+            source,
+            key.decode(errors="replace")[-120:],
+            f"{hold.partition}@{hold.first}",
+            str(hold.count),
+            hold.reason[:200],
+        )
+    console.print(keys)
 
 
 @dlq_app.command("replay")

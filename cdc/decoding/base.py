@@ -15,7 +15,7 @@ from cdc.events.columns import Mismatch
 from cdc.events.source import KafkaCoordinates
 
 
-def coordinates(msg: Message) -> KafkaCoordinates:
+def coordinates(msg: Message, key: bytes | None = None) -> KafkaCoordinates:
     timestamp_type, timestamp = msg.timestamp()
     partition, offset, headers = msg.partition(), msg.offset(), msg.headers()
     return KafkaCoordinates(
@@ -24,6 +24,7 @@ def coordinates(msg: Message) -> KafkaCoordinates:
         -1 if offset is None else offset,
         timestamp if timestamp_type else None,
         tuple(headers) if headers else (),  # type: ignore[arg-type]  # bytes values
+        key,
     )
 
 
@@ -82,7 +83,8 @@ class Decoder(ABC):
         return None
 
     def decode_message(self, msg: Message, *, outbox: bool = False) -> Event:
-        return self.decode(msg.key(), msg.value(), coordinates(msg), outbox=outbox)
+        key = msg.key()
+        return self.decode(key, msg.value(), coordinates(msg, key), outbox=outbox)
 
     def _read(self, raw: bytes) -> tuple[Any, str | None]:
         if not raw:

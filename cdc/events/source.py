@@ -23,7 +23,7 @@ class Snapshot(StrEnum):
 class KafkaCoordinates:
     """Where a record was read from."""
 
-    __slots__ = ("headers", "offset", "partition", "timestamp_ms", "topic")
+    __slots__ = ("headers", "key", "offset", "partition", "timestamp_ms", "topic")
 
     def __init__(
         self,
@@ -32,12 +32,14 @@ class KafkaCoordinates:
         offset: int,
         timestamp_ms: int | None = None,
         headers: tuple[tuple[str, bytes | None], ...] = (),
+        key: bytes | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self.timestamp_ms = timestamp_ms
         self.headers = headers
+        self.key = key  # the record's key as it was read (bytes of whatever encoding)
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""

@@ -34,6 +34,7 @@ class TableHandler:
     workload: str = DEFAULT_WORKLOAD
     attempts: int | None = None  # over the workload's retry.attempts
     timeout_s: float | None = None  # over the workload's timeout_s
+    keep_order: bool | None = None  # None: the workload's keep_order
 
     def wants(self, change: Change, snapshot_reads: bool) -> bool:
         """Whether this change is for this handler (table already matched)."""
@@ -92,6 +93,7 @@ class EventHandler:
     workload: str = DEFAULT_WORKLOAD
     attempts: int | None = None  # over the workload's retry.attempts
     timeout_s: float | None = None  # over the workload's timeout_s
+    keep_order: bool | None = None  # None: the workload's keep_order
 
     def typed(self, event: DomainEvent) -> DomainEvent[Any]:
         """The event with its payload as the handler's model.

@@ -47,6 +47,7 @@ def on_event(
     workload: str = DEFAULT_WORKLOAD,
     attempts: int | None = None,
     timeout_s: float | None = None,
+    keep_order: bool | None = None,
 ) -> Callable[[F], F]:
     """Declare a handler for the domain events of type ``event_type`` (written with
     `cdc.emit` to the outbox declared in the watched-tables file), whatever their aggregate.
@@ -56,7 +57,8 @@ def on_event(
     ``ledger``: effectively once, keyed by the event's id, as for `on_change`. A handler that
     emits follow-up events does so in its ``ctx.connection()`` block, so the follow-ups and the
     ledger row commit together.
-    ``workload``, ``attempts``, ``timeout_s``: as for `on_change`.
+    ``workload``, ``attempts``, ``timeout_s``, ``keep_order``: as for `on_change` (an
+    event's key is its aggregate id).
     """
 
     def mark(func: F) -> F:
@@ -67,7 +69,9 @@ def on_event(
         problems += _model_problems(model) + _lane_problems(workload, attempts, timeout_s)
         if problems:
             raise ConfigError(f"handler {name}", problems)
-        handler = EventHandler(func, event_type, model, name, ledger, workload, attempts, timeout_s)
+        handler = EventHandler(
+            func, event_type, model, name, ledger, workload, attempts, timeout_s, keep_order
+        )
         setattr(func, _MARK, (*getattr(func, _MARK, ()), handler))
         return func
 
@@ -91,7 +95,8 @@ def on_transaction(
     watched-tables file; ``cdc check`` says when it is off). The offsets of a transaction's
     changes move once the handler is done with it: a crash redelivers the whole of it.
     ``ledger``: effectively once, keyed by the transaction's id.
-    ``workload``, ``attempts``, ``timeout_s``: as for `on_change`.
+    ``workload``, ``attempts``, ``timeout_s``, ``keep_order``: as for `on_change` (an
+    event's key is its aggregate id).
     """
 
     def mark(func: F) -> F:
@@ -166,6 +171,7 @@ def on_change(
     workload: str = DEFAULT_WORKLOAD,
     attempts: int | None = None,
     timeout_s: float | None = None,
+    keep_order: bool | None = None,
 ) -> Callable[[F], F]:
     """Declare a handler for ``table`` (``schema.table``, or ``table`` in ``public``).
 
@@ -189,6 +195,10 @@ def on_change(
     file: its own consumer group, concurrency, window, retries, time limit and rate).
     ``attempts``: attempts in all, over the workload's. ``timeout_s``: an attempt running
     longer fails and is retried, over the workload's.
+    ``keep_order``: once a change of a key is parked in the dead-letter topic, park the
+    handler's later changes of that key behind it, unrun, until `cdc dlq replay` has replayed
+    them in order (default: the workload's ``keep_order``, true). False: later changes run at
+    once, and a replay may apply an older change over a newer one.
     ``debounce_s``: run once per key (the row's primary key) with its latest change, once
     the key has had no change for this long, or ``max_wait_s`` (default 10 times
     ``debounce_s``) after its first change held; the earlier changes are coalesced into
@@ -202,7 +212,11 @@ def on_change(
         if problems:
             raise ConfigError(f"handler {handler.name}", problems)
         handler = dataclasses.replace(
-            handler, workload=workload, attempts=attempts, timeout_s=timeout_s
+            handler,
+            workload=workload,
+            attempts=attempts,
+            timeout_s=timeout_s,
+            keep_order=keep_order,
         )
         if debounce_s is not None:
             handler = _debounced(handler, debounce_s, max_wait_s, batch)

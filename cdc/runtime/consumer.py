@@ -22,16 +22,18 @@ from confluent_kafka import Consumer, Message
 from structlog.contextvars import bind_contextvars
 
 from cdc.decoding import Decoder, decoder_for
-from cdc.routing import Router, TableHandler
+from cdc.routing import Handler, Router, TableHandler
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.consumer_config import consumer_config
 from cdc.runtime.context import Resources
 from cdc.runtime.dead_letter import DeadLetterSink
+from cdc.runtime.dead_letter_tail import DeadLetterTail
 from cdc.runtime.decode import DecodeStage
 from cdc.runtime.dispatch import Backoff, Dispatcher
 from cdc.runtime.drop import Drops
 from cdc.runtime.execute import Executor
 from cdc.runtime.fetch import Fetcher
+from cdc.runtime.held_keys import HeldKeys
 from cdc.runtime.housekeeping import LedgerPruner
 from cdc.runtime.limits import Pacer
 from cdc.runtime.metrics import Endpoint, Metrics, Probes
@@ -62,6 +64,7 @@ class Runtime:
         observer: Observer | None = None,
         workload: str = DEFAULT_WORKLOAD,
         rate: RateLimit | None = None,
+        keep_order: bool = True,
     ) -> None:
         s = self.settings = settings
         self.workload = workload
@@ -75,6 +78,16 @@ class Runtime:
             s.retry_attempts, s.retry_backoff_s, s.retry_backoff_max_s, s.retry_jitter
         )
         self.metrics = Metrics()
+        # Handlers whose keys, once parked, hold their later changes (one change at a time:
+        # a list or a key's debounced changes are not held).
+        ordered = frozenset(
+            r.name
+            for routes in (*router.routes.values(), *router.event_routes.values())
+            for r in routes
+            if not r.grouped and _keeps_order(r.handler, keep_order)
+        )
+        self.held = HeldKeys()
+        self.metrics.held_keys.set_function(lambda: len(self.held))
         self.dispatcher = Dispatcher(
             self.resources,
             backoff,
@@ -82,9 +95,25 @@ class Runtime:
             pacer=None if rate is None else Pacer(rate.interval_s),
             timed_out=lambda name: self.metrics.timeouts.labels(name).inc(),
             abandoned=self.metrics.abandoned.set,
+            held=self.held,
+            ordered=ordered,
         )
         prefix = watched.connector.topic_prefix
-        self.dead_letters = DeadLetterSink(self.resources, s.dead_letter_topic or f"{prefix}.dlq")
+        self.dead_letters = DeadLetterSink(
+            self.resources, s.dead_letter_topic or f"{prefix}.dlq", workload
+        )
+        # Started by `run` (a replay holds only what it parks itself).
+        self.tail = (
+            DeadLetterTail(
+                s,
+                self.dead_letters.topic,
+                self.held,
+                frozenset(h.name for h in router.handlers),
+                self.resources.limits,
+            )
+            if ordered
+            else None
+        )
         self.subscription = Subscription(
             watched, router, self.dead_letters.topic, events=workload == DEFAULT_WORKLOAD
         )
@@ -109,7 +138,7 @@ class Runtime:
             window=self.window,
             refused_timeout_s=s.kafka_refused_timeout_s,
         )
-        self.parker = Parker(self.dead_letters, self.metrics, backoff)
+        self.parker = Parker(self.dead_letters, self.metrics, backoff, self.held)
         self.drops = Drops(self.decoder, router, self.subscription, s.unrouted)
         self.decode = DecodeStage(self.decoder, self.subscription, self.parker, backoff, self._stop)
         self.route = RouteStage(
@@ -145,7 +174,10 @@ class Runtime:
         bind_contextvars(workload=self.workload)
         consumer = self._consumer()
         self.execute.start(s.concurrency)
-        self.fetcher.subscribe(consumer, self.topics)
+        tail = self.tail
+        if tail is not None:
+            tail.start()
+        self.fetcher.subscribe(consumer, self.topics, tail.want_end if tail else None)
         log.debug("consumer.settings", settings=s.masked())
         log.info(
             "consumer.started",
@@ -174,6 +206,8 @@ class Runtime:
                 # Ready once fetching: a group with no partitions yet (Debezium makes a topic
                 # on its table's first change) is still a healthy consumer.
                 self.probes.fetching = True
+                if tail is not None and not tail.caught_up and not tail.wait(self._stop):
+                    break  # stopping: the batch is read again after a restart
                 if batch:
                     kept = self.drops.batch(batch, tally)
                     decoded = self.decode.batch(kept, tally)
@@ -227,6 +261,8 @@ class Runtime:
 
     def close(self) -> None:
         """Release the handlers' connections, the producer and the HTTP endpoint."""
+        if self.tail is not None:
+            self.tail.stop()
         self.capture.stop()
         self.pruner.stop()
         self.dispatcher.close()
@@ -249,6 +285,11 @@ class Runtime:
         assert isinstance(handled, Handled)  # it waits, so nothing is left pending
         return handled
 
-    def park(self, msg: Message, reason: str, error: str) -> None:
+    def park(self, msg: Message, reason: str, error: str, handler: str = "") -> None:
         """Send a record to the dead-letter topic from outside the consumer loop (replay)."""
-        self.parker.park(msg, reason, error, wait=self._stop.wait)
+        self.parker.park(msg, reason, error, wait=self._stop.wait, handler=handler)
+
+
+def _keeps_order(handler: Handler, default: bool) -> bool:
+    chosen: bool | None = getattr(handler, "keep_order", None)
+    return default if chosen is None else chosen

@@ -39,6 +39,7 @@ class Outgoing:
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    partition: int = -1  # -1: the partitioner's choice (by key)
 
 
 def _encode(value: Any) -> bytes | None:
@@ -136,20 +137,29 @@ class Resources:
                 )
             return self._producer
 
-    def send(self, records: list[Outgoing], timeout: float = 30.0) -> None:
-        """Produce and wait until the broker has every record; raise if one failed."""
+    def send(self, records: list[Outgoing], timeout: float = 30.0) -> list[tuple[int, int]]:
+        """Produce and wait until the broker has every record; raise if one failed. Where
+        each landed (partition, offset), in the order delivered."""
         if not records:
-            return
+            return []
         producer = self.producer()
         failures: list[str] = []
+        landed: list[tuple[int, int]] = []
 
         def delivered(err: Any, msg: Any) -> None:
             if err is not None:
                 failures.append(f"{msg.topic()}: {err}")
+            else:
+                landed.append((msg.partition(), msg.offset()))
 
         for r in records:
             producer.produce(
-                r.topic, r.value, r.key, headers=list(r.headers), on_delivery=delivered
+                r.topic,
+                r.value,
+                r.key,
+                partition=r.partition,
+                headers=list(r.headers),
+                on_delivery=delivered,
             )
         remaining = producer.flush(timeout)
         if failures or remaining:
@@ -157,6 +167,7 @@ class Resources:
                 f"{len(failures) + remaining} of {len(records)} record(s) not delivered: "
                 + "; ".join(failures or ["flush timed out"])
             )
+        return landed
 
     async def aclose(self) -> None:
         if self._async_pool is not None:

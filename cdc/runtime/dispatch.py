@@ -24,6 +24,7 @@ from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Handler, Retry, Routable, Route, Runnable
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
+from cdc.runtime.held_keys import HeldKeys, ParkedBehind
 from cdc.runtime.ledger import AlreadyProcessed
 from cdc.runtime.limits import HandlerTimeout, Pacer, TimedCalls
 
@@ -96,8 +97,14 @@ class Dispatcher:
         pacer: Pacer | None = None,
         timed_out: Callable[[str], None] | None = None,
         abandoned: Callable[[int], None] | None = None,
+        held: HeldKeys | None = None,
+        ordered: frozenset[str] = frozenset(),
     ) -> None:
         self.resources = resources
+        # Keys parked for a handler in ``ordered`` hold its later changes of the key.
+        self.held = held if held is not None else HeldKeys()
+        self._held = self.held.slots
+        self._ordered = ordered
         self.backoff = backoff or Backoff()
         self.timeout_s = timeout_s  # each attempt's time limit, unless its handler sets one
         self.pacer = pacer
@@ -174,6 +181,16 @@ class Dispatcher:
         not fit the handler's model, else the context and what the call returned or raised
         (for a coroutine function, the coroutine, not run yet)."""
         handler = route.handler
+        if self._held and route.name in self._ordered:
+            hold = self.held.hold(route.name, getattr(change, "kafka", None))
+            if hold is not None:
+                return HandlerRun(
+                    route.name,
+                    Outcome.DEAD_LETTER,
+                    attempt,
+                    hold.behind(route.name),
+                    ParkedBehind(route.name),
+                )
         try:
             typed = change if route.plain else route.typed(change)
         except Exception as exc:  # typing is deterministic: another attempt cannot help

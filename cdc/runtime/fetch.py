@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -46,10 +46,19 @@ class Fetcher:
     def connect(self) -> Consumer:
         return Consumer({**self._config, "stats_cb": self._stats, "error_cb": self._kafka_error})
 
-    def subscribe(self, consumer: Consumer, topics: list[str]) -> None:
+    def subscribe(
+        self, consumer: Consumer, topics: list[str], assigned: Callable[[], None] | None = None
+    ) -> None:
+        """``assigned``: told after partitions are assigned, before their records come."""
         offsets = self._offsets
+
+        def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            offsets.assigned(consumer, partitions)
+            if assigned is not None and partitions:
+                assigned()
+
         consumer.subscribe(
-            topics, on_assign=offsets.assigned, on_revoke=offsets.revoked, on_lost=offsets.lost
+            topics, on_assign=on_assign, on_revoke=offsets.revoked, on_lost=offsets.lost
         )
 
     def fetch(self, consumer: Consumer, in_flight: int) -> list[Message]:

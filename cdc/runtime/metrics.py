@@ -169,6 +169,12 @@ class Metrics:
         self.assigned = Gauge(
             "cdc_assigned_partitions", "Partitions this consumer owns.", registry=r
         )
+        self.held_keys = Gauge(
+            "cdc_held_keys",
+            "Keys held behind a dead letter (once per handler holding it): their later changes "
+            "are parked behind it until `cdc dlq replay` releases them.",
+            registry=r,
+        )
         self.capture_problems = Gauge(
             "cdc_capture_problems",
             "What stops Debezium capturing the watched tables, by connector and check "

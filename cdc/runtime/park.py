@@ -7,6 +7,7 @@ from confluent_kafka import KafkaException, Message
 
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
 from cdc.runtime.dispatch import Backoff
+from cdc.runtime.held_keys import HeldKeys
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outage import persist
 from cdc.runtime.records import Wait, coordinates, record_headers
@@ -17,9 +18,12 @@ log = structlog.get_logger("cdc.consumer")
 class Parker:
     """Sends records to the dead-letter topic, from any thread."""
 
-    def __init__(self, sink: DeadLetterSink, metrics: Metrics, backoff: Backoff) -> None:
+    def __init__(
+        self, sink: DeadLetterSink, metrics: Metrics, backoff: Backoff, held: HeldKeys
+    ) -> None:
         self.sink = sink
         self.topic = sink.topic
+        self.held = held  # each park holds its key (`cdc.runtime.held_keys`)
         self._metrics = metrics
         self._backoff = backoff
 
@@ -52,9 +56,10 @@ class Parker:
             table=table,
             attempts=attempts,
         )
-        persist(
+        at, parked_at = persist(
             "dead_letter", KafkaException, lambda: self.sink.send(rejected), wait, self._backoff
         )
+        self.held.parked(handler, topic, rejected.key, at, parked_at, reason)
         log.error(
             "record.dead_lettered",
             topic=topic,

@@ -7,115 +7,23 @@ its original coordinates: nothing is lost, and the next replay tries it again.""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import (
-    TIMESTAMP_CREATE_TIME,
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
 
-from cdc.runtime.consumer import Handled, Runtime, record_headers
-from cdc.runtime.dead_letter import HEADER
+from cdc.runtime.consumer import Handled, Runtime
+from cdc.runtime.dead_letter import Parked, release
+from cdc.runtime.held_keys import Slot
 from cdc.settings import Settings
 from cdc.tables.limits import RecordLimits
-
-
-@dataclass(frozen=True)
-class Parked:
-    """A record in the dead-letter topic, and what its headers say about it."""
-
-    partition: int  # where it is parked
-    offset: int
-    parked_at: dt.datetime | None
-    topic: str  # where it came from
-    source_partition: int
-    source_offset: int
-    table: str
-    handler: str
-    error: str
-    reason: str
-    attempts: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]  # the original record's own headers
-    source_timestamp_ms: int | None = None
-
-    @classmethod
-    def of(cls, msg: Message) -> Parked:
-        pairs = record_headers(msg)
-        ours = {k[len(HEADER) :]: v for k, v in pairs if k.startswith(HEADER)}
-        theirs = tuple((k, v) for k, v in pairs if not k.startswith(HEADER))
-
-        def text(name: str) -> str:
-            return (ours.get(name) or b"").decode(errors="replace")
-
-        def number(name: str) -> int:
-            try:
-                return int(text(name))
-            except ValueError:
-                return -1
-
-        kind, ts = msg.timestamp()
-        return cls(
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            parked_at=dt.datetime.fromtimestamp(ts / 1000, dt.UTC) if kind else None,
-            topic=text("topic"),
-            source_partition=number("partition"),
-            source_offset=number("offset"),
-            table=text("table"),
-            handler=text("handler"),
-            error=text("error"),
-            reason=text("reason"),
-            attempts=max(number("attempts"), 0),
-            key=msg.key(),
-            value=msg.value(),
-            headers=theirs,
-            source_timestamp_ms=number("timestamp") if "timestamp" in ours else None,
-        )
-
-    def original(self) -> Message:
-        """The record as it was read from its own topic, for the decoder and the runtime."""
-        return cast(Message, _Original(self))  # the runtime only calls Message's getters
-
-
-class _Original:
-    def __init__(self, p: Parked) -> None:
-        self._p = p
-
-    def topic(self) -> str:
-        return self._p.topic
-
-    def partition(self) -> int:
-        return self._p.source_partition
-
-    def offset(self) -> int:
-        return self._p.source_offset
-
-    def key(self) -> bytes | None:
-        return self._p.key
-
-    def value(self) -> bytes | None:
-        return self._p.value
-
-    def headers(self) -> list[tuple[str, bytes | None]]:
-        return list(self._p.headers)
-
-    def timestamp(self) -> tuple[int, int]:
-        ts = self._p.source_timestamp_ms
-        return (0, -1) if ts is None else (TIMESTAMP_CREATE_TIME, ts)
-
-    def error(self) -> None:
-        return None
 
 
 class DeadLetterTopic:
@@ -232,22 +140,49 @@ def replay(
     takes it)."""
     outcomes: Counter[str] = Counter()
     names = {h.name for h in runtime.router.handlers}
+    # Each held key replayed: the dead-letter partition of its records, the last offset.
+    replayed: dict[Slot, tuple[int, int]] = {}
     for parked in dead_letters:
+        if parked.release is not None:
+            dead_letters.mark_done(parked)
+            continue
         if elsewhere and parked.handler in elsewhere:
             outcome = "other_workload"
         else:
             outcome = _replay_one(runtime, parked, names)
+            if parked.key is not None and parked.handler:  # else it held nothing
+                slot = (parked.handler, parked.topic, parked.key)
+                replayed[slot] = (parked.partition, parked.offset)
         dead_letters.mark_done(parked)
         outcomes[outcome] += 1
         if on_each is not None:
             on_each(parked, outcome)
+    _release(runtime, dead_letters.topic, replayed)
     return outcomes
+
+
+def _release(runtime: Runtime, topic: str, replayed: dict[Slot, tuple[int, int]]) -> None:
+    """Release each key whose parked changes all went through: it holds no one any more.
+    (One parked again is held by this replay too, and stays held.)"""
+    held = runtime.held.slots
+    releases = [
+        release(topic, partition, up_to, handler, source, key, runtime.workload)
+        for (handler, source, key), (partition, up_to) in replayed.items()
+        if (handler, source, key) not in held
+    ]
+    for start in range(0, len(releases), 1000):
+        runtime.resources.send(releases[start : start + 1000])
 
 
 def _replay_one(runtime: Runtime, parked: Parked, names: set[str]) -> str:
     original = parked.original()
     if parked.handler and parked.handler not in names:
-        runtime.park(original, f"handler {parked.handler} no longer exists", "UnknownHandler")
+        runtime.park(
+            original,
+            f"handler {parked.handler} no longer exists",
+            "UnknownHandler",
+            handler=parked.handler,
+        )
         return "no_handler"
     handled: Handled = runtime.process(original, only=parked.handler or None)
     if handled.parked:

@@ -33,6 +33,7 @@ class Workload:
     settings: Settings
     rate: RateLimit | None
     replicas: int = 1
+    keep_order: bool = True
 
 
 def resolve(name: str, settings: Settings, watched: WatchedTables) -> Workload:
@@ -56,7 +57,13 @@ def resolve(name: str, settings: Settings, watched: WatchedTables) -> Workload:
     ):
         if value is not None:
             update[field] = value
-    return Workload(name, settings.model_copy(update=update), options.rate, options.replicas)
+    return Workload(
+        name,
+        settings.model_copy(update=update),
+        options.rate,
+        options.replicas,
+        options.keep_order,
+    )
 
 
 def workload_names(handlers: Iterable[Handler], watched: WatchedTables) -> list[str]:
@@ -110,7 +117,12 @@ class Workloads:
         self.settings = settings
         self.runtimes = [
             Runtime(
-                w.settings, watched, Router(found, watched.tables), workload=w.name, rate=w.rate
+                w.settings,
+                watched,
+                Router(found, watched.tables),
+                workload=w.name,
+                rate=w.rate,
+                keep_order=w.keep_order,
             )
             for w, found in plans
         ]

@@ -56,5 +56,8 @@ class WorkloadOptions(BaseModel):
     dead_letter_topic: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = None
     # Default: CDC_GROUP_ID for `default`, CDC_GROUP_ID.<name> for the others.
     group_id: Annotated[str, Field(min_length=1)] | None = None
+    # A key parked for a handler holds the handler's later changes of it (handlers may say
+    # otherwise): `cdc.runtime.held_keys`.
+    keep_order: bool = True
     # Consumers of this workload in the generated compose and Kubernetes outputs.
     replicas: Annotated[int, Field(ge=1)] = 1

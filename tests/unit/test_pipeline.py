@@ -104,6 +104,7 @@ def run(
     router = Router(handlers_of(func), WATCHED.tables)
     runtime = Fake(SETTINGS, WATCHED, router, decoder=dec, observer=handled.append)  # type: ignore[arg-type]
     kafka = Kafka(batches, runtime.stop, gap_s)
+    runtime.tail = None  # no dead-letter topic to read held keys from
     ready(runtime)
     runtime.run()
     return runtime, kafka, handled
