@@ -26,13 +26,27 @@ app.add_typer(deploy_app, name="deploy")
 
 
 @deploy_app.command("compose")
-def deploy_compose(tables: WatchedOpt = None) -> None:
+def deploy_compose(
+    tables: WatchedOpt = None,
+    brokers: Annotated[
+        int,
+        typer.Option(help="Kafka nodes: 1, or a KRaft cluster of 3 or more (as `cdc stack up`)."),
+    ] = 1,
+    connect_workers: Annotated[
+        int, typer.Option(help="Kafka Connect workers in one group (as `cdc stack up`).")
+    ] = 1,
+) -> None:
     """docker-compose.yml: the local stack's components and pins, the setup and the consumer
-    (a service per workload the watched-tables file declares)."""
+    (a service per workload the watched-tables file declares); with --brokers 3
+    --connect-workers 2, replicated as the local cluster (deploy/compose.cluster.yml)."""
     from cdc.deploy.compose import render_compose
+    from cdc.stack.config import Topology
 
+    topology = Topology(brokers, connect_workers)
+    if problem := topology.problem():
+        raise typer.BadParameter(problem)
     settings, watched = _watched(tables, Settings())
-    print(render_compose(settings, watched.workloads), end="")
+    print(render_compose(settings, watched.workloads, topology), end="")
 
 
 @deploy_app.command("alerts")
