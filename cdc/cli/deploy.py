@@ -82,6 +82,14 @@ def deploy_kubernetes(
             "`cdc stack fetch`, not published)."
         ),
     ] = Target.transforms_url,
+    replicated: Annotated[
+        bool,
+        typer.Option(
+            help="Kafka Connect and the connector's topics replicated as the local cluster "
+            "(`cdc stack up --brokers 3 --connect-workers 2`), on a Kafka cluster of 3 or more "
+            "brokers with its settings (said at the top of the output)."
+        ),
+    ] = False,
 ) -> None:
     """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
     Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
@@ -99,6 +107,7 @@ def deploy_kubernetes(
         pg_host=pg_host,
         registry_url=registry_url,
         transforms_url=transforms_url,
+        replicated=replicated,
     )
     text = settings.watched_tables.read_text()
     print(render_kubernetes(text, watched, settings, target), end="")

@@ -25,7 +25,7 @@ KAFKA_CLUSTER_ID = "j0CJyUYISB6Tr2AJgJRxdw"
 APP_DIR = "/app"
 # The replicated file `make deploy-files` writes, and the cluster it describes.
 CLUSTER_FILE = "deploy/compose.cluster.yml"
-CLUSTER = Topology(brokers=3, connect_workers=2)
+CLUSTER = config.REPLICATED
 
 HEADER = """\
 # The whole pipeline on a machine with Docker: `docker compose up` (add --build after

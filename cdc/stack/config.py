@@ -183,6 +183,11 @@ class Topology:
         return 10_000 if self.connect_workers > 1 else None
 
 
+# The replicated cluster the deploy outputs describe (compose's deploy/compose.cluster.yml,
+# `cdc deploy kubernetes --replicated`), as `cdc stack up --brokers 3 --connect-workers 2`.
+REPLICATED = Topology(brokers=3, connect_workers=2)
+
+
 @dataclass(frozen=True)
 class Quorum:
     """The KRaft controllers of a cluster, by node id: ``host:port`` of each one's
