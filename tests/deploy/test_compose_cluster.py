@@ -5,34 +5,25 @@ cluster's brokers, quorum, replication and Connect group (`cdc stack up --broker
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from cdc.cli import app
 from cdc.deploy import compose
 from cdc.settings import Settings
 from cdc.stack import config, images
 from cdc.stack.local import LocalStack, StackState
 from cdc.tables.config import load_watched_tables
+from tests.deploy import test_compose
 from tests.deploy.conftest import ROOT
-from tests.deploy.test_compose import compose_command, env_properties
+from tests.deploy.test_compose import assert_no_secret, compose_config, env_properties
 
 CLUSTER_FILE = ROOT / compose.CLUSTER_FILE
 # Where each runs and how it is reached, which differ by design between processes on one
-# host and containers; every other setting is compared.
-BROKER_PLACEMENT = {
-    "listeners",
-    "advertised.listeners",
-    "controller.quorum.bootstrap.servers",  # the local stack's dynamic quorum
-    "controller.quorum.voters",  # the image's static one
-    "inter.broker.listener.name",
-    "listener.security.protocol.map",
-    "log.dirs",
-} | config.SECURITY_KEYS
+# host and containers; every other setting is compared. The local nodes have TLS listeners.
+BROKER_PLACEMENT = test_compose.BROKER_PLACEMENT | config.SECURITY_KEYS
 WORKER_PLACEMENT = {
     "bootstrap.servers",
     "listeners",
@@ -42,19 +33,16 @@ WORKER_PLACEMENT = {
 }
 
 
+def run_cdc(*args: str) -> subprocess.CompletedProcess[str]:
+    """``cdc`` as an operator runs it: a process of its own, in the project."""
+    return subprocess.run(
+        [sys.executable, "-m", "cdc", *args], capture_output=True, text=True, check=False
+    )
+
+
 @pytest.fixture(scope="module")
 def normalized() -> dict[str, Any]:
-    """The file as compose itself reads it (and validates it): ``docker-compose config``."""
-    proc = subprocess.run(
-        [*compose_command(), "-f", str(CLUSTER_FILE), "config"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc: dict[str, Any] = yaml.safe_load(proc.stdout.replace("$$", "$"))
-    return doc
+    return compose_config(CLUSTER_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +67,16 @@ def test_committed_file_is_what_the_code_makes(clean_settings: Settings) -> None
 
 
 def test_the_cli_takes_stack_ups_flags_and_refuses_what_it_refuses(
-    clean_settings: Settings,
+    clean_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    runner = CliRunner()
-    result = runner.invoke(app, ["deploy", "compose", "--brokers", "3", "--connect-workers", "2"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == CLUSTER_FILE.read_text()
-    result = runner.invoke(app, ["deploy", "compose", "--brokers", "2"])
-    assert result.exit_code != 0
-    assert "brokers must be 1" in result.output
+    monkeypatch.setenv("CDC_STACK_DIR", str(tmp_path))  # not a running local stack's endpoints
+    flags = ["--brokers", "3", "--connect-workers", "2"]
+    made = run_cdc("deploy", "compose", *flags)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == CLUSTER_FILE.read_text()
+    refused = run_cdc("deploy", "compose", "--brokers", "2")
+    assert refused.returncode == 2
+    assert "brokers must be 1" in refused.stderr
 
 
 def test_three_kraft_nodes_of_one_cluster_with_a_volume_each(normalized: dict[str, Any]) -> None:
@@ -188,8 +177,4 @@ def test_the_consumer_and_setup_know_every_broker_and_worker(normalized: dict[st
 
 
 def test_no_secret_in_the_file() -> None:
-    text = CLUSTER_FILE.read_text()
-    for service in yaml.safe_load(text)["services"].values():
-        for key in service.get("environment", {}):
-            assert "PASSWORD" not in key or key.endswith("_FILE"), key
-    assert "password:" not in text.lower()
+    assert_no_secret(CLUSTER_FILE.read_text())

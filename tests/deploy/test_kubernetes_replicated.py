@@ -4,15 +4,14 @@ local cluster has them (`cdc stack up --brokers 3 --connect-workers 2`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from cdc.cli import app
 from cdc.deploy import Target, replicated
 from cdc.deploy import kubernetes as k8s
 from cdc.settings import Settings
@@ -20,6 +19,7 @@ from cdc.stack import config
 from cdc.tables.config import load_watched_tables
 from tests.deploy.conftest import ROOT
 from tests.deploy.schemas import strimzi_schemas
+from tests.deploy.test_compose_cluster import run_cdc
 from tests.deploy.test_kubernetes import KUBERNETES_VERSIONS, MANIFESTS, by_kind, documents
 
 
@@ -35,9 +35,10 @@ def manifests(text: str) -> dict[str, list[dict[str, Any]]]:
     return by_kind(documents(text))
 
 
-def test_the_cli_flag_prints_it(text: str) -> None:
-    result = CliRunner().invoke(app, ["deploy", "kubernetes", "--replicated"])
-    assert result.exit_code == 0, result.output
+def test_the_cli_flag_prints_it(text: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CDC_STACK_DIR", str(tmp_path))  # not a running local stack's endpoints
+    result = run_cdc("deploy", "kubernetes", "--replicated")
+    assert result.returncode == 0, result.stderr
     assert result.stdout == text
 
 
