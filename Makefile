@@ -78,9 +78,11 @@ psql:
 clean: stack-down
 	rm -rf $(VENV) .cdc
 
-# docker-compose.yml, deploy/kubernetes.yaml and deploy/prometheus/alerts.yml are made from the
-# code; tests check they are current.
+# docker-compose.yml (and its replicated twin deploy/compose.cluster.yml),
+# deploy/kubernetes.yaml and deploy/prometheus/alerts.yml are made from the code; tests check
+# they are current.
 deploy-files: $(VENV)/.installed
 	$(CDC) deploy compose > docker-compose.yml
+	$(CDC) deploy compose --brokers 3 --connect-workers 2 > deploy/compose.cluster.yml
 	$(CDC) deploy kubernetes > deploy/kubernetes.yaml
 	$(CDC) deploy alerts > deploy/prometheus/alerts.yml

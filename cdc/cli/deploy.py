@@ -26,13 +26,27 @@ app.add_typer(deploy_app, name="deploy")
 
 
 @deploy_app.command("compose")
-def deploy_compose(tables: WatchedOpt = None) -> None:
+def deploy_compose(
+    tables: WatchedOpt = None,
+    brokers: Annotated[
+        int,
+        typer.Option(help="Kafka nodes: 1, or a KRaft cluster of 3 or more (as `cdc stack up`)."),
+    ] = 1,
+    connect_workers: Annotated[
+        int, typer.Option(help="Kafka Connect workers in one group (as `cdc stack up`).")
+    ] = 1,
+) -> None:
     """docker-compose.yml: the local stack's components and pins, the setup and the consumer
-    (a service per workload the watched-tables file declares)."""
+    (a service per workload the watched-tables file declares); with --brokers 3
+    --connect-workers 2, replicated as the local cluster (deploy/compose.cluster.yml)."""
     from cdc.deploy.compose import render_compose
+    from cdc.stack.config import Topology
 
+    topology = Topology(brokers, connect_workers)
+    if problem := topology.problem():
+        raise typer.BadParameter(problem)
     settings, watched = _watched(tables, Settings())
-    print(render_compose(settings, watched.workloads), end="")
+    print(render_compose(settings, watched.workloads, topology), end="")
 
 
 @deploy_app.command("alerts")
@@ -68,6 +82,14 @@ def deploy_kubernetes(
             "`cdc stack fetch`, not published)."
         ),
     ] = Target.transforms_url,
+    replicated: Annotated[
+        bool,
+        typer.Option(
+            help="Kafka Connect and the connector's topics replicated as the local cluster "
+            "(`cdc stack up --brokers 3 --connect-workers 2`), on a Kafka cluster of 3 or more "
+            "brokers with its settings (said at the top of the output)."
+        ),
+    ] = False,
 ) -> None:
     """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
     Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
@@ -85,6 +107,7 @@ def deploy_kubernetes(
         pg_host=pg_host,
         registry_url=registry_url,
         transforms_url=transforms_url,
+        replicated=replicated,
     )
     text = settings.watched_tables.read_text()
     print(render_kubernetes(text, watched, settings, target), end="")

@@ -28,6 +28,8 @@ class Target:
     # Where Strimzi downloads our transforms' jar (Avro only): it is built from source
     # (debezium/transforms), not published, so the user serves it.
     transforms_url: str = ""
+    # The Kafka cluster and Connect replicated as the local cluster (config.REPLICATED).
+    replicated: bool = False
 
 
 def served_port(settings: Settings) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from cdc.connect import render_config
 from cdc.deploy import Target, consumer_env, grace_period_s, served_port
+from cdc.deploy import replicated as replicated_mode
 from cdc.deploy.alerts import monitoring_manifests
 from cdc.deploy.yaml_out import dump_all
 from cdc.errors import ConfigError
@@ -39,12 +40,17 @@ def _meta(name: str, target: Target, **extra: Any) -> dict[str, Any]:
     return meta | extra
 
 
-def kafka_connector(watched: WatchedTables, settings: Settings, cluster: str) -> dict[str, Any]:
+def kafka_connector(
+    watched: WatchedTables, settings: Settings, cluster: str, replicated: bool = False
+) -> dict[str, Any]:
     """The connector as a Strimzi ``KafkaConnector``: the config ``cdc connector apply``
-    puts, with the class and task count moved to where Strimzi wants them."""
+    puts, with the class and task count moved to where Strimzi wants them; ``replicated``:
+    its topics made as the local cluster's are."""
     # Always the reference: a password in the resource would sit in YAML and in etcd.
     by_reference = settings.model_copy(update={"debezium_password_inline": False})
     connector = dict(render_config(watched, by_reference))
+    if replicated:
+        connector |= replicated_mode.topic_replication(watched)
     cls = connector.pop("connector.class")
     tasks = int(connector.pop("tasks.max"))
     return {
@@ -66,22 +72,27 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
     """A Strimzi ``KafkaConnect`` cluster that runs the connector as the local stack's worker
     does: the same converters, offset flush, the ``env`` config provider for the Debezium
     password (from the Secret), and the pinned Debezium plugin (for Avro also the Apicurio
-    converter and our transforms), built into ``connect_image``."""
+    converter and our transforms), built into ``connect_image``. Replicated, its workers and
+    the rebalance delay are the local cluster's."""
     v = versions()
+    topology = replicated_mode.TOPOLOGY if target.replicated else None
     worker = config.connect_worker_properties(
         bootstrap=target.kafka_bootstrap,
         rest_host="0.0.0.0",  # noqa: S104 - Strimzi sets its own listeners
         rest_port=8083,
         plugin_path=None,
+        rebalance_delay_ms=topology.rebalance_delay_ms if topology else None,
     )
     # Connect's own topics: the local stack's single-broker sizes are left out, and
-    # production clusters replicate them as the broker defaults say.
+    # production clusters replicate them as the broker defaults say; replicated, with the
+    # cluster's factor, so that a cluster too small is refused rather than given one copy.
+    factor = str(topology.replication.factor) if topology else "-1"
     spec_config = {
         k: val
         for k, val in worker.items()
         if not k.startswith(_NOT_IN_SPEC_CONFIG)
         and not k.endswith((".storage.topic", ".replication.factor", ".partitions"))
-    } | {f"{t}.storage.replication.factor": "-1" for t in ("config", "offset", "status")}
+    } | {f"{t}.storage.replication.factor": factor for t in ("config", "offset", "status")}
     plugins = [
         _maven_plugin(
             "debezium-connector-postgres",
@@ -110,7 +121,7 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
         },
         "spec": {
             # One task runs the connector; a second worker takes it over on failure.
-            "replicas": 2,
+            "replicas": topology.connect_workers if topology else 2,
             "resources": {
                 "requests": {"cpu": "250m", "memory": "1Gi"},
                 "limits": {"memory": "2Gi"},
@@ -369,10 +380,11 @@ def render_kubernetes(
     connect = settings.model_copy(
         update={"connect_pg_host": target.pg_host, "connect_registry_url": target.registry_url}
     )
-    connector = kafka_connector(watched, connect, target.connect_cluster)
+    connector = kafka_connector(watched, connect, target.connect_cluster, target.replicated)
     cluster = kafka_connect(watched, target)
     for doc in (connector, cluster):
         if target.namespace:
             doc["metadata"]["namespace"] = target.namespace
     consumers = consumer_manifests(watched_text, settings, target, watched.workloads)
-    return dump_all([*consumers, cluster, connector])
+    text = dump_all([*consumers, cluster, connector])
+    return replicated_mode.assumptions(target.kafka_bootstrap) + text if target.replicated else text

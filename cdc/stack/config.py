@@ -121,8 +121,71 @@ class Replication:
         return cls(factor, 2 if factor >= 3 else 1)
 
 
+def replication_properties(replication: Replication) -> dict[str, str]:
+    """The broker settings that replicate every topic made without a factor of its own
+    (the group offsets, transaction state, ours and Connect's) as ``replication`` says: the
+    one list the local cluster, docker compose and a Strimzi ``Kafka`` take."""
+    factor, min_isr = str(replication.factor), str(replication.min_insync)
+    props = {
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "min.insync.replicas": min_isr,
+    }
+    if replication.factor > 1:
+        # Kafka's own default is 1 whatever the cluster's size.
+        props["default.replication.factor"] = factor
+    return props
+
+
 # A cluster's controller quorum: the first nodes are brokers and controllers at once.
 CONTROLLERS = 3
+
+
+def node_names(base: str, count: int) -> list[str]:
+    """``base`` alone, or ``base-1`` .. ``base-<count>`` for several."""
+    return [base] if count == 1 else [f"{base}-{i}" for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How many Kafka nodes and Connect workers the stack has, and the settings that follow
+    from it wherever the stack runs (local processes, docker compose, Strimzi)."""
+
+    brokers: int = 1
+    connect_workers: int = 1
+
+    def problem(self) -> str | None:
+        """Why this topology cannot be made, or None."""
+        if self.brokers < 1 or self.brokers == 2 or self.connect_workers < 1:
+            return (
+                f"{self.brokers} broker(s) and {self.connect_workers} Connect worker(s): "
+                "brokers must be 1, or 3 or more (a quorum of 3 controllers), and workers "
+                "1 or more"
+            )
+        return None
+
+    @property
+    def replication(self) -> Replication:
+        return Replication.for_brokers(self.brokers)
+
+    @property
+    def connect_replication_factor(self) -> int:
+        """Connect's internal topics: a cluster's default.replication.factor (-1), with its
+        min.insync.replicas; a single broker's one copy."""
+        return -1 if self.brokers > 1 else 1
+
+    @property
+    def rebalance_delay_ms(self) -> int | None:
+        """A worker lost hands its tasks on within seconds, not Connect's 5 minutes."""
+        return 10_000 if self.connect_workers > 1 else None
+
+
+# The replicated cluster the deploy outputs describe (compose's deploy/compose.cluster.yml,
+# `cdc deploy kubernetes --replicated`), as `cdc stack up --brokers 3 --connect-workers 2`.
+REPLICATED = Topology(brokers=3, connect_workers=2)
 
 
 @dataclass(frozen=True)
@@ -155,7 +218,6 @@ def broker_properties(
     listeners = f"PLAINTEXT://{host}:{port}"
     if controller_port is not None:
         listeners += f",CONTROLLER://{host}:{controller_port}"
-    factor, min_isr = str(replication.factor), str(replication.min_insync)
     props = {
         "process.roles": "broker,controller" if controller_port is not None else "broker",
         "node.id": str(node_id),
@@ -168,17 +230,9 @@ def broker_properties(
         "log.dirs": log_dir,
         "num.partitions": "1",
         "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": factor,
-        "transaction.state.log.replication.factor": factor,
-        "transaction.state.log.min.isr": min_isr,
-        "share.coordinator.state.topic.replication.factor": factor,
-        "share.coordinator.state.topic.min.isr": min_isr,
-        "min.insync.replicas": min_isr,
+        **replication_properties(replication),
         "group.initial.rebalance.delay.ms": "0",
     }
-    if replication.factor > 1:
-        # Kafka's own default is 1 whatever the cluster's size.
-        props["default.replication.factor"] = factor
     if security is None:
         return props
     ssl, sasl = security.ssl_port, security.sasl_port

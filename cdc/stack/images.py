@@ -3,6 +3,8 @@ local processes use. Shared by docker compose (``cdc deploy compose``) and testc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cdc.stack import config
 from cdc.stack.versions import POSTGRES_IMAGE_VERSION, versions
 
@@ -34,25 +36,39 @@ def postgres_command(settings: dict[str, str]) -> list[str]:
     return ["postgres", *(arg for k, v in settings.items() for arg in ("-c", f"{k}={v}"))]
 
 
-def broker_properties(host_port: int, host_name: str) -> dict[str, str]:
-    """The local stack's broker, with one listener for the network and one for the host
-    (the same port inside and out, so the advertised address works from both sides)."""
+def broker_properties(
+    host_port: int,
+    host_name: str,
+    *,
+    name: str = KAFKA_HOST,
+    node_id: int = 1,
+    controllers: Sequence[str] = (KAFKA_HOST,),
+    replication: config.Replication | None = None,
+) -> dict[str, str]:
+    """Node ``name`` of the cluster whose controllers are ``controllers`` (nodes 1, 2, ...;
+    by default the local stack's single broker), with one listener for the network and one
+    for the host (the same port inside and out, so the advertised address works from both
+    sides)."""
+    is_controller = name in controllers
     props = config.broker_properties(
         port=KAFKA_PORT,
-        controller_port=KAFKA_CONTROLLER_PORT,
+        controller_port=KAFKA_CONTROLLER_PORT if is_controller else None,
         host="0.0.0.0",  # noqa: S104 - inside the container
-        advertised_host=KAFKA_HOST,
+        advertised_host=name,
         log_dir=KAFKA_DATA,
+        node_id=node_id,
+        replication=replication or config.Replication(),
     )
     # The image formats its storage without --standalone, which a dynamic quorum
     # (controller.quorum.bootstrap.servers) needs: a static one formats as is.
     del props["controller.quorum.bootstrap.servers"]
+    controller = f"CONTROLLER://0.0.0.0:{KAFKA_CONTROLLER_PORT}," if is_controller else ""
     return props | {
-        "controller.quorum.voters": f"1@{KAFKA_HOST}:{KAFKA_CONTROLLER_PORT}",
-        "listeners": f"INTERNAL://0.0.0.0:{KAFKA_PORT},CONTROLLER://0.0.0.0:"
-        f"{KAFKA_CONTROLLER_PORT},HOST://0.0.0.0:{host_port}",
-        "advertised.listeners": f"INTERNAL://{KAFKA_HOST}:{KAFKA_PORT},"
-        f"HOST://{host_name}:{host_port}",
+        "controller.quorum.voters": ",".join(
+            f"{i}@{c}:{KAFKA_CONTROLLER_PORT}" for i, c in enumerate(controllers, 1)
+        ),
+        "listeners": f"INTERNAL://0.0.0.0:{KAFKA_PORT},{controller}HOST://0.0.0.0:{host_port}",
+        "advertised.listeners": f"INTERNAL://{name}:{KAFKA_PORT},HOST://{host_name}:{host_port}",
         "inter.broker.listener.name": "INTERNAL",
         "listener.security.protocol.map": "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT",
     }
@@ -67,15 +83,24 @@ def kafka_env(props: dict[str, str], cluster_id: str) -> dict[str, str]:
     return env | {"CLUSTER_ID": cluster_id}
 
 
-def worker_properties() -> dict[str, str]:
-    """The local stack's Connect worker, reachable as ``connect`` on the network."""
+def worker_properties(
+    *,
+    name: str = CONNECT_HOST,
+    bootstrap: str = f"{KAFKA_HOST}:{KAFKA_PORT}",
+    topology: config.Topology | None = None,
+) -> dict[str, str]:
+    """A Connect worker of ``topology``, reachable as ``name`` on the network (by default
+    the local stack's single worker)."""
+    topology = topology or config.Topology()
     props = config.connect_worker_properties(
-        bootstrap=f"{KAFKA_HOST}:{KAFKA_PORT}",
+        bootstrap=bootstrap,
         rest_host="0.0.0.0",  # noqa: S104 - inside the container
         rest_port=CONNECT_PORT,
         plugin_path=None,
+        replication_factor=topology.connect_replication_factor,
+        rebalance_delay_ms=topology.rebalance_delay_ms,
     )
-    return props | {"rest.advertised.host.name": CONNECT_HOST}
+    return props | {"rest.advertised.host.name": name}
 
 
 def connect_env(props: dict[str, str]) -> dict[str, str]:

@@ -23,6 +23,16 @@ from cdc.tables.config import load_watched_tables
 from tests.deploy.conftest import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+# Listeners and addresses differ by design between the local stack and the containers.
+BROKER_PLACEMENT = {
+    "listeners",
+    "advertised.listeners",
+    "controller.quorum.bootstrap.servers",  # the local stack's dynamic quorum
+    "controller.quorum.voters",  # the image's static one
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "log.dirs",
+}
 
 
 def env_properties(env: dict[str, str], prefix: str) -> dict[str, str]:
@@ -46,11 +56,10 @@ def compose_command() -> list[str]:
     pytest.fail("no compose implementation: `make test` installs Debian's docker-compose")
 
 
-@pytest.fixture(scope="module")
-def normalized() -> dict[str, Any]:
-    """The file as compose itself reads it: ``docker-compose config``."""
+def compose_config(path: Path) -> dict[str, Any]:
+    """A compose file as compose itself reads (and validates) it: ``docker-compose config``."""
     proc = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        [*compose_command(), "-f", str(path), "config"],
         capture_output=True,
         text=True,
         check=False,
@@ -59,6 +68,18 @@ def normalized() -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = yaml.safe_load(proc.stdout.replace("$$", "$"))
     return doc
+
+
+def assert_no_secret(text: str) -> None:
+    for service in yaml.safe_load(text)["services"].values():
+        for key in service.get("environment", {}):
+            assert "PASSWORD" not in key or key.endswith("_FILE"), key
+    assert "password:" not in text.lower()
+
+
+@pytest.fixture(scope="module")
+def normalized() -> dict[str, Any]:
+    return compose_config(COMPOSE_FILE)
 
 
 def test_committed_file_is_what_the_code_makes(clean_settings: Settings) -> None:
@@ -152,30 +173,16 @@ def test_state_in_named_volumes_and_ports_on_loopback(normalized: dict[str, Any]
 
 
 def test_no_secret_in_the_file() -> None:
-    text = COMPOSE_FILE.read_text()
-    body = yaml.safe_load(text)
-    for service in body["services"].values():
-        for key in service.get("environment", {}):
-            assert "PASSWORD" not in key or key.endswith("_FILE"), key
-    assert "password:" not in text.lower()
+    assert_no_secret(COMPOSE_FILE.read_text())
 
 
 def test_broker_and_worker_configured_as_on_the_local_stack(normalized: dict[str, Any]) -> None:
     services = normalized["services"]
-    # Listeners and addresses differ by design; every other broker setting is the same.
+    # Every broker setting but placement is the same.
     local = config.broker_properties(port=9092, controller_port=9093, log_dir="/var/lib/kafka/data")
-    placement = {
-        "listeners",
-        "advertised.listeners",
-        "controller.quorum.bootstrap.servers",  # the local stack's dynamic quorum
-        "controller.quorum.voters",  # the image's static one
-        "inter.broker.listener.name",
-        "listener.security.protocol.map",
-        "log.dirs",
-    }
     broker = env_properties(services["kafka"]["environment"], "KAFKA_")
-    assert {k: v for k, v in broker.items() if k not in placement} == {
-        k: v for k, v in local.items() if k not in placement
+    assert {k: v for k, v in broker.items() if k not in BROKER_PLACEMENT} == {
+        k: v for k, v in local.items() if k not in BROKER_PLACEMENT
     }
 
     worker = config.connect_worker_properties(

@@ -58,11 +58,6 @@ log = structlog.get_logger("cdc.stack")
 COMPONENTS = ("postgres", "kafka", "connect", "registry")
 
 
-def node_names(base: str, count: int) -> list[str]:
-    """``base`` alone, or ``base-1`` .. ``base-<count>`` for several."""
-    return [base] if count == 1 else [f"{base}-{i}" for i in range(1, count + 1)]
-
-
 class LocalStack:
     """PostgreSQL, Kafka (one node, or a KRaft cluster), Kafka Connect (one worker or a
     group of them) and Apicurio Registry under one state directory, which remembers the
@@ -79,22 +74,21 @@ class LocalStack:
 
     def _build(self) -> None:
         """The Kafka nodes and Connect workers of the state's topology."""
-        brokers, workers = self.state.brokers, self.state.connect_workers
-        names = node_names("kafka", brokers)
+        topology = config.Topology(self.state.brokers, self.state.connect_workers)
+        names = config.node_names("kafka", topology.brokers)
         self.kafka_nodes = [KafkaNode(self.procs, n, i, names) for i, n in enumerate(names, 1)]
-        clustered = brokers > 1 or workers > 1
+        clustered = topology != config.Topology()
         self.connect_workers = [
             ConnectWorker(
                 self.procs,
                 name,
                 lambda: self.bootstrap,
-                # A cluster's default.replication.factor, and its min.insync.replicas.
-                replication_factor=-1 if brokers > 1 else 1,
+                replication_factor=topology.connect_replication_factor,
                 # A worker killed in a drill hands its tasks on within seconds, not minutes.
-                rebalance_delay_ms=10_000 if workers > 1 else None,
+                rebalance_delay_ms=topology.rebalance_delay_ms,
                 heap="512m" if clustered else "1g",  # six JVMs share the machine
             )
-            for name in node_names("connect", workers)
+            for name in config.node_names("connect", topology.connect_workers)
         ]
 
     @property
@@ -174,13 +168,8 @@ class LocalStack:
         state = self.state
         brokers = state.brokers if brokers is None else brokers
         workers = state.connect_workers if workers is None else workers
-        if brokers < 1 or brokers == 2 or workers < 1:
-            asked = f"{brokers} broker(s) and {workers} Connect worker(s)"
-            raise StackError(
-                "stack",
-                f"{asked}: brokers must be 1, or 3 or more (a quorum of 3 controllers), "
-                "and workers 1 or more",
-            )
+        if problem := config.Topology(brokers, workers).problem():
+            raise StackError("stack", problem)
         if (brokers, workers) == (state.brokers, state.connect_workers):
             return
         made = brokers != state.brokers and bool(state.cluster_id)
