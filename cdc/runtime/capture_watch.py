@@ -9,8 +9,9 @@ from __future__ import annotations
 import structlog
 
 from cdc.capture_health import CaptureHealth, read_capture_health
-from cdc.runtime.metrics import Metrics, Probes
+from cdc.runtime.metrics import Probes
 from cdc.runtime.periodic import Periodic
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.settings import Settings
 from cdc.slot_health import SlotHealth
 from cdc.tables.config import WatchedTables
@@ -25,7 +26,7 @@ class CaptureWatcher:
     """Runs `check` now and then every interval on a thread of its own until `stop`."""
 
     def __init__(
-        self, settings: Settings, watched: WatchedTables, metrics: Metrics, probes: Probes
+        self, settings: Settings, watched: WatchedTables, metrics: ProcessMetrics, probes: Probes
     ) -> None:
         self.settings = settings
         self.watched = watched

@@ -19,6 +19,7 @@ import time
 
 import structlog
 from confluent_kafka import Consumer, Message
+from prometheus_client import generate_latest
 from structlog.contextvars import bind_contextvars
 
 from cdc.decoding import Decoder, decoder_for
@@ -39,6 +40,7 @@ from cdc.runtime.limits import Pacer
 from cdc.runtime.metrics import Endpoint, Metrics, Probes
 from cdc.runtime.offsets import Offsets
 from cdc.runtime.park import Parker
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.runtime.records import Handled, Observer, coordinates, record_headers
 from cdc.runtime.route import RouteStage
 from cdc.runtime.subscription import Subscription
@@ -65,6 +67,7 @@ class Runtime:
         workload: str = DEFAULT_WORKLOAD,
         rate: RateLimit | None = None,
         keep_order: bool = True,
+        process: ProcessMetrics | None = None,
     ) -> None:
         s = self.settings = settings
         self.workload = workload
@@ -78,6 +81,8 @@ class Runtime:
             s.retry_attempts, s.retry_backoff_s, s.retry_backoff_max_s, s.retry_jitter
         )
         self.metrics = Metrics()
+        # What the process watches once (capture, slot, ledger pruning): shared by workloads.
+        self.process_metrics = process if process is not None else ProcessMetrics()
         # Handlers whose keys, once parked, hold their later changes (one change at a time:
         # a list or a key's debounced changes are not held).
         ordered = frozenset(
@@ -121,8 +126,8 @@ class Runtime:
         self.encoding = watched.connector.encoding.value
         self.decoder = decoder or decoder_for(watched.connector.encoding, s.registry_url)
         self.probes = Probes()
-        self.capture = CaptureWatcher(settings, watched, self.metrics, self.probes)
-        self.pruner = LedgerPruner(self.resources, self.metrics, s.ledger_prune_interval_s)
+        self.capture = CaptureWatcher(settings, watched, self.process_metrics, self.probes)
+        self.pruner = LedgerPruner(self.resources, self.process_metrics, s.ledger_prune_interval_s)
         self.endpoint: Endpoint | None = None
         # Room for every batch handler's list to fill twice over: a smaller window would
         # close the lists before they are full.
@@ -165,9 +170,7 @@ class Runtime:
         too (each once a process: `Workloads` serves several runtimes)."""
         s = self.settings
         if serve and s.http_port is not None:
-            self.endpoint = Endpoint(
-                self.metrics.exposition, self.probes, s.http_host, s.http_port
-            ).start()
+            self.endpoint = Endpoint(self.exposition, self.probes, s.http_host, s.http_port).start()
         if watch:
             self.capture.start()
             self.pruner.start()
@@ -222,6 +225,10 @@ class Runtime:
                     self.execute.debounce.flush()  # likewise the keys waiting to be quiet
         finally:
             self._shut_down(consumer)
+
+    def exposition(self) -> bytes:
+        """Its series and the process's, in the text format."""
+        return self.metrics.exposition() + generate_latest(self.process_metrics.registry)
 
     def _consumer(self) -> Consumer:
         return self.fetcher.connect()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import structlog
 
 from cdc.runtime.context import Resources
-from cdc.runtime.metrics import Metrics
 from cdc.runtime.periodic import Periodic
+from cdc.runtime.process_metrics import ProcessMetrics
 
 log = structlog.get_logger("cdc.consumer")
 
@@ -15,7 +15,7 @@ log = structlog.get_logger("cdc.consumer")
 class LedgerPruner:
     """`prune` every interval on a thread of its own, between `start` and `stop`."""
 
-    def __init__(self, resources: Resources, metrics: Metrics, interval: float) -> None:
+    def __init__(self, resources: Resources, metrics: ProcessMetrics, interval: float) -> None:
         self.resources = resources
         self.metrics = metrics
         self._thread = Periodic("ledger", interval, self.prune, at_start=False)

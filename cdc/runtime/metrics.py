@@ -175,14 +175,6 @@ class Metrics:
             "are parked behind it until `cdc dlq replay` releases them.",
             registry=r,
         )
-        self.capture_problems = Gauge(
-            "cdc_capture_problems",
-            "What stops Debezium capturing the watched tables, by connector and check "
-            "(connector, task, publication, table, slot; unknown: Connect or PostgreSQL not "
-            "asked).",
-            ["connector", "check"],
-            registry=r,
-        )
         self.oldest_unfinished = Gauge(
             "cdc_oldest_unfinished_seconds",
             "Age of the oldest change fetched and not yet finished, by table (from its Kafka "
@@ -191,40 +183,6 @@ class Metrics:
             registry=r,
         )
         self._oldest_tables: set[str] = set()
-        self.ledger_pruned = Counter(
-            "cdc_ledger_pruned_rows",
-            "Ledger rows pruned while running, past ledger_retention_days.",
-            registry=r,
-        )
-        slot = ["connector", "slot"]
-        self.slot_active = Gauge(
-            "cdc_slot_active", "1 while a connector reads the replication slot.", slot, registry=r
-        )
-        self.slot_lost = Gauge(
-            "cdc_slot_lost",
-            "1 when the replication slot is missing or lost (wal_status lost): changes were lost.",
-            slot,
-            registry=r,
-        )
-        self.slot_retained_wal = Gauge(
-            "cdc_slot_retained_wal_bytes",
-            "WAL the database keeps for the replication slot (behind its restart_lsn).",
-            slot,
-            registry=r,
-        )
-        self.slot_unconfirmed_wal = Gauge(
-            "cdc_slot_unconfirmed_wal_bytes",
-            "WAL written since Debezium last confirmed (behind confirmed_flush_lsn).",
-            slot,
-            registry=r,
-        )
-        self.slot_safe_wal = Gauge(
-            "cdc_slot_safe_wal_bytes",
-            "WAL that may still be written before the slot is lost (max_slot_wal_keep_size "
-            "set; -1 where it is not).",
-            slot,
-            registry=r,
-        )
 
     def child(self, metric: Counter, *labels: str) -> Any:
         """``metric.labels(*labels)``, kept: the per-record series are looked up once each

@@ -18,6 +18,7 @@ from cdc.errors import ConfigError
 from cdc.routing import Handler, Router
 from cdc.runtime.consumer import Runtime
 from cdc.runtime.metrics import Endpoint
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.settings import Settings
 from cdc.tables.config import WatchedTables
 from cdc.tables.workloads import DEFAULT_WORKLOAD, RateLimit, WorkloadOptions
@@ -115,6 +116,7 @@ class Workloads:
         plans: list[tuple[Workload, list[Handler]]],
     ) -> None:
         self.settings = settings
+        self.process = ProcessMetrics()  # watched once, by the first runtime
         self.runtimes = [
             Runtime(
                 w.settings,
@@ -123,11 +125,13 @@ class Workloads:
                 workload=w.name,
                 rate=w.rate,
                 keep_order=w.keep_order,
+                process=self.process,
             )
             for w, found in plans
         ]
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Labelled(self.runtimes))
+        self.registry.register(self.process.registry)
         self.endpoint: Endpoint | None = None
         self._failed: list[BaseException] = []
 
@@ -185,21 +189,6 @@ def _all(results: Iterable[tuple[str, tuple[bool, str]]]) -> tuple[bool, str]:
     return (False, "; ".join(failing)) if failing else (True, "ok")
 
 
-# What the process watches once for all its workloads (the first runtime does): series
-# without a workload label.
-PROCESS_WIDE = frozenset(
-    {
-        "cdc_capture_problems",
-        "cdc_ledger_pruned_rows",
-        "cdc_slot_active",
-        "cdc_slot_lost",
-        "cdc_slot_retained_wal_bytes",
-        "cdc_slot_unconfirmed_wal_bytes",
-        "cdc_slot_safe_wal_bytes",
-    }
-)
-
-
 class _Labelled:
     """The runtimes' registries as one, each sample labelled with its workload (a family
     shared by several is written once, as the text format requires)."""
@@ -209,13 +198,9 @@ class _Labelled:
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
-        for i, runtime in enumerate(self._runtimes):
+        for runtime in self._runtimes:
             workload = runtime.workload
             for family in runtime.metrics.registry.collect():
-                if family.name in PROCESS_WIDE:
-                    if i == 0:  # the runtime that watches the capture and prunes the ledger
-                        merged[family.name] = family
-                    continue
                 out = merged.get(family.name)
                 if out is None:
                     out = merged[family.name] = Metric(

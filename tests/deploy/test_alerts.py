@@ -20,6 +20,7 @@ from cdc.deploy import served_port
 from cdc.deploy.alerts import JOB, render_alerts, rule_groups
 from cdc.deploy.compose import compose_file
 from cdc.runtime.metrics import Metrics
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.settings import Settings
 from tests.deploy.conftest import ROOT
 from tests.deploy.schemas import prometheus_operator_schemas
@@ -40,7 +41,8 @@ def promtool(*args: str, cwd: Path = PROMETHEUS) -> str:
 def exported() -> set[str]:
     """Every series name the consumer's /metrics can show."""
     names = set()
-    for family in Metrics().registry.collect():
+    registries = (Metrics().registry, ProcessMetrics().registry)
+    for family in (f for r in registries for f in r.collect()):
         names |= {family.name + suffix for suffix in _SUFFIXES[family.type]}
     return names
 

@@ -44,6 +44,6 @@ def test_the_ledger_is_pruned_while_the_consumer_runs(pipeline: Pipeline) -> Non
             lambda: pipeline.sql(f"SELECT handler, count(*) FROM {ledger} GROUP BY 1 ORDER BY 1"),
             lambda rows: rows == [("recent", 1)],
         )
-        exposed = generate_latest(consumer.runtime.metrics.registry).decode()
+        exposed = generate_latest(consumer.runtime.process_metrics.registry).decode()
     assert "cdc_ledger_pruned_rows_total 3.0" in exposed
     pipeline.sql(f"DROP TABLE {ledger}")

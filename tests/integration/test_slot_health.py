@@ -17,7 +17,8 @@ from cdc.capture_health import read_capture_health
 from cdc.check import Severity, run_check
 from cdc.routing import Router, handlers_of
 from cdc.runtime.capture_watch import CaptureWatcher
-from cdc.runtime.metrics import Metrics, Probes
+from cdc.runtime.metrics import Probes
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.slot_health import slot_line
 from cdc.stack.probes import connect_superuser
 from cdc.testing import RunningConsumer
@@ -122,7 +123,7 @@ def test_held_wal_is_warned_about_and_a_lost_slot_is_an_error(
     )
 
     # The consumer's watcher: the same error (which fails /readyz), and the metrics.
-    metrics, probes = Metrics(), Probes()
+    metrics, probes = ProcessMetrics(), Probes()
     probes.fetching = True
     watcher = CaptureWatcher(pipeline.settings, pipeline.watched(), metrics, probes)
     health = watcher.check()

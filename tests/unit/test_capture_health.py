@@ -17,7 +17,8 @@ from cdc.capture_health import (
 from cdc.connect import summarise_trace
 from cdc.findings import Severity
 from cdc.runtime.capture_watch import CaptureWatcher
-from cdc.runtime.metrics import Metrics, Probes
+from cdc.runtime.metrics import Probes
+from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.settings import Settings
 from cdc.tables.config import parse_watched_tables
 
@@ -108,7 +109,7 @@ def test_tables_outside_the_publication() -> None:
 
 
 def test_the_watcher_says_it_once_per_change_and_fails_readiness() -> None:
-    metrics, probes = Metrics(), Probes()
+    metrics, probes = ProcessMetrics(), Probes()
     probes.fetching = True
     watcher = CaptureWatcher(Settings(), WATCHED, metrics, probes)
     problem = CaptureProblem(

@@ -258,9 +258,9 @@ def test_one_endpoint_labels_every_series_with_its_workload() -> None:
         if s.name == "cdc_records_total"
     }
     assert samples == {"default": 1, "sync": 2}
-    # What the process watches once: no workload label, from the runtime that watches.
-    for runtime in workloads.runtimes:
-        runtime.metrics.capture_problems.labels("app", "task").set(1)
+    # What the process watches once: no workload label, once, whichever runtime watches.
+    assert all(r.process_metrics is workloads.process for r in workloads.runtimes)
+    workloads.process.capture_problems.labels("app", "task").set(1)
     capture = [
         s.labels
         for family in text_string_to_metric_families(workloads.exposition().decode())
