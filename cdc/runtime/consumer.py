@@ -209,8 +209,11 @@ class Runtime:
                 # Ready once fetching: a group with no partitions yet (Debezium makes a topic
                 # on its table's first change) is still a healthy consumer.
                 self.probes.fetching = True
-                if tail is not None and not tail.caught_up and not tail.wait(self._stop):
-                    break  # stopping: the batch is read again after a restart
+                # Held keys first; with nothing fetched nothing waits (and fetching goes on,
+                # so a broker refusing us is still found out). Stopping meanwhile: the batch
+                # is read again after a restart.
+                if batch and tail is not None and not tail.caught_up and not tail.wait(self._stop):
+                    break
                 if batch:
                     kept = self.drops.batch(batch, tally)
                     decoded = self.decode.batch(kept, tally)
