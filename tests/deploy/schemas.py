@@ -126,3 +126,13 @@ def prometheus_operator_schemas() -> dict[str, dict[str, Any]]:
         (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
         schemas[crd["spec"]["names"]["kind"]] = strict(version["schema"]["openAPIV3Schema"])
     return schemas
+
+
+def validate_strimzi(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    """The rendered KafkaConnect and KafkaConnector, each against Strimzi's own CRD."""
+    import jsonschema
+
+    schemas = strimzi_schemas()
+    for kind in ("KafkaConnect", "KafkaConnector"):
+        (doc,) = manifests[kind]
+        jsonschema.validate(doc, schemas[kind])

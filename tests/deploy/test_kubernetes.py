@@ -24,7 +24,7 @@ from cdc.stack.versions import versions
 from cdc.tables.config import Encoding, load_watched_tables
 from cdc.tables.connector import DROP_NULLABLE_DEFAULTS
 from tests.deploy.conftest import ROOT
-from tests.deploy.schemas import strimzi_schemas
+from tests.deploy.schemas import strimzi_schemas, validate_strimzi
 from tests.deploy.test_dockerfile import final_stage_uid
 
 MANIFESTS = ROOT / "deploy" / "kubernetes.yaml"
@@ -92,11 +92,10 @@ def test_a_wrong_field_fails_the_validation(manifests: dict[str, list[dict[str, 
 def test_strimzi_resources_validate_against_strimzis_crds(
     manifests: dict[str, list[dict[str, Any]]],
 ) -> None:
-    schemas = strimzi_schemas()
-    for kind in ("KafkaConnect", "KafkaConnector"):
-        (doc,) = manifests[kind]
-        assert doc["apiVersion"] == k8s.STRIMZI_API
-        jsonschema.validate(doc, schemas[kind])
+    assert {manifests[k][0]["apiVersion"] for k in ("KafkaConnect", "KafkaConnector")} == {
+        k8s.STRIMZI_API
+    }
+    validate_strimzi(manifests)
 
 
 def test_connector_render_strimzi_is_the_applied_config(

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -18,7 +17,7 @@ from cdc.settings import Settings
 from cdc.stack import config
 from cdc.tables.config import load_watched_tables
 from tests.deploy.conftest import ROOT
-from tests.deploy.schemas import strimzi_schemas
+from tests.deploy.schemas import validate_strimzi
 from tests.deploy.test_compose_cluster import run_cdc
 from tests.deploy.test_kubernetes import KUBERNETES_VERSIONS, MANIFESTS, by_kind, documents
 
@@ -45,10 +44,7 @@ def test_the_cli_flag_prints_it(text: str, monkeypatch: pytest.MonkeyPatch, tmp_
 def test_it_validates_as_the_default_output_does(
     manifests: dict[str, list[dict[str, Any]]],
 ) -> None:
-    schemas = strimzi_schemas()
-    for kind in ("KafkaConnect", "KafkaConnector"):
-        (doc,) = manifests[kind]
-        jsonschema.validate(doc, schemas[kind])
+    validate_strimzi(manifests)
     custom = ("Kafka", "Prometheus", "ServiceMonitor")
     core = [d for kind, docs in manifests.items() for d in docs if not kind.startswith(custom)]
     for doc in core:
