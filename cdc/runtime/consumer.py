@@ -219,6 +219,11 @@ class Runtime:
                     decoded = self.decode.batch(kept, tally)
                     routed = self.route.batch(decoded, tally)
                     self.execute.batch(routed, self.offsets.works)
+                else:
+                    # A fetch's tasks woke one thread while they looked quick; if the first
+                    # turned slow (a hang) and no fetch came since, the keys behind it get
+                    # threads now, not when it ends.
+                    self.execute.workers.submit(())
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer, self.execute.transactions.waiting)
                 if self.execute.batches.held * 2 >= self.window:

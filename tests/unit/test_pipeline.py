@@ -43,10 +43,15 @@ class Kafka:
     """What `Runtime.run()` asks of the client: ``batches`` in turn, then nothing."""
 
     def __init__(
-        self, batches: list[list[Message]], done: Callable[[], None], gap_s: float = 0.0
+        self,
+        batches: list[list[Message]],
+        done: Callable[[], None],
+        gap_s: float = 0.0,
+        idle_s: float = 0.0,
     ) -> None:
         self.batches = batches
         self.gap_s = gap_s  # between batches: the time records take to arrive
+        self.idle_s = idle_s  # after them: how long nothing comes before the run stops
         self.done = done
         self.stored: list[tuple[str, int, int]] = []
         self.store_calls = 0
@@ -57,6 +62,11 @@ class Kafka:
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         if not self.batches:
+            if self.idle_s > 0:
+                waited = min(timeout, self.idle_s) or 0.01
+                time.sleep(waited)
+                self.idle_s -= waited
+                return []
             self.done()
             return []
         time.sleep(self.gap_s)
@@ -92,6 +102,7 @@ def run(
     func: Any,
     ready: Callable[[Runtime], None] = lambda _: None,
     gap_s: float = 0.0,
+    idle_s: float = 0.0,
 ) -> tuple[Runtime, Kafka, list[Handled]]:
     handled: list[Handled] = []
     runtime: Runtime
@@ -103,7 +114,7 @@ def run(
     dec = CountingDecoder()
     router = Router(handlers_of(func), WATCHED.tables)
     runtime = Fake(SETTINGS, WATCHED, router, decoder=dec, observer=handled.append)  # type: ignore[arg-type]
-    kafka = Kafka(batches, runtime.stop, gap_s)
+    kafka = Kafka(batches, runtime.stop, gap_s, idle_s)
     runtime.tail = None  # no dead-letter topic to read held keys from
     ready(runtime)
     runtime.run()
@@ -165,6 +176,25 @@ def test_records_of_a_key_run_in_order_across_batches_and_workers() -> None:
     assert len(ran) == 9  # 4 reads, 5 changes: not the truncate, not the tombstone
     assert sorted(h.offset for h in handled) == sorted(m.offset() for m in messages)
     assert kafka.stored[-1][2] == int(messages[-1].offset() or 0) + 1
+
+
+def test_keys_behind_a_handler_that_hangs_run_while_it_hangs() -> None:
+    messages = corpus_messages()
+    first = messages[0]
+    ends: dict[int, float] = {}
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def changed(change: Change, ctx: Context) -> None:
+        if change.kafka.offset == first.offset():
+            time.sleep(2)  # the fetch's first task turns slow after its thread was woken
+        if change.kafka.key != first.key() or change.kafka.offset == first.offset():
+            ends[change.kafka.offset] = time.monotonic()
+
+    # One fetch, then nothing: no later fetch's tasks wake the threads.
+    run([messages], changed, idle_s=3.0)
+    hung = ends.pop(int(first.offset() or 0))
+    assert ends
+    assert all(end < hung for end in ends.values())
 
 
 def test_quick_coroutine_handlers_run_together_on_the_loop_in_key_order() -> None:
