@@ -1,11 +1,12 @@
 # `make run`: set everything up and run the main job on the local real stack: the consumer
 # with the example handlers, and a few writes (handlers/demo.py) to show them react.
-# `make test`: lint, type-check and run every test against the real stack.
+# `make test`: lint, type-check, build the documentation strictly and run every test against
+# the real stack.
 VENV ?= .venv
 BIN := $(VENV)/bin
 CDC := $(BIN)/cdc
 
-.PHONY: run test reliability bench setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
+.PHONY: run test docs reliability bench setup system-deps stack-up stack-down stack-status lint psql clean deploy-files
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -55,7 +56,12 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy cdc handlers
 
 test: setup lint
+	$(BIN)/mkdocs build --strict --site-dir .cdc/site
 	$(BIN)/pytest
+
+# The documentation site (docs/, mkdocs.yml), served with live reload on 127.0.0.1:8000.
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs serve
 
 # The reliability suite at full size (20 SIGKILLs over 100k changes, each component crashed
 # and restarted, 10 minutes of load, the drills on a 3-broker/2-worker cluster, ...); `make test`

@@ -26,6 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown joins a docstring's wrapped lines into sentences (rich mode keeps the breaks).
+    rich_markup_mode="markdown",
     help="React to PostgreSQL changes captured by Debezium.",
 )
 console = Console()

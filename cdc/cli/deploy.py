@@ -36,9 +36,9 @@ def deploy_compose(
         int, typer.Option(help="Kafka Connect workers in one group (as `cdc stack up`).")
     ] = 1,
 ) -> None:
-    """docker-compose.yml: the local stack's components and pins, the setup and the consumer
-    (a service per workload the watched-tables file declares); with --brokers 3
-    --connect-workers 2, replicated as the local cluster (deploy/compose.cluster.yml)."""
+    """Print a docker-compose.yml with the local stack's components and pins, the setup and the
+    consumer (a service per workload the watched-tables file declares). With --brokers 3
+    --connect-workers 2 it is replicated as the local cluster (deploy/compose.cluster.yml)."""
     from cdc.deploy.compose import render_compose
     from cdc.stack.config import Topology
 
@@ -51,7 +51,7 @@ def deploy_compose(
 
 @deploy_app.command("alerts")
 def deploy_alerts() -> None:
-    """Prometheus alerting rules for the consumer's metrics (deploy/prometheus/alerts.yml)."""
+    """Print Prometheus alerting rules for the consumer's metrics (deploy/prometheus/alerts.yml)."""
     from cdc.deploy.alerts import render_alerts
 
     print(render_alerts(), end="")
@@ -63,8 +63,12 @@ def deploy_kubernetes(
     image: Annotated[str, typer.Option(help="The consumer image.")] = Target.image,
     name: Annotated[str, typer.Option(help="Name of the Deployment.")] = Target.name,
     namespace: Annotated[str | None, typer.Option(help="Namespace of every resource.")] = None,
-    replicas: Annotated[int, typer.Option(min=1)] = Target.replicas,
-    kafka_bootstrap: Annotated[str, typer.Option()] = Target.kafka_bootstrap,
+    replicas: Annotated[
+        int, typer.Option(min=1, help="Consumers of the default workload: its replicas.")
+    ] = Target.replicas,
+    kafka_bootstrap: Annotated[
+        str, typer.Option(help="Kafka's bootstrap servers as the pods reach them.")
+    ] = Target.kafka_bootstrap,
     connect_cluster: Annotated[
         str, typer.Option(help="Name of the Strimzi KafkaConnect.")
     ] = Target.connect_cluster,
@@ -74,7 +78,9 @@ def deploy_kubernetes(
     pg_host: Annotated[str, typer.Option(help="PostgreSQL as the pods reach it.")] = (
         Target.pg_host
     ),
-    registry_url: Annotated[str, typer.Option()] = Target.registry_url,
+    registry_url: Annotated[
+        str, typer.Option(help="The schema registry as Kafka Connect and the pods reach it.")
+    ] = Target.registry_url,
     transforms_url: Annotated[
         str,
         typer.Option(
@@ -91,8 +97,8 @@ def deploy_kubernetes(
         ),
     ] = False,
 ) -> None:
-    """The consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget, and
-    Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
+    """Print the consumer's ConfigMaps, Deployment, metrics Service and PodDisruptionBudget,
+    and Strimzi's KafkaConnect and KafkaConnector, as one multi-document YAML."""
     from cdc.deploy.kubernetes import render_kubernetes
 
     settings, watched = _watched(tables, Settings())

@@ -32,7 +32,9 @@ def stack_fetch() -> None:
 
 @stack_app.command("up")
 def stack_up(
-    timeout: float = 300.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every component to be ready.")
+    ] = 300.0,
     brokers: Annotated[
         int | None,
         typer.Option(
