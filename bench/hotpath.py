@@ -131,7 +131,7 @@ def main() -> None:
             return replay
 
     runtime = Replayed(settings, watched, Router(handlers, watched.tables), observer=observe)
-    runtime.tail = None  # no dead-letter topic to read held keys from
+    runtime.tail = runtime.control_tail = None  # no dead-letter or control topic to read
     wall, cpu = time.perf_counter(), time.process_time()
     runtime.run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -148,7 +148,7 @@ def replay(encoding: str, total: int, handler: Any) -> tuple[float, Runtime]:
             return kafka
 
     runtime = Replayed(settings, watched, router, decoder=decoder(encoding))
-    runtime.tail = None  # no dead-letter topic to read held keys from
+    runtime.tail = runtime.control_tail = None  # no dead-letter or control topic to read
     kafka = Replay(messages(encoding, total), runtime.stop)
     # The replayed records are made beforehand, as a real consumer never holds them all:
     # kept out of the collector's way, or its full collections would walk each of them.

@@ -22,14 +22,24 @@ LIMIT = "max.message.bytes"
 log = structlog.get_logger("cdc.topics")
 
 
-def ensure_topic(settings: Settings, topic: str, max_bytes: int, timeout: float = 30.0) -> None:
-    """Create ``topic`` (broker default partitions and replication) taking records of up to
-    ``max_bytes``, or raise an existing topic's lower limit to it. Not being allowed to is
-    logged, not fatal: records under the limit it has still go through."""
+def ensure_topic(
+    settings: Settings,
+    topic: str,
+    max_bytes: int,
+    timeout: float = 30.0,
+    *,
+    compacted: bool = False,
+) -> None:
+    """Create ``topic`` (broker default partitions and replication; ``compacted``: one
+    partition, the latest record of each key kept) taking records of up to ``max_bytes``,
+    or raise an existing topic's lower limit to it. Not being allowed to is logged, not
+    fatal: records under the limit it has still go through."""
     admin = AdminClient(settings.kafka_config())  # type: ignore[arg-type]
-    (created,) = admin.create_topics(
-        [NewTopic(topic, config={LIMIT: str(max_bytes)})], request_timeout=timeout
-    ).values()
+    config = {LIMIT: str(max_bytes)}
+    if compacted:
+        config["cleanup.policy"] = "compact"
+    new = NewTopic(topic, num_partitions=1 if compacted else -1, config=config)
+    (created,) = admin.create_topics([new], request_timeout=timeout).values()
     try:
         created.result(timeout)
         log.info("topic.created", topic=topic, max_message_bytes=max_bytes)

@@ -7,7 +7,16 @@ import sys
 from rich.console import Console
 
 # Each module adds its commands to the app.
-from cdc.cli import connector, consumer, database, deploy, dlq, schedule, stack  # noqa: F401
+from cdc.cli import (  # noqa: F401
+    connector,
+    consumer,
+    control,
+    database,
+    deploy,
+    dlq,
+    schedule,
+    stack,
+)
 from cdc.cli.common import app
 from cdc.errors import CdcError
 

@@ -27,6 +27,7 @@ from cdc.routing import Handler, Router, TableHandler
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.consumer_config import consumer_config
 from cdc.runtime.context import Resources
+from cdc.runtime.control import Controls, ControlTail, control_topic
 from cdc.runtime.dead_letter import DeadLetterSink
 from cdc.runtime.dead_letter_tail import DeadLetterTail
 from cdc.runtime.decode import DecodeStage
@@ -93,6 +94,9 @@ class Runtime:
         )
         self.held = HeldKeys()
         self.metrics.held_keys.set_function(lambda: len(self.held))
+        # Operators' orders (`cdc pause`, `cdc skip`) for this workload.
+        self.controls = Controls(workload)
+        self.metrics.paused_handlers.set_function(lambda: len(self.controls.paused))
         self.dispatcher = Dispatcher(
             self.resources,
             backoff,
@@ -102,6 +106,7 @@ class Runtime:
             abandoned=self.metrics.abandoned.set,
             held=self.held,
             ordered=ordered,
+            controls=self.controls,
         )
         prefix = watched.connector.topic_prefix
         self.dead_letters = DeadLetterSink(
@@ -118,6 +123,13 @@ class Runtime:
             )
             if ordered
             else None
+        )
+        self.control_tail: ControlTail | None = ControlTail(
+            s,
+            control_topic(prefix),
+            self.controls,
+            self.resources.limits,
+            lambda kind: self.metrics.orders.labels(kind).inc(),
         )
         self.subscription = Subscription(
             watched, router, self.dead_letters.topic, events=workload == DEFAULT_WORKLOAD
@@ -160,7 +172,9 @@ class Runtime:
             lists=router.grouped,
             transaction_limit=max(1, self.window // 2),
             limited=frozenset(h.name for h in router.handlers if self.dispatcher.limited(h)),
+            controls=self.controls,
         )
+        self.metrics.held_by_pause.set_function(lambda: self.execute.paused.held)
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,10 +191,13 @@ class Runtime:
         bind_contextvars(workload=self.workload)
         consumer = self._consumer()
         self.execute.start(s.concurrency)
-        tail = self.tail
-        if tail is not None:
-            tail.start()
-        self.fetcher.subscribe(consumer, self.topics, tail.want_end if tail else None)
+        tails = [t.start() for t in (self.tail, self.control_tail) if t is not None]
+
+        def assigned() -> None:
+            for tail in tails:
+                tail.want_end()
+
+        self.fetcher.subscribe(consumer, self.topics, assigned)
         log.debug("consumer.settings", settings=s.masked())
         log.info(
             "consumer.started",
@@ -209,10 +226,10 @@ class Runtime:
                 # Ready once fetching: a group with no partitions yet (Debezium makes a topic
                 # on its table's first change) is still a healthy consumer.
                 self.probes.fetching = True
-                # Held keys first; with nothing fetched nothing waits (and fetching goes on,
-                # so a broker refusing us is still found out). Stopping meanwhile: the batch
-                # is read again after a restart.
-                if batch and tail is not None and not tail.caught_up and not tail.wait(self._stop):
+                # Held keys and orders first; with nothing fetched nothing waits (and fetching
+                # goes on, so a broker refusing us is still found out). Stopping meanwhile:
+                # the batch is read again after a restart.
+                if batch and not all(t.caught_up or t.wait(self._stop) for t in tails):
                     break
                 if batch:
                     kept = self.drops.batch(batch, tally)
@@ -224,6 +241,7 @@ class Runtime:
                     # turned slow (a hang) and no fetch came since, the keys behind it get
                     # threads now, not when it ends.
                     self.execute.workers.submit(())
+                    self.execute.resume()  # what a resumed handler held, with no fetch
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer, self.execute.transactions.waiting)
                 if self.execute.batches.held * 2 >= self.window:
@@ -276,8 +294,9 @@ class Runtime:
 
     def close(self) -> None:
         """Release the handlers' connections, the producer and the HTTP endpoint."""
-        if self.tail is not None:
-            self.tail.stop()
+        for tail in (self.tail, self.control_tail):
+            if tail is not None:
+                tail.stop()
         self.capture.stop()
         self.pruner.stop()
         self.dispatcher.close()

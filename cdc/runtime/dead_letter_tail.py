@@ -1,34 +1,24 @@
 """The dead-letter topic read from its beginning, and on as it grows, into `HeldKeys`: the
-parks and releases every consumer and every replay wrote.
-
-A consumer must know every key held before it runs a handler on a partition it was given: the
-previous owner parked and committed, and the parks are in the topic. So each assignment asks
-for the topic's end as of then, and the consumer loop waits until the tail has read that far
-(`wait`); with an empty topic that is at once."""
+parks and releases every consumer and every replay wrote. The previous owner of a partition
+parked and committed, and its parks are in the topic: so a consumer reads it up to its end
+before running a handler on a partition it was given (`TopicTail`)."""
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
-
-import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Message
 
 from cdc.runtime.dead_letter import Parked
 from cdc.runtime.held_keys import HeldKeys
+from cdc.runtime.topic_tail import TopicTail
 from cdc.settings import Settings
 from cdc.tables.limits import RecordLimits
 
-log = structlog.get_logger("cdc.consumer")
 
-RELIST_S = 10.0  # a topic not made yet (nothing parked so far) is looked for this often
-REPORT_S = 30.0  # a consumer waiting on the tail says so this often
+class DeadLetterTail(TopicTail):
+    """Folds ``topic`` into ``held``, keeping what concerns ``handlers``."""
 
-
-class DeadLetterTail:
-    """Folds ``topic`` into ``held`` on a thread of its own, keeping what concerns
-    ``handlers``."""
+    kind = "dead_letters"
+    why = "held keys are read from the dead-letter topic before any handler runs"
 
     def __init__(
         self,
@@ -38,139 +28,11 @@ class DeadLetterTail:
         handlers: frozenset[str],
         limits: RecordLimits,
     ) -> None:
-        self.topic = topic
+        super().__init__(settings, topic, limits)
         self.held = held
         self._handlers = handlers
-        self._config = settings.kafka_config(
-            **{
-                # Never commits: each process reads the whole topic.
-                "group.id": f"cdc-dlq-tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                **limits.consumer(limits.parked),
-            }
-        )
-        self._stop = threading.Event()
-        self._asked = 0  # ends asked for (`want_end`), and the last one looked up
-        self._looked_up = -1
-        self._caught = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="cdc-dlq-tail", daemon=True)
-        self._ends: dict[int, int] = {}  # partition -> the end to reach
-        self._at: dict[int, int] = {}  # partition -> the next offset to fold
-        self.folded = 0
 
-    def start(self) -> DeadLetterTail:
-        self.want_end()
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def want_end(self) -> None:
-        """From now until the tail has read up to the topic's end as of now, `caught_up` is
-        False (an assignment calls it)."""
-        with self._lock:
-            self._asked += 1
-            self._caught.clear()
-
-    @property
-    def caught_up(self) -> bool:
-        return self._caught.is_set()
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Until caught up (True) or ``stop`` is set (False); says so while it waits."""
-        started = time.monotonic()
-        reported = started
-        while not self._caught.wait(0.2):
-            if stop.is_set():
-                return False
-            if time.monotonic() - reported >= REPORT_S:
-                reported = time.monotonic()
-                log.warning(
-                    "dead_letters.catching_up",
-                    dead_letter_topic=self.topic,
-                    waited_s=round(reported - started),
-                    behind=self._behind(),
-                    why="held keys are read from the dead-letter topic before any handler runs",
-                )
-        return True
-
-    def _behind(self) -> int:
-        return sum(max(0, end - self._at.get(p, 0)) for p, end in self._ends.items())
-
-    def _run(self) -> None:
-        consumer = Consumer(self._config)
-        listed = 0.0
-        failing = False
-        try:
-            while not self._stop.is_set():
-                try:
-                    asked = self._asked
-                    if asked != self._looked_up or (
-                        not self._ends and time.monotonic() - listed > RELIST_S
-                    ):
-                        listed = time.monotonic()
-                        self._reach(consumer)
-                        self._looked_up = asked
-                    # Caught up with the end looked up after the last ask, not an older one.
-                    with self._lock:
-                        if self._looked_up == self._asked and self._behind() == 0:
-                            self._caught.set()
-                    msg = consumer.poll(0.5 if self._caught.is_set() else 0.05)
-                    if msg is not None:
-                        self._take(msg)
-                    if failing:
-                        log.info("dead_letters.tail_back", dead_letter_topic=self.topic)
-                        failing = False
-                except KafkaException as exc:
-                    if not failing:
-                        log.error(
-                            "dead_letters.tail_failed",
-                            dead_letter_topic=self.topic,
-                            error=str(exc),
-                        )
-                    failing = True
-                    self._looked_up = -1  # the end again, once the broker answers
-                    self._stop.wait(1.0)
-        finally:
-            consumer.close()
-
-    def _reach(self, consumer: Consumer) -> None:
-        """The topic's end as of now, to be read up to; new partitions read from their start."""
-        meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if meta is None or meta.error is not None:
-            if meta is not None and meta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise KafkaException(meta.error)
-            self._ends = {}  # nothing was ever parked
-            return
-        new = [p for p in sorted(meta.partitions) if p not in self._at]
-        ends = {}
-        for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10, cached=False
-            )
-            if p in new:
-                self._at[p] = low
-            ends[p] = high
-        if new:
-            consumer.incremental_assign([TopicPartition(self.topic, p, self._at[p]) for p in new])
-        self._ends = ends
-
-    def _take(self, msg: Message) -> None:
-        err = msg.error()
-        partition = int(msg.partition() or 0)
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                self._at[partition] = max(self._at.get(partition, 0), int(msg.offset() or 0))
-                return
-            raise KafkaException(err)
-        offset = int(msg.offset() or 0)
-        self._at[partition] = offset + 1
-        self.folded += 1
+    def _fold(self, msg: Message) -> None:
         fold(self.held, Parked.of(msg), self._handlers)
 
 

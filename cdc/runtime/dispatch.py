@@ -24,6 +24,7 @@ from cdc.errors import DecodeError, EmitError
 from cdc.events import DomainEvent
 from cdc.routing import DeadLetter, Handler, Retry, Routable, Route, Runnable
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
+from cdc.runtime.control import Controls, Skipped
 from cdc.runtime.held_keys import HeldKeys, ParkedBehind
 from cdc.runtime.ledger import AlreadyProcessed
 from cdc.runtime.limits import HandlerTimeout, Pacer, TimedCalls
@@ -99,8 +100,12 @@ class Dispatcher:
         abandoned: Callable[[int], None] | None = None,
         held: HeldKeys | None = None,
         ordered: frozenset[str] = frozenset(),
+        controls: Controls | None = None,
     ) -> None:
         self.resources = resources
+        # Records an operator skipped (`cdc skip`): dead-lettered, not run.
+        self.controls = controls or Controls("")
+        self._skips = self.controls.skips
         # Keys parked for a handler in ``ordered`` hold its later changes of the key.
         self.held = held if held is not None else HeldKeys()
         self._held = self.held.slots
@@ -181,6 +186,10 @@ class Dispatcher:
         not fit the handler's model, else the context and what the call returned or raised
         (for a coroutine function, the coroutine, not run yet)."""
         handler = route.handler
+        if self._skips:
+            skipped = self._skipped(route.name, change, attempt)
+            if skipped is not None:
+                return skipped
         if self._held and route.name in self._ordered:
             hold = self.held.hold(route.name, getattr(change, "kafka", None))
             if hold is not None:
@@ -226,6 +235,16 @@ class Dispatcher:
             return ctx, exc
         except Exception as exc:  # every failure has a defined meaning
             return ctx, exc
+
+    def _skipped(self, name: str, change: Runnable, attempt: int) -> HandlerRun | None:
+        kafka = getattr(change, "kafka", None)
+        if kafka is None:
+            return None
+        order = self.controls.skipped(name, (kafka.topic, kafka.partition, kafka.offset))
+        if order is None:
+            return None
+        reason = f"skipped by an operator: {order.describe()}"
+        return HandlerRun(name, Outcome.DEAD_LETTER, attempt, reason, Skipped(name))
 
     def _limited(
         self, route: Route, typed: Any, ctx: Context, change: Runnable, timeout: float

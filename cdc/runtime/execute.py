@@ -12,11 +12,13 @@ import structlog
 
 from cdc.events import Change, TransactionEvent
 from cdc.routing import Routable, Route
+from cdc.runtime.control import Controls
 from cdc.runtime.debounce import Debounce
 from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
 from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
+from cdc.runtime.paused import Paused
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
 from cdc.runtime.tally import Observed, Tally
 from cdc.runtime.transactions import Transactions
@@ -48,8 +50,10 @@ class Executor:
         lists: bool = False,
         transaction_limit: int = 500,
         limited: frozenset[str] = frozenset(),
+        controls: Controls | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self._controls = controls or Controls("")
         self._parker = parker
         self._tally = tally
         self._metrics: Metrics = tally.metrics
@@ -70,6 +74,7 @@ class Executor:
         self.transactions = Transactions(
             dispatcher, parker, tally, self._submit, stop, transaction_limit
         )
+        self.paused = Paused(dispatcher, parker, tally, self._submit, stop)
 
     def start(self, concurrency: int) -> KeyedWorkers:
         self.workers = KeyedWorkers(concurrency)
@@ -78,27 +83,41 @@ class Executor:
     def _submit(self, tasks: list[Task]) -> None:
         self.workers.submit(tasks)
 
-    def _split(self, work: PartitionWork, taken: Taken) -> bool:
-        """Hold the record for each list handler that wants it; whether it has handlers of
-        its own to run too."""
-        grouped = [r for r in taken.routes if r.grouped]
-        if not grouped:
+    def _split(self, work: PartitionWork, taken: Taken, key: Key) -> bool:
+        """Hold the record for each list handler that wants it and each paused handler;
+        whether it has handlers of its own to run too."""
+        controls = self._controls
+        paused = controls.is_paused if controls.paused else None
+        held = [r for r in taken.routes if r.grouped or (paused and paused(r.name))]
+        if not held:
             return True
-        own = taken.routes = [r for r in taken.routes if not r.grouped]
-        join = Join(work, taken, len(grouped) + bool(own), self._joined)
+        own = taken.routes = [r for r in taken.routes if r not in held]
+        join = Join(work, taken, len(held) + bool(own), self._joined)
         if own:
             taken.join = join
-        end = isinstance(taken.event, TransactionEvent)
-        for route in grouped:
-            if route.batch is not None:
-                self.batches.add(route, join)
-            elif self.debounce.wants(route):
-                self.debounce.add(route, join)
-            elif end:
-                self.transactions.end(route, join)
+        for route in held:
+            if paused is not None and paused(route.name):
+                self.paused.add(route, join, key)
             else:
-                self.transactions.change(route, join)
+                self._group(route, join)
         return bool(own)
+
+    def _group(self, route: Route, join: Join) -> None:
+        """The record to the list, debounced key or transaction ``route`` runs it in."""
+        if route.batch is not None:
+            self.batches.add(route, join)
+        elif self.debounce.wants(route):
+            self.debounce.add(route, join)
+        elif isinstance(join.taken.event, TransactionEvent):
+            self.transactions.end(route, join)
+        else:
+            self.transactions.change(route, join)
+
+    def resume(self) -> None:
+        """(Consumer thread.) What paused handlers hold runs once they are resumed: checked
+        before each fetch's records, so a key's held changes go before its later ones."""
+        if self.paused.held:
+            self.paused.resume(self._controls.is_paused, self._group)
 
     def _joined(self, join: Join, handled: Handled) -> None:
         """Every part of a record is done: count it and let its offset move."""
@@ -122,6 +141,8 @@ class Executor:
         lists = self._lists
         asynchronous = self._async
         quick = not self.dispatcher.debug  # else each run logs its start and end
+        self.resume()
+        controls = self._controls
         timed = self._tally.here(self._metrics.handler_seconds)
         lags = self._tally.here(self._metrics.end_to_end)
         for item in items:
@@ -140,13 +161,15 @@ class Executor:
             # A record is added to its partition's work before anything can finish it, but
             # not one that `_quick` finishes at once.
             added = False
-            if lists and any(r.grouped for r in item.routes):
-                work.add(item.offset, timestamp)
-                added = True
-                if not self._split(work, item):
-                    continue  # held for the lists of its handlers, and nothing else to run
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
+            if (lists and any(r.grouped for r in item.routes)) or (
+                controls.paused and any(controls.is_paused(r.name) for r in item.routes)
+            ):
+                work.add(item.offset, timestamp)
+                added = True
+                if not self._split(work, item, key):
+                    continue  # held for lists or paused handlers, and nothing else to run
             pending = None
             here = key not in keys and self._inline(key, item.routes)
             if here and item.routes[0].name in asynchronous:

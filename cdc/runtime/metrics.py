@@ -175,6 +175,24 @@ class Metrics:
             "are parked behind it until `cdc dlq replay` releases them.",
             registry=r,
         )
+        self.orders = Counter(
+            "cdc_control_orders",
+            "Operators' orders this consumer read from the control topic, by kind (pause, "
+            "resume, skip), those read again after a restart included.",
+            ["order"],
+            registry=r,
+        )
+        self.paused_handlers = Gauge(
+            "cdc_paused_handlers",
+            "Handlers an operator paused (`cdc pause`; a whole workload counts once).",
+            registry=r,
+        )
+        self.held_by_pause = Gauge(
+            "cdc_held_by_pause",
+            "Records held for a paused handler: they run once it is resumed, their offsets "
+            "wait until then.",
+            registry=r,
+        )
         self.oldest_unfinished = Gauge(
             "cdc_oldest_unfinished_seconds",
             "Age of the oldest change fetched and not yet finished, by table (from its Kafka "

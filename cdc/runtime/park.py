@@ -59,7 +59,8 @@ class Parker:
         at, parked_at = persist(
             "dead_letter", KafkaException, lambda: self.sink.send(rejected), wait, self._backoff
         )
-        self.held.parked(handler, topic, rejected.key, at, parked_at, reason)
+        if error != "Skipped":  # skipped on purpose: the key's later changes go on
+            self.held.parked(handler, topic, rejected.key, at, parked_at, reason)
         log.error(
             "record.dead_lettered",
             topic=topic,

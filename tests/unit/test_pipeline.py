@@ -4,15 +4,17 @@ counted; handlers see a key's changes in order; offsets move only past finished 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Message, TopicPartition
 
 from cdc import Change, Context, on_change
 from cdc.routing import Router, handlers_of
 from cdc.runtime import Handled, Runtime
+from cdc.runtime.control import Order
 from cdc.settings import Settings
 from cdc.tables.config import parse_watched_tables
 from tests.corpus.load import DATA, decoder, records
@@ -112,10 +114,11 @@ def run(
             return kafka
 
     dec = CountingDecoder()
-    router = Router(handlers_of(func), WATCHED.tables)
+    funcs = func if isinstance(func, list) else [func]
+    router = Router([h for f in funcs for h in handlers_of(f)], WATCHED.tables)
     runtime = Fake(SETTINGS, WATCHED, router, decoder=dec, observer=handled.append)  # type: ignore[arg-type]
     kafka = Kafka(batches, runtime.stop, gap_s, idle_s)
-    runtime.tail = None  # no dead-letter topic to read held keys from
+    runtime.tail = runtime.control_tail = None  # no dead-letter or control topic to read
     ready(runtime)
     runtime.run()
     return runtime, kafka, handled
@@ -195,6 +198,51 @@ def test_keys_behind_a_handler_that_hangs_run_while_it_hangs() -> None:
     hung = ends.pop(int(first.offset() or 0))
     assert ends
     assert all(end < hung for end in ends.values())
+
+
+def test_a_paused_handler_waits_and_runs_in_key_order_once_resumed() -> None:
+    messages = corpus_messages()
+    seen: dict[str, list[tuple[str, int]]] = {"paused": [], "other": []}
+    at_resume: list[list[tuple[str, int, int]]] = []  # the offsets stored by then
+    ran_by_then: list[int] = []
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def paused(change: Change, ctx: Context) -> None:
+        seen["paused"].append((repr(change.key), change.kafka.offset))
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def other(change: Change, ctx: Context) -> None:
+        seen["other"].append((repr(change.key), change.kafka.offset))
+
+    def ready(runtime: Runtime) -> None:
+        name = handlers_of(paused)[0].name
+        runtime.controls.fold(f"pause/default/{name}", Order("a bad deploy").encode())
+
+        def resume() -> None:  # what an operator's `cdc resume` comes to
+            at_resume.append(list(kafka_of(runtime).stored))
+            ran_by_then.extend(len(v) for v in seen.values())
+            runtime.controls.fold(f"pause/default/{name}", None)
+
+        threading.Timer(1.0, resume).start()
+
+    def kafka_of(runtime: Runtime) -> Kafka:
+        return cast(Kafka, runtime._consumer())
+
+    runtime, kafka, handled = run([messages], [paused, other], ready, idle_s=2.0)
+    first = int(messages[0].offset() or 0)
+    # While paused: the other handler ran every change, the paused one none, and no
+    # offset moved past the first record (it waited for the paused handler).
+    assert len(at_resume) == 1
+    assert all(offset <= first for _, _, offset in at_resume[0])
+    assert ran_by_then == [0, 9]
+    # Resumed: each change once, a key's in the order fetched; every record finished.
+    assert sorted(o for _, o in seen["paused"]) == sorted(o for _, o in seen["other"])
+    for key in {k for k, _ in seen["paused"]}:
+        offsets = [o for k, o in seen["paused"] if k == key]
+        assert offsets == sorted(offsets)
+    assert sorted(h.offset for h in handled) == sorted(m.offset() for m in messages)
+    assert kafka.stored[-1][2] == int(messages[-1].offset() or 0) + 1
+    assert runtime.execute.paused.held == 0
 
 
 def test_quick_coroutine_handlers_run_together_on_the_loop_in_key_order() -> None:

@@ -87,7 +87,14 @@ def tables_commands() -> list[list[str]]:
         elif isinstance(command, TyperCommand) and any(
             "--tables" in p.opts for p in command.params
         ):
-            found.append(path + ["public.t_watched" for p in command.params if p.required])
+            required = [p for p in command.params if p.required]
+            args = [p.opts[0] for p in required if p.param_type_name == "option"]
+            # A required option gets a value that parses as any type; an argument, a table.
+            found.append(
+                path
+                + [a for opt in args for a in (opt, "0")]
+                + ["public.t_watched" for p in required if p.param_type_name == "argument"]
+            )
 
     walk(typer.main.get_command(app), [])
     return found
@@ -101,6 +108,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "connector render",
         "connector restart",
         "connector status",
+        "controls",
         "db prepare",
         "deploy compose",
         "deploy kubernetes",
@@ -108,8 +116,11 @@ def test_every_command_with_tables_is_covered() -> None:
         "dlq replay",
         "lag",
         "models",
+        "pause",
+        "resume",
         "run",
         "schedule list",
+        "skip --topic 0 --partition 0 --offset 0 --reason 0",
         "snapshot public.t_watched",
     ]
 

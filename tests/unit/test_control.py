@@ -1,0 +1,63 @@
+"""Operators' orders as the control topic carries them: pauses per handler or workload,
+resumes as tombstones, skips per record; a skipped record is dead-lettered unrun."""
+
+from __future__ import annotations
+
+from cdc import Change, Context, on_change
+from cdc.routing import Route, handlers_of
+from cdc.runtime import Dispatcher, Outcome, Resources
+from cdc.runtime.control import EVERY, Controls, Order, Skipped, pause_key, skip_key
+from cdc.settings import Settings
+from tests.corpus.load import first_insert
+
+ORDER = Order("a bad deploy", "ops@host", "2026-12-07T05:00:00+00:00").encode()
+
+
+def test_a_pause_holds_until_its_tombstone_and_other_workloads_are_left_alone() -> None:
+    controls = Controls("sync")
+    controls.fold(pause_key("sync", "app.index"), ORDER)
+    controls.fold(pause_key("default", "app.mail"), ORDER)  # another workload's
+    assert controls.is_paused("app.index")
+    assert not controls.is_paused("app.mail")
+    assert controls.paused["app.index"].reason == "a bad deploy"
+    controls.fold(pause_key("sync", "app.index"), None)
+    assert not controls.is_paused("app.index")
+    controls.fold(pause_key("sync", None), ORDER)  # the whole workload
+    assert controls.is_paused("app.index")
+    assert controls.is_paused("app.anything")
+    assert controls.version == 3
+
+
+def test_a_skip_names_one_record_for_one_handler_or_all() -> None:
+    controls = Controls("default")
+    controls.fold(skip_key("default", "t.public.a", 2, 41, "app.mail"), ORDER)
+    controls.fold(skip_key("default", "t.public.a", 2, 42, None), ORDER)
+    assert controls.skipped("app.mail", ("t.public.a", 2, 41)) is not None
+    assert controls.skipped("app.index", ("t.public.a", 2, 41)) is None
+    assert controls.skipped("app.index", ("t.public.a", 2, 42)) is not None
+    assert controls.skipped("app.index", ("t.public.a", 1, 42)) is None
+    assert set(controls.skips[("t.public.a", 2, 42)]) == {EVERY}
+
+
+def test_a_skipped_record_is_dead_lettered_without_a_call_and_other_records_run() -> None:
+    calls: list[int] = []
+
+    @on_change("corpus.all_types")
+    def handler(change: Change, ctx: Context) -> None:
+        calls.append(change.kafka.offset)
+
+    route = Route(handlers_of(handler)[-1], snapshot_reads=False)
+    change = first_insert()
+    kafka = change.kafka
+    controls = Controls("default")
+    dispatcher = Dispatcher(Resources(Settings()), controls=controls)
+    controls.fold(skip_key("default", kafka.topic, kafka.partition, kafka.offset + 1, None), ORDER)
+    assert dispatcher.run(route, change).outcome is Outcome.DONE
+    controls.fold(skip_key("default", kafka.topic, kafka.partition, kafka.offset, None), ORDER)
+    run = dispatcher.run(route, change)
+    assert run.outcome is Outcome.DEAD_LETTER
+    assert isinstance(run.error, Skipped)
+    assert run.reason == (
+        "skipped by an operator: a bad deploy (ops@host, 2026-12-07T05:00:00+00:00)"
+    )
+    assert calls == [kafka.offset]
