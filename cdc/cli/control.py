@@ -64,10 +64,14 @@ def _handler(found: list[Handler], name: str) -> Handler:
 
 
 def _send(settings: Settings, watched: WatchedTables, key: str, order: Order | None) -> str:
+    return _send_raw(settings, watched, key, order.encode() if order else None)
+
+
+def _send_raw(settings: Settings, watched: WatchedTables, key: str, value: bytes | None) -> str:
     from cdc.runtime.control import control_topic, send_order
 
     topic = control_topic(watched.connector.topic_prefix)
-    send_order(settings, topic, key, order)
+    send_order(settings, topic, key, value)
     return topic
 
 
@@ -128,6 +132,54 @@ def skip(
 
 
 @app.command()
+def rewind(
+    to: Annotated[
+        str,
+        typer.Option(
+            help="Where to go back to: a time (ISO 8601, e.g. 2026-12-07T05:00:00Z; the first "
+            "record at or after it, per partition) or an offset (on every partition)."
+        ),
+    ],
+    reason: ReasonOpt,
+    handler: HandlerArg = None,
+    workload: WorkloadOpt = None,
+    tables: WatchedOpt = None,
+    handlers: HandlersOpt = None,
+) -> None:
+    """Re-run a workload, or one of its handlers, from a point in time or an offset, on
+    every running consumer of it; other workloads keep their positions. A handler's rewind
+    runs only that handler on the records it re-reads. Never moves a partition forward;
+    carried out once per partition, also across restarts; the ledger keeps effects single."""
+    import uuid
+
+    from cdc.runtime.control import new_order
+    from cdc.runtime.rewind import Rewind, rewind_key
+
+    to_ms, offset = _point(to)
+    settings, watched, lane, name = _target(tables, handlers, handler, workload)
+    order = new_order(reason)
+    order_id = uuid.uuid4().hex[:12]
+    value = Rewind(order_id, name or "*", to_ms, offset, order.reason, order.by, order.at)
+    topic = _send_raw(settings, watched, rewind_key(lane, name), value.encode())
+    console.print(f"rewinding {name or f'workload {lane}'} to {to} ({topic}, id {order_id})")
+
+
+def _point(to: str) -> tuple[int | None, int | None]:
+    """``--to``: (milliseconds since the epoch, None) for a time, (None, offset) for a number."""
+    import datetime as dt
+
+    if to.isdigit():
+        return None, int(to)
+    try:
+        at = dt.datetime.fromisoformat(to)
+    except ValueError:
+        raise ConfigError("--to", [f"{to!r} is neither an ISO 8601 time nor an offset"]) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return int(at.timestamp() * 1000), None
+
+
+@app.command()
 def controls(tables: WatchedOpt = None) -> None:
     """Show the orders in force: what is paused and which records are skipped, with why,
     by whom and when."""
@@ -141,5 +193,6 @@ def controls(tables: WatchedOpt = None) -> None:
         table.add_column(column, overflow="fold")
     for key, order in sorted(orders.items()):
         kind, workload, target = key.split("/", 2)
-        table.add_row(kind, workload, target, order.reason, order.by, order.at)
+        if kind != "rewound":  # where a rewind was carried out: not an order
+            table.add_row(kind, workload, target, order.reason, order.by, order.at)
     console.print(table)

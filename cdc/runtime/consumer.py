@@ -26,7 +26,7 @@ from cdc.decoding import Decoder, decoder_for
 from cdc.routing import Handler, Router, TableHandler
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.consumer_config import consumer_config
-from cdc.runtime.context import Resources
+from cdc.runtime.context import Outgoing, Resources
 from cdc.runtime.control import Controls, ControlTail, control_topic
 from cdc.runtime.dead_letter import DeadLetterSink
 from cdc.runtime.dead_letter_tail import DeadLetterTail
@@ -43,6 +43,7 @@ from cdc.runtime.offsets import Offsets
 from cdc.runtime.park import Parker
 from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.runtime.records import Handled, Observer, coordinates, record_headers
+from cdc.runtime.rewind import carry_out
 from cdc.runtime.route import RouteStage
 from cdc.runtime.subscription import Subscription
 from cdc.runtime.tally import Tally
@@ -192,8 +193,11 @@ class Runtime:
         consumer = self._consumer()
         self.execute.start(s.concurrency)
         tails = [t.start() for t in (self.tail, self.control_tail) if t is not None]
+        orders = -1  # the control orders' version last looked at for rewinds
 
         def assigned() -> None:
+            nonlocal orders
+            orders = -1  # a partition given to us may have a rewind to carry out
             for tail in tails:
                 tail.want_end()
 
@@ -242,6 +246,9 @@ class Runtime:
                     # threads now, not when it ends.
                     self.execute.workers.submit(())
                     self.execute.resume()  # what a resumed handler held, with no fetch
+                control = self.control_tail
+                if orders != self.controls.version and (control is None or control.caught_up):
+                    orders = self.controls.version if self._rewind(consumer) else -1
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer, self.execute.transactions.waiting)
                 if self.execute.batches.held * 2 >= self.window:
@@ -251,6 +258,19 @@ class Runtime:
                     self.execute.debounce.flush()  # likewise the keys waiting to be quiet
         finally:
             self._shut_down(consumer)
+
+    def _rewind(self, consumer: Consumer) -> bool:
+        """Carry out the rewinds ordered for the partitions we own (`cdc rewind`); False:
+        some to be tried again."""
+        rewinds = self.controls.rewinds
+        if not rewinds.orders or self.control_tail is None:
+            return True
+        topic = self.control_tail.topic
+
+        def mark(key: str, value: bytes) -> None:
+            self.resources.send([Outgoing(topic, value, key.encode())])
+
+        return carry_out(consumer, self.offsets, rewinds, self.workload, mark)
 
     def exposition(self) -> bytes:
         """Its series and the process's, in the text format."""

@@ -1,12 +1,13 @@
 """Operators' orders to every running consumer: pause and resume a handler or a workload,
-skip one record on purpose. They are records of a compacted control topic (one partition,
+skip one record on purpose, rewind. They are records of a compacted control topic (one partition,
 the latest order of each key kept), so every consumer of every workload reads them within a
 second and a restarted one reads them again before it runs a handler (`TopicTail`).
 
 Keys (``/`` never occurs in topic, workload or handler names):
 
 - ``pause/<workload>/<handler>`` (``*``: every handler of the workload); a tombstone resumes;
-- ``skip/<workload>/<topic>/<partition>/<offset>/<handler>`` (``*``: for every handler).
+- ``skip/<workload>/<topic>/<partition>/<offset>/<handler>`` (``*``: for every handler);
+- ``rewind/<workload>/<handler>`` and the marks of where it was carried out (`cdc.runtime.rewind`).
 
 Values are JSON: the reason, who gave the order and when."""
 
@@ -24,6 +25,7 @@ import structlog
 from confluent_kafka import Message, Producer
 
 from cdc.errors import CdcError
+from cdc.runtime.rewind import Rewinds
 from cdc.runtime.topic_tail import TopicTail
 from cdc.settings import Settings
 from cdc.tables.limits import RecordLimits
@@ -88,6 +90,7 @@ class Controls:
         self.workload = workload
         self.paused: dict[str, Order] = {}
         self.skips: dict[Where, dict[str, Order]] = {}
+        self.rewinds = Rewinds()
         self.version = 0
         self._lock = threading.Lock()
 
@@ -107,13 +110,15 @@ class Controls:
         workload's, or an unknown kind, is left alone)."""
         kind, _, rest = key.partition("/")
         workload, _, target = rest.partition("/")
-        if workload != self.workload or kind not in ("pause", "skip"):
+        if workload != self.workload or kind not in ("pause", "skip", "rewind", "rewound"):
             return False
         with self._lock:
             if kind == "pause":
                 self._pause(target, value)
-            else:
+            elif kind == "skip":
                 self._skip(target, value)
+            else:
+                self.rewinds.fold(kind, target, value)
             self.version += 1
         return True
 
@@ -147,7 +152,7 @@ class ControlTail(TopicTail):
     """Folds the control topic into ``controls``."""
 
     kind = "control"
-    why = "operators' orders (pauses, skips) are read before any handler runs"
+    why = "operators' orders (pauses, skips, rewinds) are read before any handler runs"
     relist_s = 2.0  # the first order makes the topic: seen within seconds
 
     def __init__(
@@ -169,12 +174,13 @@ class ControlTail(TopicTail):
         try:
             if self.controls.fold(key.decode(), msg.value()):
                 kind = key.decode().split("/", 1)[0]
-                self._counted("resume" if msg.value() is None and kind == "pause" else kind)
+                if kind != "rewound":  # a consumer's own mark, not an order
+                    self._counted("resume" if msg.value() is None and kind == "pause" else kind)
         except (ValueError, UnicodeDecodeError) as exc:  # not ours to act on, never fatal
             log.error("control.unreadable", topic=self.topic, offset=msg.offset(), error=str(exc))
 
 
-def send_order(settings: Settings, topic: str, key: str, order: Order | None) -> None:
+def send_order(settings: Settings, topic: str, key: str, value: bytes | None) -> None:
     """Write an order (None: withdraw it) to the control topic, made if missing; raises
     unless the broker has it."""
     ensure_topic(settings, topic, _MAX_BYTES, compacted=True)
@@ -185,7 +191,7 @@ def send_order(settings: Settings, topic: str, key: str, order: Order | None) ->
         if err is not None:
             failed.append(str(err))
 
-    producer.produce(topic, order.encode() if order else None, key.encode(), on_delivery=delivered)
+    producer.produce(topic, value, key.encode(), on_delivery=delivered)
     if producer.flush(30) or failed:
         raise CdcError(f"{topic}: the order {key} was not delivered: {failed or 'timed out'}")
 
@@ -203,7 +209,7 @@ class _Orders(TopicTail):
             return
         if value is None:
             self.orders.pop(key.decode(), None)
-        else:
+        else:  # a rewind's value carries the same fields, and more
             self.orders[key.decode()] = Order.parse(value)
 
 

@@ -143,6 +143,8 @@ class Executor:
         quick = not self.dispatcher.debug  # else each run logs its start and end
         self.resume()
         controls = self._controls
+        rewinds = controls.rewinds
+        windows = rewinds.windows
         timed = self._tally.here(self._metrics.handler_seconds)
         lags = self._tally.here(self._metrics.end_to_end)
         for item in items:
@@ -161,6 +163,13 @@ class Executor:
             # A record is added to its partition's work before anything can finish it, but
             # not one that `_quick` finishes at once.
             added = False
+            if windows:  # a handler's rewind re-reads this: that handler alone runs it
+                only = rewinds.only(item.topic, item.partition, item.offset)
+                if only is not None:
+                    item.routes = [r for r in item.routes if r.name == only]
+                    if not item.routes:
+                        work.skip(item.offset, timestamp)
+                        continue
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
             if (lists and any(r.grouped for r in item.routes)) or (

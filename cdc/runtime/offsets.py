@@ -55,6 +55,23 @@ class Offsets:
                 log.warning("commit.failed", error=str(exc), partitions=names(offsets))
         log.info("partitions.revoked", partitions=names(partitions), committed=names(offsets))
 
+    def renew(self, consumer: Consumer, topic: str, partition: int) -> int | None:
+        """Start a partition's work afresh (a rewind): drop its queued work, let running work
+        end (up to the shutdown deadline); the position it reached (its committed offset
+        when nothing finished since it was assigned; None when it has none)."""
+        tp = TopicPartition(topic, partition)
+        position = None
+        for work in self._release([tp]):
+            work.quiesce(self._deadline_s)
+            position = work.position
+        self.works[topic, partition] = PartitionWork(topic, partition)
+        self._metrics.assigned.set(len(self.works))
+        consumer.resume([tp])  # a partition paused for the window fetches again
+        if position is None:
+            (committed,) = consumer.committed([tp], timeout=10)
+            position = committed.offset if committed.offset >= 0 else None
+        return position
+
     def lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else owns them already: committing could move their offsets backwards.
         self._release(partitions)

@@ -2,10 +2,12 @@
 holds one handler's changes (its offsets not passed) while the other handler goes on, also
 across a consumer restart; `cdc resume` runs what waited, in order; `cdc skip` parks a
 record being retried, on purpose, and its key's next change goes on; `cdc controls` shows
-the orders in force."""
+the orders in force; `cdc rewind` re-runs one handler, or a workload, from a point, once,
+while another workload keeps its position."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -166,3 +168,92 @@ def retried(logs: list[Path]) -> tuple[str, int, int] | None:
                 entry = json.loads(line)
                 return entry["topic"], entry["partition"], entry["offset"]
     return None
+
+
+COUNTED = """
+from cdc import Change, Context, on_change
+
+
+def counted(ctx: Context, name: str, change: Change) -> None:
+    with ctx.connection() as conn:
+        conn.execute("INSERT INTO {runs} (handler, id) VALUES (%s, %s)", (name, change.row["id"]))
+
+
+@on_change("public.{items}")
+def first(change: Change, ctx: Context) -> None:
+    counted(ctx, "first", change)
+
+
+@on_change("public.{items}")
+def second(change: Change, ctx: Context) -> None:
+    counted(ctx, "second", change)
+
+
+@on_change("public.{items}", workload="elsewhere")
+def third(change: Change, ctx: Context) -> None:
+    counted(ctx, "third", change)
+"""
+
+
+def test_rewind_reruns_one_handler_or_a_workload_once_and_leaves_others_alone(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    items, runs = p.table("items"), p.table("runs")
+    p.sql(f"CREATE TABLE {items} (id int PRIMARY KEY)")
+    p.sql(f"CREATE TABLE {runs} (n serial PRIMARY KEY, handler text, id int)")
+    admin = AdminClient(p.settings.kafka_config())  # type: ignore[arg-type]
+    admin.create_topics([NewTopic(p.topic(items), 2, 1)])[p.topic(items)].result()
+    p.write_file({items: {}}, workloads={"elsewhere": {}})
+    p.apply()
+    module = f"rewind_{p.id}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(COUNTED.format(items=items, runs=runs)))
+    logs: list[Path] = []
+
+    def run(name: str) -> subprocess.Popen[str]:
+        logs.append(tmp_path / f"{name}.log")
+        return start(p, logs[-1], module, tmp_path)
+
+    def counts() -> dict[str, int]:
+        rows = p.sql(f"SELECT handler, count(*) FROM {runs} GROUP BY handler")
+        return dict(rows)  # type: ignore[arg-type]
+
+    def command(*args: str) -> str:
+        code, out = run_command(p, tmp_path, module, *args)
+        assert code == 0, out
+        return out
+
+    procs = [run("one"), run("two")]
+    try:
+        p.sql(f"INSERT INTO {items} VALUES (0)")  # the topic's first record, before the point
+        eventually(counts, lambda c: c == {"first": 1, "second": 1, "third": 1}, what="row 0")
+        time.sleep(1)
+        point = time.time()
+        p.sql(f"INSERT INTO {items} SELECT i FROM generate_series(1, 10) AS i")
+        each = {"first": 11, "second": 11, "third": 11}
+        eventually(counts, lambda c: c == each, what="the rows, once each")
+
+        at = dt.datetime.fromtimestamp(point, dt.UTC).isoformat()
+        command("rewind", "first", "--to", at, "--reason", "a fixed bug in first")
+        eventually(counts, lambda c: c["first"] == 21, what="first re-ran from the point")
+        time.sleep(3)
+        assert counts() == {"first": 21, "second": 11, "third": 11}
+
+        command("rewind", "--workload", "default", "--to", "0", "--reason", "everything again")
+        again = {"first": 32, "second": 22, "third": 11}
+        eventually(counts, lambda c: c == again, what="the workload from offset 0")
+
+        # Carried out once per partition: a restart and a rebalance run nothing again.
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(timeout=60) == 0
+        procs[0] = run("three")
+        time.sleep(8)
+        assert counts() == again
+        p.sql(f"INSERT INTO {items} VALUES (11)")
+        eventually(counts, lambda c: c == {"first": 33, "second": 23, "third": 12}, what="row 11")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    assert sum(log.read_text().count('"control.rewound"') for log in logs) == 4  # 2 x 2

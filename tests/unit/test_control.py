@@ -3,10 +3,13 @@ resumes as tombstones, skips per record; a skipped record is dead-lettered unrun
 
 from __future__ import annotations
 
+import json
+
 from cdc import Change, Context, on_change
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Dispatcher, Outcome, Resources
 from cdc.runtime.control import EVERY, Controls, Order, Skipped, pause_key, skip_key
+from cdc.runtime.rewind import Rewind, rewind_key, rewound_key
 from cdc.settings import Settings
 from tests.corpus.load import first_insert
 
@@ -61,3 +64,25 @@ def test_a_skipped_record_is_dead_lettered_without_a_call_and_other_records_run(
         "skipped by an operator: a bad deploy (ops@host, 2026-12-07T05:00:00+00:00)"
     )
     assert calls == [kafka.offset]
+
+
+def test_a_rewind_is_pending_until_marked_per_partition_and_a_handlers_has_a_window() -> None:
+    controls = Controls("sync")
+    rewind = Rewind("r1", "app.index", 1_700_000_000_000, None, "reindex", "ops@host", "now")
+    controls.fold(rewind_key("sync", "app.index"), rewind.encode())
+    assert controls.rewinds.orders["app.index"] == rewind
+    assert controls.rewinds.pending("t.public.a", 0) == [rewind]
+    mark = json.dumps({"handler": "app.index", "to": 3, "until": 10}).encode()
+    controls.fold(rewound_key("sync", "r1", "t.public.a", 0), mark)
+    assert controls.rewinds.pending("t.public.a", 0) == []
+    assert controls.rewinds.pending("t.public.a", 1) == [rewind]
+    # Re-read below where the partition was: that handler alone; from there on, all.
+    assert controls.rewinds.only("t.public.a", 0, 9) == "app.index"
+    assert controls.rewinds.only("t.public.a", 0, 10) is None
+    assert controls.rewinds.only("t.public.a", 1, 5) is None
+    workload = Rewind("r2", EVERY, None, 0, "replay all")
+    controls.fold(rewind_key("sync", None), workload.encode())
+    controls.fold(rewound_key("sync", "r2", "t.public.a", 1), b'{"handler": "*", "to": 0}')
+    assert controls.rewinds.only("t.public.a", 1, 0) is None  # a workload's: every handler
+    controls.fold(rewound_key("sync", "r2", "t.public.a", 0), b'{"handler": "*", "to": 0}')
+    assert controls.rewinds.only("t.public.a", 0, 9) is None  # the latest rewind decides

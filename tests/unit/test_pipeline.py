@@ -4,6 +4,7 @@ counted; handlers see a key's changes in order; offsets move only past finished 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -243,6 +244,32 @@ def test_a_paused_handler_waits_and_runs_in_key_order_once_resumed() -> None:
     assert sorted(h.offset for h in handled) == sorted(m.offset() for m in messages)
     assert kafka.stored[-1][2] == int(messages[-1].offset() or 0) + 1
     assert runtime.execute.paused.held == 0
+
+
+def test_records_a_handlers_rewind_reads_again_run_that_handler_alone() -> None:
+    messages = corpus_messages()
+    until = int(messages[5].offset() or 0)
+    seen: dict[str, list[int]] = {"rewound": [], "other": []}
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def rewound(change: Change, ctx: Context) -> None:
+        seen["rewound"].append(change.kafka.offset)
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def other(change: Change, ctx: Context) -> None:
+        seen["other"].append(change.kafka.offset)
+
+    def ready(runtime: Runtime) -> None:
+        mark = {"handler": handlers_of(rewound)[0].name, "to": 0, "until": until}
+        key = f"rewound/default/r1/{messages[0].topic()}/{messages[0].partition()}"
+        runtime.controls.fold(key, json.dumps(mark).encode())
+
+    _, kafka, handled = run([messages], [rewound, other], ready)
+    assert len(seen["rewound"]) == 9  # 4 reads, 5 changes
+    assert seen["other"]
+    assert all(offset >= until for offset in seen["other"])
+    assert sorted(h.offset for h in handled if h.runs) == sorted(seen["rewound"])
+    assert kafka.stored[-1][2] == int(messages[-1].offset() or 0) + 1
 
 
 def test_quick_coroutine_handlers_run_together_on_the_loop_in_key_order() -> None:

@@ -118,6 +118,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "models",
         "pause",
         "resume",
+        "rewind --to 0 --reason 0",
         "run",
         "schedule list",
         "skip --topic 0 --partition 0 --offset 0 --reason 0",
