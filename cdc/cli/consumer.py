@@ -143,24 +143,18 @@ def lag(
     offset, end offset and lag per partition, totals per table and overall. Each workload
     has a group of its own: one table each (a workload other than `default` shows the
     topics it has committed on)."""
-    from cdc.lag import group_lag, lag_table
-    from cdc.runtime.workloads import resolve
+    from cdc.lag import group_lag, lag_table, workload_lag
     from cdc.slot_health import slot_line
     from cdc.tables.workloads import DEFAULT_WORKLOAD
 
     settings, watched = _watched(tables)
-    names = workload or [DEFAULT_WORKLOAD, *watched.workloads]
-    groups = [(None, group)] if group else [(n, resolve(n, settings, watched)) for n in names]
     prefix = watched.connector.topic_prefix
-    for name, chosen in groups:
-        group_id = chosen if isinstance(chosen, str) else chosen.settings.group_id
-        rows = group_lag(settings, watched, group_id)
-        title = f"consumer group {group_id} on {prefix}.<schema>.<table>"
-        if name is not None and name != DEFAULT_WORKLOAD:
-            read = {r.topic for r in rows if r.committed is not None}
-            rows = [r for r in rows if r.topic in read]
-        if name is not None:
-            title = f"workload {name}: {title}"
+    if group:
+        title = f"consumer group {group} on {prefix}.<schema>.<table>"
+        console.print(lag_table(group_lag(settings, watched, group), title=title))
+    for name in [] if group else workload or [DEFAULT_WORKLOAD, *watched.workloads]:
+        group_id, rows = workload_lag(settings, watched, name)
+        title = f"workload {name}: consumer group {group_id} on {prefix}.<schema>.<table>"
         console.print(lag_table(rows, title=title))
     console.print(slot_line(settings, watched.connector.slot), soft_wrap=True)
 
