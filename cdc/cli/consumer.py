@@ -89,6 +89,14 @@ def run(
             "workload, each in its own consumer group.",
         ),
     ] = None,
+    with_console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Serve the web console beside the consumer too (`cdc console`: its token "
+            "and where it listens).",
+        ),
+    ] = False,
 ) -> None:
     """Consume the watched tables' topics and run the handlers on each change."""
     import signal
@@ -97,6 +105,11 @@ def run(
 
     settings, watched, found = _consumer_setup(tables, handlers, group)
     plans = plan(settings, watched, found, workload or ())
+    served = None
+    if with_console:  # refused before anything runs if it cannot be served (no token)
+        from cdc.cli.console import console_server
+
+        served = console_server()(settings, watched, found)
     if check and settings.check_at_start:
         from cdc.capture_health import CaptureProblem
         from cdc.check import run_check
@@ -118,10 +131,14 @@ def run(
     workloads.registry.register(CountsCollector(scheduler.counts))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: workloads.stop())
+    if served is not None:
+        served.start()
     try:
         workloads.run()
     finally:
         scheduler.stop()
+        if served is not None:
+            served.stop()
 
 
 @app.command("lag")
