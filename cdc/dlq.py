@@ -49,13 +49,31 @@ def read_dead_letters(
         settings = resolve(workload, settings, watched).settings
     topic = dead_letter_topic(settings, watched)
     with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
-        done = dlq.replayed_up_to(replay_group(settings))
         records = list(dlq)
     held = HeldKeys()
     for record in records:
         fold(held, record)
     parked = [p for p in records if p.release is None]
+    done = _committed(settings, replay_group(settings), topic, {p.partition for p in records})
     return DeadLetters(topic, parked, done, held.snapshot())
+
+
+def _committed(settings: Settings, group: str, topic: str, partitions: set[int]) -> dict[int, int]:
+    """How far ``group`` (the replay group) committed on each partition of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    if not partitions:
+        return {}
+    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        asked = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return {
+            tp.partition: tp.offset
+            for tp in consumer.committed(asked, timeout=10)
+            if tp.offset >= 0
+        }
+    finally:
+        consumer.close()
 
 
 def replay_dead_letters(
