@@ -65,7 +65,7 @@ class Masking:
 
         return (walk(data) if columns else data), frozenset(hidden)
 
-    def bytes_(self, table: str, raw: bytes | None) -> Shown:
+    def bytes_(self, table: str, raw: bytes | None, indent: int | None = 2) -> Shown:
         """Raw record bytes as text: JSON with the sensitive values masked; anything else
         as text only when the table has no sensitive column (it cannot be masked)."""
         if raw is None:
@@ -79,7 +79,7 @@ class Masking:
                 )
             return Shown(raw[:_LARGEST_SHOWN].decode(errors="replace"))
         masked, hidden = self.data(table, data)
-        return Shown(pretty(masked), hidden)
+        return Shown(pretty(masked, indent), hidden)
 
     @staticmethod
     def text(text: str, hidden: Iterable[str]) -> str:
@@ -90,6 +90,7 @@ class Masking:
         return text
 
 
-def pretty(data: Any) -> str:
-    text = json.dumps(data, indent=2, default=str, ensure_ascii=False, sort_keys=False)
+def pretty(data: Any, indent: int | None = 2) -> str:
+    """JSON for a person: ``indent`` None puts it on one line."""
+    text = json.dumps(data, indent=indent, default=str, ensure_ascii=False)
     return text if len(text) <= _LARGEST_SHOWN else text[:_LARGEST_SHOWN] + "\n..."

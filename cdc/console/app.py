@@ -146,7 +146,7 @@ def create_app(sources: Sources, token: str, host: str = "127.0.0.1") -> Starlet
             "total": len(dlq.records),
             "rows": rows[:SHOWN],
             "matched": len(rows),
-            "held": sorted(dlq.held.items(), key=lambda kv: kv[1].first),
+            "held": sources.held(dlq),
         }
         if "hx-request" in request.headers:
             return page(request, "_dead_letters.html", **context)

@@ -26,6 +26,7 @@ from cdc.routing import Handler
 from cdc.routing.declared import EventHandler, TableHandler
 from cdc.runtime.control import EVERY, Controls, ControlTail, Order, control_topic
 from cdc.runtime.dead_letter import Parked
+from cdc.runtime.held_keys import Hold
 from cdc.runtime.workloads import workload_names
 from cdc.settings import Settings
 from cdc.slot_health import SlotHealth, describe, read_slot
@@ -224,8 +225,7 @@ class Sources:
 
     def record(self, dlq: DeadLetters, parked: Parked) -> RecordView:
         """``parked`` decoded where it can be, its sensitive values masked everywhere."""
-        key = self.masking.bytes_(parked.table, parked.key)
-        payload = self._payload(parked)
+        key, payload = self._decoded(parked)
         hidden = key.hidden | payload.hidden
         return RecordView(
             parked,
@@ -240,26 +240,45 @@ class Sources:
         )
 
     def summary(self, parked: Parked) -> tuple[str, str]:
-        """A listing's key and reason, masked (the key by its own values only)."""
-        key = self.masking.bytes_(parked.table, parked.key)
-        return key.text.replace("\n", " ")[:160], Masking.text(parked.reason, key.hidden)[:300]
+        """A listing's key (on one line) and reason, masked by the record's own values."""
+        key, payload = self._decoded(parked, indent=None)
+        hidden = key.hidden | payload.hidden
+        return key.text[:160], Masking.text(parked.reason, hidden)[:300]
 
-    def _payload(self, parked: Parked) -> Shown:
+    def held(self, dlq: DeadLetters) -> list[tuple[str, str, Hold, str]]:
+        """The held keys, oldest first: handler, source topic, hold, and its first park's
+        reason masked as that record's listing masks it."""
+        at = {(p.partition, p.offset): p for p in dlq.records}
+        out = []
+        for (handler, source, _key), hold in sorted(dlq.held.items(), key=lambda kv: kv[1].first):
+            first = at.get((hold.partition, hold.first))
+            reason = self.summary(first)[1] if first is not None else "(its record is not read)"
+            out.append((handler, source, hold, reason))
+        return out
+
+    def _decoded(self, parked: Parked, indent: int | None = 2) -> tuple[Shown, Shown]:
+        """The key's columns and the change (op, table, before, after), masked; as they
+        are, masked where they are JSON, when the record cannot be decoded."""
+        table = parked.table
         try:
             event = self._decoder.decode_message(parked.original())
+            if not isinstance(event, Change):
+                raise TypeError(type(event).__name__)
+            table = event.table or table
+            key, key_hidden = self.masking.data(table, _plain(event.key))
         except Exception:  # a dead letter may be undecodable: shown as it is, masked
-            return self.masking.bytes_(parked.table, parked.value)
-        if not isinstance(event, Change):
-            return self.masking.bytes_(parked.table, parked.value)
-        table = event.table or parked.table
-        data = {
+            return (
+                self.masking.bytes_(table, parked.key, indent),
+                self.masking.bytes_(table, parked.value, indent),
+            )
+        change = {
             "op": str(event.op),
             "table": table,
             "before": _plain(event.before),
             "after": _plain(event.after),
         }
-        masked, hidden = self.masking.data(table, data)
-        return Shown(pretty(masked), hidden)
+        masked, hidden = self.masking.data(table, change)
+        return Shown(pretty(key, indent), key_hidden), Shown(pretty(masked, indent), hidden)
 
 
 def _plain(row: Any) -> dict[str, Any] | None:

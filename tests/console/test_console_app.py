@@ -50,11 +50,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Order | None]]
 
 
 @pytest.fixture
-def sources(
-    monkeypatch: pytest.MonkeyPatch, sent: list[tuple[str, str, Order | None]]
-) -> Sources:
+def sources(monkeypatch: pytest.MonkeyPatch, sent: list[tuple[str, str, Order | None]]) -> Sources:
     watched = parse_watched_tables(FILE)
-    found: list[Any] = [_handler("app.mirror", "public.users"), _handler("app.audit", "public.posts")]
+    found: list[Any] = [
+        _handler("app.mirror", "public.users"),
+        _handler("app.audit", "public.posts"),
+    ]
     s = Sources(Settings(), watched, found)  # not started: nothing is read from Kafka
 
     def send_order(_settings: Settings, topic: str, key: str, order: Order | None) -> None:
@@ -97,7 +98,8 @@ def test_a_session_or_a_bearer_token_opens_the_pages(client: TestClient) -> None
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     overview = client.get("/", headers=bearer)
     assert overview.status_code == 200
-    assert "app.mirror" in overview.text and "app.audit" in overview.text
+    assert "app.mirror" in overview.text
+    assert "app.audit" in overview.text
     assert overview.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in overview.headers["Content-Security-Policy"]
     nope = client.get("/", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
@@ -105,7 +107,8 @@ def test_a_session_or_a_bearer_token_opens_the_pages(client: TestClient) -> None
     _login(client)
     assert client.get("/controls").status_code == 200
     cookie = client.cookies.get("cdc_console")
-    assert cookie is not None and TOKEN not in cookie
+    assert cookie is not None
+    assert TOKEN not in cookie
 
 
 def test_a_pause_needs_the_sessions_csrf_token_and_our_origin(
@@ -127,10 +130,14 @@ def test_a_pause_needs_the_sessions_csrf_token_and_our_origin(
     assert "paused app.mirror" in paused.text  # the flash, on the page it went back to
     ((topic, key, order),) = sent
     assert (topic, key) == ("app.control", "pause/default/app.mirror")
-    assert order is not None and order.reason == "a bad deploy" and "console" in order.by
+    assert order is not None
+    assert order.reason == "a bad deploy"
+    assert "console" in order.by
     assert sources.controls["default"].is_paused("app.mirror")
     row = re.search(r'<tr data-handler="app.mirror">.*?</tr>', paused.text, re.S)
-    assert row is not None and "paused" in row.group(0) and "Resume" in row.group(0)
+    assert row is not None
+    assert "paused" in row.group(0)
+    assert "Resume" in row.group(0)
     # Another session's CSRF token is not this one's.
     assert Auth(TOKEN).csrf("another-session") != csrf
     resumed = client.post(
@@ -148,8 +155,13 @@ def test_a_bearer_token_posts_without_a_csrf_token(
 ) -> None:
     response = client.post(
         "/controls/skip",
-        data={"workload": "default", "topic": "app.public.users", "partition": "0",
-              "offset": "7", "reason": "a test row"},  # fmt: skip
+        data={
+            "workload": "default",
+            "topic": "app.public.users",
+            "partition": "0",
+            "offset": "7",
+            "reason": "a test row",
+        },
         headers={"Authorization": f"Bearer {TOKEN}"},
         follow_redirects=False,
     )
@@ -199,8 +211,10 @@ def test_sensitive_columns_are_masked_in_a_record_and_its_reason() -> None:
         },
     }
     shown = masking.bytes_("public.users", json.dumps(value).encode())
-    assert "ada@example.org" not in shown.text and "123-45-6789" not in shown.text
-    assert MASK in shown.text and '"Ada"' in shown.text
+    assert "ada@example.org" not in shown.text
+    assert "123-45-6789" not in shown.text
+    assert MASK in shown.text
+    assert '"Ada"' in shown.text
     reason = "refused ada@example.org for row 7"
     assert Masking.text(reason, shown.hidden) == f"refused {MASK} for row 7"
     # Another table's columns of the same name are not sensitive.
