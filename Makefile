@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # What the stack and the tests run that pip does not bring: Java 17, Maven, PostgreSQL 15,
-# a compose implementation to validate docker-compose.yml, and promtool to check and test the
-# alerting rules (Debian's packages).
+# a compose implementation to validate docker-compose.yml, promtool to check and test the
+# alerting rules, and chromium with its chromedriver for the console's browser tests
+# (Debian's packages).
 PG_BIN ?= $(or $(CDC_PG_BIN),/usr/lib/postgresql/15/bin)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -28,6 +29,8 @@ system-deps:
 	[ -x "$(PG_BIN)/postgres" ] || missing="$$missing postgresql-15"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \

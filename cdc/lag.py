@@ -98,6 +98,22 @@ def group_lag(
     return rows
 
 
+def workload_lag(
+    settings: Settings, watched: WatchedTables, name: str, timeout: float = 10.0
+) -> tuple[str, list[PartitionLag]]:
+    """A workload's group and its lag: a workload other than `default` on the topics it
+    has committed on (its handlers' tables), `default` on every watched table's."""
+    from cdc.runtime.workloads import resolve
+    from cdc.tables.workloads import DEFAULT_WORKLOAD
+
+    group = resolve(name, settings, watched).settings.group_id
+    rows = group_lag(settings, watched, group, timeout)
+    if name != DEFAULT_WORKLOAD:
+        read = {r.topic for r in rows if r.committed is not None}
+        rows = [r for r in rows if r.topic in read]
+    return group, rows
+
+
 def _committed(
     consumer: Any, partitions: list[Any], timeout: float
 ) -> dict[tuple[str, int], int | None]:
@@ -158,7 +174,7 @@ def lag_table(
                     committed,
                     str(row.end),
                     str(row.lag),
-                    _behind(row.oldest_unread_ms, now),
+                    behind(row.oldest_unread_ms, now),
                 )
         total = sum(r.lag for r in parts)
         grand += total
@@ -166,13 +182,13 @@ def lag_table(
         if worst is not None:
             worst_all = worst if worst_all is None else min(worst_all, worst)
         table.add_row(
-            name, "total", "", "", str(total), _behind(worst, now), style="bold", end_section=True
+            name, "total", "", "", str(total), behind(worst, now), style="bold", end_section=True
         )
-    table.add_row("all tables", "total", "", "", str(grand), _behind(worst_all, now), style="bold")
+    table.add_row("all tables", "total", "", "", str(grand), behind(worst_all, now), style="bold")
     return table
 
 
-def _behind(produced_ms: int | None, now_ms: float) -> str:
+def behind(produced_ms: int | None, now_ms: float) -> str:
     if produced_ms is None:
         return "-"
     seconds = max(0, int((now_ms - produced_ms) / 1000))

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # How often the consumer asks Kafka Connect and PostgreSQL whether Debezium still
     # captures its tables (0: never); what stops it is logged and fails /readyz.
     capture_check_interval_s: Annotated[float, Field(ge=0)] = 30.0
+    # The web console (`cdc console`, `cdc run --console`): off unless asked for, on loopback
+    # unless told otherwise, and never without its token (best from CDC_SECRETS_DIR).
+    console_token: SecretStr | None = None
+    console_host: str = "127.0.0.1"
+    console_port: Annotated[int, Field(ge=0, le=65535)] = 9401
     # WAL the replication slot may hold before `cdc check` and the consumer warn about it.
     slot_wal_warn_bytes: Annotated[int, Field(gt=0)] = 1024**3
 

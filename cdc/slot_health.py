@@ -84,7 +84,7 @@ def slot_findings(
     retained = slot.retained_bytes or 0
     if retained > warn_bytes:
         left = (
-            f"; {_size(slot.safe_wal_size)} more and it is lost"
+            f"; {size(slot.safe_wal_size)} more and it is lost"
             if slot.safe_wal_size is not None
             else ""
         )
@@ -92,8 +92,8 @@ def slot_findings(
             Finding(
                 Severity.WARNING,
                 subject,
-                f"holds {_size(retained)} of WAL (over slot_wal_warn_bytes, "
-                f"{_size(warn_bytes)}){left}",
+                f"holds {size(retained)} of WAL (over slot_wal_warn_bytes, "
+                f"{size(warn_bytes)}){left}",
                 "make sure the connector streams (`cdc connector status`) and keeps up; an "
                 "idle watched table needs heartbeats, which cdc.yaml turns on",
             )
@@ -112,11 +112,11 @@ def describe(slot: SlotHealth) -> str:
     parts = [
         "active" if slot.active else "INACTIVE",
         f"wal_status {slot.wal_status}",
-        f"{_size(slot.retained_bytes or 0)} of WAL retained",
-        f"{_size(slot.unconfirmed_bytes or 0)} not yet confirmed by Debezium",
+        f"{size(slot.retained_bytes or 0)} of WAL retained",
+        f"{size(slot.unconfirmed_bytes or 0)} not yet confirmed by Debezium",
     ]
     if slot.safe_wal_size is not None:
-        parts.append(f"{_size(slot.safe_wal_size)} until it is lost")
+        parts.append(f"{size(slot.safe_wal_size)} until it is lost")
     return f"replication slot {slot.slot}: " + ", ".join(parts)
 
 
@@ -129,7 +129,7 @@ def slot_line(settings: Settings, slot: str) -> str:
         return f"replication slot {slot}: PostgreSQL cannot be read: {str(exc).strip()}"
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     amount = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(amount) < 1024 or unit == "GiB":

@@ -9,6 +9,7 @@ from rich.console import Console
 # Each module adds its commands to the app.
 from cdc.cli import (  # noqa: F401
     connector,
+    console,
     consumer,
     control,
     database,

@@ -89,6 +89,14 @@ def run(
             "workload, each in its own consumer group.",
         ),
     ] = None,
+    with_console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Serve the web console beside the consumer too (`cdc console`: its token "
+            "and where it listens).",
+        ),
+    ] = False,
 ) -> None:
     """Consume the watched tables' topics and run the handlers on each change."""
     import signal
@@ -97,6 +105,11 @@ def run(
 
     settings, watched, found = _consumer_setup(tables, handlers, group)
     plans = plan(settings, watched, found, workload or ())
+    served = None
+    if with_console:  # refused before anything runs if it cannot be served (no token)
+        from cdc.cli.console import console_server
+
+        served = console_server()(settings, watched, found)
     if check and settings.check_at_start:
         from cdc.capture_health import CaptureProblem
         from cdc.check import run_check
@@ -118,10 +131,14 @@ def run(
     workloads.registry.register(CountsCollector(scheduler.counts))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: workloads.stop())
+    if served is not None:
+        served.start()
     try:
         workloads.run()
     finally:
         scheduler.stop()
+        if served is not None:
+            served.stop()
 
 
 @app.command("lag")
@@ -143,24 +160,18 @@ def lag(
     offset, end offset and lag per partition, totals per table and overall. Each workload
     has a group of its own: one table each (a workload other than `default` shows the
     topics it has committed on)."""
-    from cdc.lag import group_lag, lag_table
-    from cdc.runtime.workloads import resolve
+    from cdc.lag import group_lag, lag_table, workload_lag
     from cdc.slot_health import slot_line
     from cdc.tables.workloads import DEFAULT_WORKLOAD
 
     settings, watched = _watched(tables)
-    names = workload or [DEFAULT_WORKLOAD, *watched.workloads]
-    groups = [(None, group)] if group else [(n, resolve(n, settings, watched)) for n in names]
     prefix = watched.connector.topic_prefix
-    for name, chosen in groups:
-        group_id = chosen if isinstance(chosen, str) else chosen.settings.group_id
-        rows = group_lag(settings, watched, group_id)
-        title = f"consumer group {group_id} on {prefix}.<schema>.<table>"
-        if name is not None and name != DEFAULT_WORKLOAD:
-            read = {r.topic for r in rows if r.committed is not None}
-            rows = [r for r in rows if r.topic in read]
-        if name is not None:
-            title = f"workload {name}: {title}"
+    if group:
+        title = f"consumer group {group} on {prefix}.<schema>.<table>"
+        console.print(lag_table(group_lag(settings, watched, group), title=title))
+    for name in [] if group else workload or [DEFAULT_WORKLOAD, *watched.workloads]:
+        group_id, rows = workload_lag(settings, watched, name)
+        title = f"workload {name}: consumer group {group_id} on {prefix}.<schema>.<table>"
         console.print(lag_table(rows, title=title))
     console.print(slot_line(settings, watched.connector.slot), soft_wrap=True)
 

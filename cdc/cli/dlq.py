@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
-
-from cdc.settings import Settings
-
-if TYPE_CHECKING:
-    from cdc.tables.config import WatchedTables
 
 from cdc.cli.common import (
     HandlersOpt,
@@ -23,10 +18,6 @@ from cdc.cli.common import (
 
 dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter topic.")
 app.add_typer(dlq_app, name="dlq")
-
-
-def _dead_letter_topic(settings: Settings, watched: WatchedTables) -> str:
-    return settings.dead_letter_topic or f"{watched.connector.topic_prefix}.dlq"
 
 
 WorkloadOpt = Annotated[
@@ -47,22 +38,11 @@ def dlq_list(
 ) -> None:
     """Show the parked records (where each came from, which handler failed, why, and
     whether a replay has taken it already), then the keys held behind them."""
-    from cdc.runtime.dead_letter_tail import fold
-    from cdc.runtime.held_keys import HeldKeys
-    from cdc.runtime.replay import DeadLetterTopic, replay_group
-    from cdc.runtime.workloads import resolve
+    from cdc.dlq import read_dead_letters
 
     settings, watched = _watched(tables)
-    if workload is not None:
-        settings = resolve(workload, settings, watched).settings
-    topic = _dead_letter_topic(settings, watched)
-    with DeadLetterTopic(settings, topic, limits=watched.limits) as dlq:
-        done = dlq.replayed_up_to(replay_group(settings))
-        records = list(dlq)
-    held = HeldKeys()
-    for record in records:
-        fold(held, record)
-    parked = [p for p in records if p.release is None]
+    dlq = read_dead_letters(settings, watched, workload)
+    topic, parked = dlq.topic, dlq.records
     table = Table(title=f"{topic}: {len(parked)} record(s)", title_justify="left")
     for column in (
         "at",
@@ -86,10 +66,10 @@ def dlq_list(
             p.error,
             str(p.attempts),
             p.reason[:200],
-            "yes" if p.offset < done.get(p.partition, 0) else "no",
+            "yes" if dlq.replayed(p) else "no",
         )
     console.print(table)
-    holds = held.snapshot()
+    holds = dlq.held
     keys = Table(
         title=f"held keys: {len(holds)} (their later changes wait behind the first)",
         title_justify="left",
@@ -116,35 +96,20 @@ def dlq_replay(
     One that fails again is parked again (at the end of the topic) for a later replay.
     With ``--workload``, with that workload's settings (retries, time limit, rate); records
     of other workloads' handlers in a shared topic are left to their own replay."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
-    from cdc.routing import Router
-    from cdc.runtime import Runtime
-    from cdc.runtime.replay import DeadLetterTopic, replay, replay_group
-    from cdc.runtime.workloads import plan
+    from cdc.dlq import replay_dead_letters
 
     settings, watched, found = _consumer_setup(tables, handlers)
-    settings = settings.model_copy(update={"http_port": None})  # no probes for a one-off
-    elsewhere: set[str] = set()
-    if workload is None:
-        runtime = Runtime(settings, watched, Router(found, watched.tables))
-    else:
-        ((lane, mine),) = plan(settings, watched, found, [workload])
-        elsewhere = {h.name for h in found} - {h.name for h in mine}
-        settings = lane.settings
-        runtime = Runtime(
-            settings, watched, Router(mine, watched.tables), workload=lane.name, rate=lane.rate
+    with Progress(console=console) as progress:
+        task: list[TaskID] = []
+
+        def started(topic: str, pending: int) -> None:
+            task.append(progress.add_task(f"replaying {topic}", total=pending))
+
+        outcomes = replay_dead_letters(
+            settings, watched, found, workload, started, lambda *_: progress.advance(task[0])
         )
-    topic = _dead_letter_topic(settings, watched)
-    try:
-        with (
-            DeadLetterTopic(settings, topic, replay_group(settings), watched.limits) as dlq,
-            Progress(console=console) as progress,
-        ):
-            task = progress.add_task(f"replaying {topic}", total=dlq.pending)
-            outcomes = replay(runtime, dlq, lambda *_: progress.advance(task), elsewhere)
-    finally:
-        runtime.close()
     summary = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "nothing to replay"
     console.print(f"replayed {sum(outcomes.values())} record(s): {summary}")
     if outcomes["parked_again"] or outcomes["no_handler"]:

@@ -59,6 +59,8 @@ class TableOptions(BaseModel):
     # The record key (and so the partition, per-key order and concurrency) by these columns
     # rather than the primary key: Debezium's `message.key.columns`.
     key_columns: tuple[Identifier, ...] = ()
+    # Captured, but their values are masked wherever cdc shows a row (the console, its log).
+    sensitive_columns: tuple[Identifier, ...] = ()
 
     @model_validator(mode="after")
     def _key_is_sent(self) -> TableOptions:
@@ -199,6 +201,11 @@ class WatchedTables(BaseModel):
             return None
         schema, table = self.outbox.table.split(".")
         return TableName(schema=schema, table=table)
+
+    def sensitive_columns(self, table: str) -> frozenset[str]:
+        """The columns of ``table`` (``schema.table``) whose values are never shown."""
+        options = self.tables.get(table)
+        return frozenset(options.sensitive_columns) if options is not None else frozenset()
 
     @property
     def limits(self) -> RecordLimits:

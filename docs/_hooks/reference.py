@@ -103,6 +103,11 @@ SETTINGS = {
     "check_at_start": "Run `cdc check` before consuming, and refuse to start on an error.",
     "capture_check_interval_s": "How often the consumer asks Kafka Connect and PostgreSQL "
     "whether Debezium captures its tables (0: never).",
+    "console_token": "The web console's access token (`cdc console`, `cdc run --console`), "
+    "best as the file `cdc_console_token` in `CDC_SECRETS_DIR`; unset, the console will not "
+    "start.",
+    "console_host": "Where the console listens: loopback unless you say otherwise.",
+    "console_port": "The console's port.",
     "slot_wal_warn_bytes": "WAL the replication slot may hold before `cdc check` and the "
     "consumer warn.",
 }
@@ -135,6 +140,8 @@ CDC_YAML = {
     "tables.<name>.exclude_columns": "Columns never sent.",
     "tables.<name>.key_columns": "Key, partition and order the records by these columns, not "
     "the primary key.",
+    "tables.<name>.sensitive_columns": "Columns captured and given to handlers, but whose "
+    "values the console masks (in a dead letter's payload, key and reason, and in its log).",
     "outbox": "Optional: domain events.",
     "outbox.table": "The outbox table, created by `cdc connector apply` if missing.",
     "outbox.topic_prefix": "Events go to `<topic_prefix>.<aggregate type>`; not under "
