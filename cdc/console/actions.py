@@ -45,7 +45,7 @@ class Actions:
 
     def _send(self, key: str, order: Order | None) -> None:
         topic = control_topic(self.sources.watched.connector.topic_prefix)
-        send_order(self.sources.settings, topic, key, order)
+        send_order(self.sources.settings, topic, key, order.encode() if order else None)
 
     def pause(self, workload: str, handler: str | None, reason: str, client: str) -> str:
         self._target(workload, handler)

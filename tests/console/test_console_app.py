@@ -58,10 +58,11 @@ def sources(monkeypatch: pytest.MonkeyPatch, sent: list[tuple[str, str, Order | 
     ]
     s = Sources(Settings(), watched, found)  # not started: nothing is read from Kafka
 
-    def send_order(_settings: Settings, topic: str, key: str, order: Order | None) -> None:
+    def send_order(_settings: Settings, topic: str, key: str, value: bytes | None) -> None:
+        order = Order.parse(value) if value is not None else None
         sent.append((topic, key, order))
         for controls in s.controls.values():  # as every consumer's tail folds it
-            controls.fold(key, order.encode() if order else None)
+            controls.fold(key, value)
 
     monkeypatch.setattr("cdc.console.actions.send_order", send_order)
     return s

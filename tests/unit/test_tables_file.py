@@ -108,6 +108,7 @@ def test_every_command_with_tables_is_covered() -> None:
         "connector render",
         "connector restart",
         "connector status",
+        "console",
         "controls",
         "db prepare",
         "deploy compose",
