@@ -292,7 +292,7 @@ def test_quick_coroutine_handlers_run_together_on_the_loop_in_key_order() -> Non
         dispatcher.try_run_all = counted  # type: ignore[method-assign]
 
     size = len(corpus_messages())
-    n = 10
+    n = 30  # enough runs to prove it quick, even on a busy machine
     _, kafka, handled = run([corpus_messages(i * size) for i in range(n)], changed, spy, 0.02)
     # Unproven, the handler starts on the workers; once quick, a batch's runs go together.
     assert together
