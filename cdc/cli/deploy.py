@@ -42,10 +42,10 @@ def deploy_compose(
     from cdc.deploy.compose import render_compose
     from cdc.stack.config import Topology
 
-    topology = Topology(brokers, connect_workers)
+    settings, watched = _watched(tables, Settings())
+    topology = Topology(brokers, connect_workers, watched.connector.exactly_once)
     if problem := topology.problem():
         raise typer.BadParameter(problem)
-    settings, watched = _watched(tables, Settings())
     print(render_compose(settings, watched.workloads, topology), end="")
 
 

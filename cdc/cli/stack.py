@@ -50,9 +50,23 @@ def stack_up(
             help="Kafka Connect workers in one group (default: as the stack was made, else 1).",
         ),
     ] = None,
+    exactly_once: Annotated[
+        bool | None,
+        typer.Option(
+            "--exactly-once/--no-exactly-once",
+            envvar="CDC_STACK_EXACTLY_ONCE",
+            help="Give the Connect workers exactly-once source support, for a connector with "
+            "exactly_once: true in cdc.yaml (default: as the stack was made, else off).",
+        ),
+    ] = None,
 ) -> None:
     """Start PostgreSQL, Kafka, Kafka Connect and Apicurio; wait until each is ready."""
-    endpoints = _local_stack().up(timeout=timeout, brokers=brokers, connect_workers=connect_workers)
+    endpoints = _local_stack().up(
+        timeout=timeout,
+        brokers=brokers,
+        connect_workers=connect_workers,
+        exactly_once=exactly_once,
+    )
     console.print(f"stack ready in {stack_dir()}")
     for key, value in endpoints.env().items():
         if "PASSWORD" not in key:

@@ -178,7 +178,7 @@ def compose_file(
     (its paths relative to that directory)."""
     defaults = settings or Settings()
     topology = topology or Topology()
-    root = "." if topology == Topology() else ".."
+    root = ".." if topology.clustered else "."
     img = images.images()
     secrets_ro = f"secrets:{SECRETS_DIR}:ro"
     healthy = {"condition": "service_healthy"}
@@ -296,7 +296,7 @@ def _health(test: list[str], retries: int) -> dict[str, Any]:
 
 
 def _header(topology: Topology) -> str:
-    if topology == Topology():
+    if not topology.clustered:
         return HEADER
     kafka, connect = kafka_names(topology), connect_names(topology)
     flags = f"--brokers {topology.brokers} --connect-workers {topology.connect_workers}"

@@ -82,6 +82,7 @@ def kafka_connect(watched: WatchedTables, target: Target) -> dict[str, Any]:
         rest_port=8083,
         plugin_path=None,
         rebalance_delay_ms=topology.rebalance_delay_ms if topology else None,
+        exactly_once=watched.connector.exactly_once,
     )
     # Connect's own topics: the local stack's single-broker sizes are left out, and
     # production clusters replicate them as the broker defaults say; replicated, with the

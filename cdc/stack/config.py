@@ -156,6 +156,7 @@ class Topology:
 
     brokers: int = 1
     connect_workers: int = 1
+    exactly_once: bool = False  # the workers' exactly-once source support
 
     def problem(self) -> str | None:
         """Why this topology cannot be made, or None."""
@@ -166,6 +167,11 @@ class Topology:
                 "1 or more"
             )
         return None
+
+    @property
+    def clustered(self) -> bool:
+        """More than the single broker and worker `make run` has."""
+        return (self.brokers, self.connect_workers) != (1, 1)
 
     @property
     def replication(self) -> Replication:
@@ -262,11 +268,13 @@ def connect_worker_properties(
     plugin_path: str | None,
     replication_factor: int = 1,
     rebalance_delay_ms: int | None = None,
+    exactly_once: bool = False,
 ) -> dict[str, str]:
     """A distributed worker; every worker with the same topics is one group. Its internal
     topics get ``replication_factor`` (-1: the cluster's default.replication.factor).
     ``rebalance_delay_ms``: how long the tasks of a worker gone from the group wait for it
-    before they move to the others (Connect's default: 5 minutes)."""
+    before they move to the others (Connect's default: 5 minutes). ``exactly_once``: source
+    tasks may deliver exactly once (`connector.exactly_once` in ``cdc.yaml``)."""
     rf = str(replication_factor)
     props = {
         "bootstrap.servers": bootstrap,
@@ -300,6 +308,10 @@ def connect_worker_properties(
         "producer.acks": "all",
         "producer.enable.idempotence": "true",
     }
+    if exactly_once:
+        # Source tasks write their records and offsets in one transaction per poll
+        # (KIP-618); a connector asks for it with exactly.once.support=required.
+        props["exactly.once.source.support"] = "enabled"
     if plugin_path:
         props["plugin.path"] = plugin_path
     if rebalance_delay_ms is not None:

@@ -99,6 +99,7 @@ def worker_properties(
         plugin_path=None,
         replication_factor=topology.connect_replication_factor,
         rebalance_delay_ms=topology.rebalance_delay_ms,
+        exactly_once=topology.exactly_once,
     )
     return props | {"rest.advertised.host.name": name}
 

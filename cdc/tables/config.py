@@ -91,6 +91,10 @@ class ConnectorOptions(BaseModel):
     # queued behind the rest at the consumer. A wake-up every 20 ms costs nothing.
     poll_interval_ms: Annotated[int, Field(ge=1)] = 20
     transaction_metadata: bool = False
+    # Kafka Connect's exactly-once source delivery (KIP-618): Debezium's records and its
+    # offsets in one Kafka transaction, so a Connect crash re-sends nothing. The workers
+    # must have it enabled (`cdc stack up --exactly-once`; the deploy outputs follow this).
+    exactly_once: bool = False
     topic_partitions: Annotated[int, Field(ge=-1)] = -1
     topic_replication_factor: Annotated[int, Field(ge=-1)] = -1
     # The largest change record, in bytes, that flows end to end (see cdc.tables.limits): a

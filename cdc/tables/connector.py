@@ -137,6 +137,9 @@ def connector_config(watched: WatchedTables, db: DatabaseEndpoint) -> dict[str, 
         "topic.creation.default.partitions": str(opts.topic_partitions),
         "topic.creation.default.replication.factor": str(opts.topic_replication_factor),
     }
+    if opts.exactly_once:
+        # Refused by a worker without exactly.once.source.support: never silently less.
+        config |= {"exactly.once.support": "required", "transaction.boundary": "poll"}
     if opts.transaction_metadata:
         # One partition: the ENDs in commit order, which is the order transaction handlers
         # run in (the other settings are the default group's).

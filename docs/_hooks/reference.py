@@ -129,6 +129,9 @@ CDC_YAML = {
     "connector.poll_interval_ms": "Debezium's wait for changes when none is queued (its "
     "default, 500, hands changes over in half-second bursts).",
     "connector.transaction_metadata": "BEGIN/END records, for `@on_transaction` handlers.",
+    "connector.exactly_once": "Exactly-once source delivery: Debezium's records and offsets "
+    "in one Kafka transaction, so a Connect crash re-sends nothing; needs workers with it "
+    "enabled (`cdc stack up --exactly-once`).",
     "connector.topic_partitions": "Partitions of the topics Connect creates (-1: broker default).",
     "connector.topic_replication_factor": "Their replicas (-1: broker default).",
     "connector.max_record_bytes": "The largest change record that flows end to end (1 MiB to "

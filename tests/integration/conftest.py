@@ -135,14 +135,21 @@ def pipeline(cdc_stack: StackEndpoints, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 @contextmanager
-def private_cluster(prefix: str) -> Iterator[LocalStack]:
-    """Three KRaft brokers and two Connect workers in a state directory of their own,
-    destroyed afterwards."""
+def private_cluster(
+    prefix: str, brokers: int = 3, connect_workers: int = 2, exactly_once: bool = False
+) -> Iterator[LocalStack]:
+    """A stack in a state directory of their own (by default three KRaft brokers and two
+    Connect workers), destroyed afterwards."""
     # Not pytest's tmp_path: as root, PostgreSQL runs as another user and cannot enter it.
     stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)))
     try:
         # Seven JVMs start beside the session's own stack on two cores: give them time.
-        stack.up(timeout=600.0, brokers=3, connect_workers=2)
+        stack.up(
+            timeout=600.0,
+            brokers=brokers,
+            connect_workers=connect_workers,
+            exactly_once=exactly_once,
+        )
         yield stack
     finally:
         keep = os.environ.get("CDC_KEEP_STACK_LOGS")  # a directory to keep the logs in

@@ -120,3 +120,35 @@ def test_the_topology_is_fixed_once_kafka_is_formatted(tmp_path: Path) -> None:
     stack._set_topology(3, 3)  # workers may change while none runs
     with pytest.raises(StackError, match="holds a stack of 3 broker"):
         stack._set_topology(1, 1)
+
+
+def test_exactly_once_source_support_is_the_workers_and_the_connectors_asks_for_it(
+    tmp_path: Path,
+) -> None:
+    from cdc.tables.config import parse_watched_tables
+    from cdc.tables.connector import connector_config
+    from tests.unit.test_watched_tables import DB
+
+    stack = LocalStack(tmp_path)
+    assert "exactly.once.source.support" not in stack.connect_workers[0].properties()
+    stack._set_topology(None, None, exactly_once=True)
+    assert stack.state.exactly_once
+    assert stack.connect_workers[0].properties()["exactly.once.source.support"] == "enabled"
+    base = "connector: {topic_prefix: app}\ntables: {public.t: {}}"
+    assert "exactly.once.support" not in connector_config(parse_watched_tables(base), DB)
+    eos = "connector: {topic_prefix: app, exactly_once: true}\ntables: {public.t: {}}"
+    config = connector_config(parse_watched_tables(eos), DB)
+    assert config["exactly.once.support"] == "required"
+    assert config["transaction.boundary"] == "poll"
+
+
+def test_the_deploy_outputs_enable_it_as_the_file_asks() -> None:
+    from cdc.deploy.kubernetes import Target, kafka_connect
+    from cdc.stack import images
+    from cdc.tables.config import parse_watched_tables
+
+    compose = images.worker_properties(topology=config.Topology(exactly_once=True))
+    assert compose["exactly.once.source.support"] == "enabled"
+    eos = "connector: {topic_prefix: app, exactly_once: true}\ntables: {public.t: {}}"
+    strimzi = kafka_connect(parse_watched_tables(eos), Target())
+    assert strimzi["spec"]["config"]["exactly.once.source.support"] == "enabled"

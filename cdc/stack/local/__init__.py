@@ -74,10 +74,11 @@ class LocalStack:
 
     def _build(self) -> None:
         """The Kafka nodes and Connect workers of the state's topology."""
-        topology = config.Topology(self.state.brokers, self.state.connect_workers)
+        state = self.state
+        topology = config.Topology(state.brokers, state.connect_workers, state.exactly_once)
         names = config.node_names("kafka", topology.brokers)
         self.kafka_nodes = [KafkaNode(self.procs, n, i, names) for i, n in enumerate(names, 1)]
-        clustered = topology != config.Topology()
+        clustered = topology.clustered
         self.connect_workers = [
             ConnectWorker(
                 self.procs,
@@ -86,6 +87,7 @@ class LocalStack:
                 replication_factor=topology.connect_replication_factor,
                 # A worker killed in a drill hands its tasks on within seconds, not minutes.
                 rebalance_delay_ms=topology.rebalance_delay_ms,
+                exactly_once=topology.exactly_once,
                 heap="512m" if clustered else "1g",  # six JVMs share the machine
             )
             for name in config.node_names("connect", topology.connect_workers)
@@ -121,12 +123,14 @@ class LocalStack:
         *,
         brokers: int | None = None,
         connect_workers: int | None = None,
+        exactly_once: bool | None = None,
     ) -> StackEndpoints:
         """Start what is not running and wait until all is ready. ``brokers`` and
         ``connect_workers`` (None: as the stack was made, or one) are fixed when the stack
-        is first made."""
+        is first made; ``exactly_once`` (the workers' exactly-once source support; None: as
+        before, or off) whenever the workers are stopped."""
         self._prepare_dirs()
-        self._set_topology(brokers, connect_workers)
+        self._set_topology(brokers, connect_workers, exactly_once)
         home = jvm_home()  # a first fetch does not count against the start-up deadline
         started = time.monotonic()
         self._ensure_secrets()
@@ -162,15 +166,18 @@ class LocalStack:
         log.info("stack.up", dir=str(self.dir), seconds=round(time.monotonic() - started, 1))
         return endpoints
 
-    def _set_topology(self, brokers: int | None, workers: int | None) -> None:
+    def _set_topology(
+        self, brokers: int | None, workers: int | None, exactly_once: bool | None = None
+    ) -> None:
         """Take the topology asked for, where it can be: Kafka's nodes are formatted for
-        theirs, and running workers are not renamed."""
+        theirs, and running workers are not renamed or reconfigured."""
         state = self.state
         brokers = state.brokers if brokers is None else brokers
         workers = state.connect_workers if workers is None else workers
+        eos = state.exactly_once if exactly_once is None else exactly_once
         if problem := config.Topology(brokers, workers).problem():
             raise StackError("stack", problem)
-        if (brokers, workers) == (state.brokers, state.connect_workers):
+        if (brokers, workers, eos) == (state.brokers, state.connect_workers, state.exactly_once):
             return
         made = brokers != state.brokers and bool(state.cluster_id)
         nodes: list[Component] = [*self.kafka_nodes, *self.connect_workers]
@@ -180,12 +187,15 @@ class LocalStack:
                 "stack",
                 f"{self.dir} holds a stack of {state.brokers} broker(s) and "
                 f"{state.connect_workers} Connect worker(s)"
+                + (" with exactly-once source support" if state.exactly_once else "")
                 + (f" ({', '.join(running)} running)" if running else "")
-                + f"; for {brokers} and {workers}: `cdc stack down"
+                + f"; for {brokers} and {workers}"
+                + (" with exactly-once source support" if eos else "")
+                + ": `cdc stack down"
                 + (" --destroy`" if made else "`")
                 + " first, or another CDC_STACK_DIR",
             )
-        state.brokers, state.connect_workers = brokers, workers
+        state.brokers, state.connect_workers, state.exactly_once = brokers, workers, eos
         self._build()
 
     def down(self, timeout: float = 30.0) -> None:

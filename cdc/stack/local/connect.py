@@ -24,6 +24,7 @@ class ConnectWorker:
         *,
         replication_factor: int = 1,
         rebalance_delay_ms: int | None = None,
+        exactly_once: bool = False,
         heap: str = "1g",
     ) -> None:
         self.procs = procs
@@ -31,19 +32,24 @@ class ConnectWorker:
         self.bootstrap = bootstrap  # the brokers' addresses, once their ports are known
         self.replication_factor = replication_factor
         self.rebalance_delay_ms = rebalance_delay_ms
+        self.exactly_once = exactly_once
         self.heap = heap
+
+    def properties(self, home: Path | None = None) -> dict[str, str]:
+        """The worker's configuration (``home``: where the JVM artifacts are)."""
+        return config.connect_worker_properties(
+            bootstrap=self.bootstrap(),
+            rest_host=HOST,
+            rest_port=self.procs.port(self.name),
+            plugin_path=str(home / "plugins") if home else None,
+            replication_factor=self.replication_factor,
+            rebalance_delay_ms=self.rebalance_delay_ms,
+            exactly_once=self.exactly_once,
+        )
 
     def start(self, home: Path) -> None:
         procs = self.procs
-        port = procs.port(self.name)
-        props = config.connect_worker_properties(
-            bootstrap=self.bootstrap(),
-            rest_host=HOST,
-            rest_port=port,
-            plugin_path=str(home / "plugins"),
-            replication_factor=self.replication_factor,
-            rebalance_delay_ms=self.rebalance_delay_ms,
-        )
+        props = self.properties(home)
         path = procs.dir / f"{self.name}.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         main = [

@@ -100,6 +100,7 @@ class StackState:
     # The topology it was made with; Kafka's nodes are formatted for it, once.
     brokers: int = 1
     connect_workers: int = 1
+    exactly_once: bool = False  # the workers' exactly-once source support
     # Each KRaft controller's metadata directory id, part of the initial quorum.
     directory_ids: dict[str, str] = field(default_factory=dict)
 
