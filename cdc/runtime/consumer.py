@@ -108,6 +108,7 @@ class Runtime:
             held=self.held,
             ordered=ordered,
             controls=self.controls,
+            sensitive={t: watched.sensitive_columns(t) for t in watched.tables},
         )
         prefix = watched.connector.topic_prefix
         self.dead_letters = DeadLetterSink(

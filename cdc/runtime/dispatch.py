@@ -10,7 +10,7 @@ import inspect
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from cdc import tracing
 from cdc.errors import DecodeError, EmitError
-from cdc.events import DomainEvent
+from cdc.events import Change, DomainEvent
+from cdc.masking import Masking
 from cdc.routing import DeadLetter, Handler, Retry, Routable, Route, Runnable
 from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
 from cdc.runtime.control import Controls, Skipped
@@ -101,8 +102,12 @@ class Dispatcher:
         held: HeldKeys | None = None,
         ordered: frozenset[str] = frozenset(),
         controls: Controls | None = None,
+        sensitive: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.resources = resources
+        # Per table, the columns whose values never go into a reason (the logs, the
+        # dead-letter headers): `sensitive_columns` in cdc.yaml.
+        self._sensitive = {t: c for t, c in (sensitive or {}).items() if c}
         # Records an operator skipped (`cdc skip`): dead-lettered, not run.
         self.controls = controls or Controls("")
         self._skips = self.controls.skips
@@ -235,6 +240,23 @@ class Dispatcher:
             return ctx, exc
         except Exception as exc:  # every failure has a defined meaning
             return ctx, exc
+
+    def _masked(self, change: Runnable, reason: str) -> str:
+        """``reason`` (an exception's text may quote the row) with the values of the
+        table's sensitive columns masked."""
+        columns = self._sensitive.get(getattr(change, "table", ""))
+        if not columns or not isinstance(change, Change):
+            return reason
+        hidden = set()
+        for row in (change.before, change.after):
+            for column in columns & set(row or ()):
+                try:
+                    value = row[column]  # type: ignore[index]
+                except Exception:  # noqa: S112 - a value that does not decode shows nowhere
+                    continue
+                if value is not None:
+                    hidden.add(str(value))
+        return Masking.text(reason, hidden)
 
     def _skipped(self, name: str, change: Runnable, attempt: int) -> HandlerRun | None:
         kafka = getattr(change, "kafka", None)
@@ -412,6 +434,8 @@ class Dispatcher:
             paced = False
             run = first or self.attempt(route, change, attempt, log=log)
             first = None
+            if run.reason and self._sensitive:
+                run.reason = self._masked(change, run.reason)
             spent += run.seconds
             run.seconds = spent
             if run.outcome is Outcome.DONE:

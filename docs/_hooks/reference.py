@@ -144,7 +144,8 @@ CDC_YAML = {
     "tables.<name>.key_columns": "Key, partition and order the records by these columns, not "
     "the primary key.",
     "tables.<name>.sensitive_columns": "Columns captured and given to handlers, but whose "
-    "values the console masks (in a dead letter's payload, key and reason, and in its log).",
+    "values are masked wherever cdc shows them: the console, and every reason the consumer "
+    "logs or gives a dead letter.",
     "outbox": "Optional: domain events.",
     "outbox.table": "The outbox table, created by `cdc connector apply` if missing.",
     "outbox.topic_prefix": "Events go to `<topic_prefix>.<aggregate type>`; not under "

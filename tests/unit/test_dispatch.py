@@ -370,3 +370,16 @@ def test_run_handler_takes_lists_for_batch_and_transaction_handlers() -> None:
     assert got == [["c", "c"], ("7:42", 1)]
     # The follow-up names the transaction as its cause.
     assert dict(run.published[0].headers)["cdc.cause"].endswith(b"/7:42")  # type: ignore[union-attr]
+
+
+def test_a_reason_never_shows_a_sensitive_columns_value() -> None:
+    def quoting(change: Change, ctx: Context) -> None:
+        raise ValueError(f"refused {change.after['c_text']!r} and {change.after['c_varchar']!r}")
+
+    sensitive = {TABLE: frozenset({"c_text"})}
+    d = Dispatcher(Resources(Settings()), Backoff(1, 0.1, 0.3), wait=Waits(), sensitive=sensitive)
+    run = d.run(route(quoting), CHANGE)
+    assert run.outcome is Outcome.DEAD_LETTER
+    assert "héllo" not in run.reason
+    assert "********" in run.reason
+    assert "'varchar'" in run.reason  # not sensitive: shown
