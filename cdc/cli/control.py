@@ -153,30 +153,15 @@ def rewind(
     import uuid
 
     from cdc.runtime.control import new_order
-    from cdc.runtime.rewind import Rewind, rewind_key
+    from cdc.runtime.rewind import Rewind, parse_point, rewind_key
 
-    to_ms, offset = _point(to)
+    to_ms, offset = parse_point(to)
     settings, watched, lane, name = _target(tables, handlers, handler, workload)
     order = new_order(reason)
     order_id = uuid.uuid4().hex[:12]
     value = Rewind(order_id, name or "*", to_ms, offset, order.reason, order.by, order.at)
     topic = _send_raw(settings, watched, rewind_key(lane, name), value.encode())
     console.print(f"rewinding {name or f'workload {lane}'} to {to} ({topic}, id {order_id})")
-
-
-def _point(to: str) -> tuple[int | None, int | None]:
-    """``--to``: (milliseconds since the epoch, None) for a time, (None, offset) for a number."""
-    import datetime as dt
-
-    if to.isdigit():
-        return None, int(to)
-    try:
-        at = dt.datetime.fromisoformat(to)
-    except ValueError:
-        raise ConfigError("--to", [f"{to!r} is neither an ISO 8601 time nor an offset"]) from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.UTC)
-    return int(at.timestamp() * 1000), None
 
 
 @app.command()

@@ -1,12 +1,13 @@
 """What the console's buttons do, through the functions the commands use: `cdc pause`,
-`cdc resume` and `cdc skip` orders on the control topic, and `cdc dlq replay`. Each action
-is logged with its client (never a row's value), and each order says it came from the
-console."""
+`cdc resume`, `cdc skip` and `cdc rewind` orders on the control topic, and `cdc dlq
+replay`. Each action is logged with its client (never a row's value), and each order says
+it came from the console."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 
 import structlog
 
@@ -23,6 +24,7 @@ from cdc.runtime.control import (
     send_order,
     skip_key,
 )
+from cdc.runtime.rewind import Rewind, parse_point, rewind_key
 
 log = structlog.get_logger("cdc.console")
 
@@ -93,6 +95,23 @@ class Actions:
             client=client,
         )
         return f"{topic}[{partition}]@{offset} is skipped for {handler or workload}"
+
+    def rewind(self, workload: str, handler: str | None, to: str, reason: str, client: str) -> str:
+        """`cdc rewind`: the workload, or one handler of it, from a time or an offset."""
+        self._target(workload, handler)
+        if not reason.strip():
+            raise ConfigError("rewind", ["say why: the reason goes with the order"])
+        to_ms, offset = parse_point(to)
+        order = self._order(reason, client)
+        rewind = Rewind(
+            uuid.uuid4().hex[:12], handler or EVERY, to_ms, offset, order.reason, order.by, order.at
+        )
+        topic = control_topic(self.sources.watched.connector.topic_prefix)
+        send_order(self.sources.settings, topic, rewind_key(workload, handler), rewind.encode())
+        log.warning(
+            "console.rewind", workload=workload, handler=handler or EVERY, to=to, client=client
+        )
+        return f"rewinding {handler or f'workload {workload}'} to {to} (id {rewind.id})"
 
     def replay(self, workload: str, client: str) -> str:
         """`cdc dlq replay --workload`, one at a time."""

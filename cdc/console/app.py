@@ -199,6 +199,17 @@ def create_app(sources: Sources, token: str, host: str = "127.0.0.1") -> Starlet
         )
         return said, _local(form.get("next"))
 
+    async def rewind(request: Request, form: FormData) -> tuple[str, str]:
+        said = await run_in_threadpool(
+            actions.rewind,
+            _field(form, "workload"),
+            _field(form, "handler") or None,
+            _field(form, "to"),
+            _field(form, "reason"),
+            _client(request),
+        )
+        return said, _local(form.get("next"))
+
     async def replay(request: Request, form: FormData) -> tuple[str, str]:
         workload = _field(form, "workload")
         said = await run_in_threadpool(actions.replay, workload, _client(request))
@@ -217,6 +228,7 @@ def create_app(sources: Sources, token: str, host: str = "127.0.0.1") -> Starlet
         Route("/controls/pause", action(pause), methods=["POST"]),
         Route("/controls/resume", action(resume), methods=["POST"]),
         Route("/controls/skip", action(skip), methods=["POST"]),
+        Route("/controls/rewind", action(rewind), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     guard = Middleware(Guard, auth=auth, loopback_only=host in LOOPBACK)

@@ -13,6 +13,7 @@ handler alone; from ``until`` on, every handler runs as before."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from cdc.errors import ConfigError
 
 if TYPE_CHECKING:
     from cdc.runtime.offsets import Offsets
@@ -58,6 +61,20 @@ class Rewind:
             str(d.get("by", "")),
             str(d.get("at", "")),
         )
+
+
+def parse_point(to: str) -> tuple[int | None, int | None]:
+    """Where a rewind goes back to: (milliseconds since the epoch, None) for an ISO 8601 time
+    (UTC when it names no zone), (None, offset) for a number."""
+    if to.strip().isdigit():
+        return None, int(to)
+    try:
+        at = dt.datetime.fromisoformat(to.strip())
+    except ValueError:
+        raise ConfigError("rewind", [f"{to!r} is neither an ISO 8601 time nor an offset"]) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return int(at.timestamp() * 1000), None
 
 
 def rewind_key(workload: str, handler: str | None) -> str:

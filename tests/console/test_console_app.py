@@ -223,3 +223,27 @@ def test_sensitive_columns_are_masked_in_a_record_and_its_reason() -> None:
     # What is not JSON cannot be masked: not shown for a table with sensitive columns.
     assert "not shown" in masking.bytes_("public.users", b"\x00\x01avro").text
     assert masking.row("public.users", {"email": "x@y.z", "id": 1}) == {"email": MASK, "id": 1}
+
+
+def test_a_rewind_from_the_page_is_the_order_cdc_rewind_gives(
+    client: TestClient, sent: list[tuple[str, str, Order | None]]
+) -> None:
+    form = {"workload": "default", "handler": "app.mirror", "to": "2026-12-07T05:00:00Z"}
+    refused = client.post(
+        "/controls/rewind",
+        data=form | {"reason": ""},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        follow_redirects=False,
+    )
+    assert sent == []
+    response = client.post(
+        "/controls/rewind",
+        data=form | {"reason": "the mirror's bug is fixed"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, refused.text
+    ((_, key, order),) = sent
+    assert key == "rewind/default/app.mirror"
+    assert order is not None
+    assert order.reason == "the mirror's bug is fixed"
