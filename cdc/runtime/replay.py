@@ -66,17 +66,6 @@ class DeadLetterTopic:
             if start < high:
                 self.ranges[tp.partition] = (max(start, low), high)
 
-    def replayed_up_to(self, group: str) -> dict[int, int]:
-        """How far ``group`` replayed each partition (records below are replayed)."""
-        partitions = [TopicPartition(self.topic, p) for p in self.ranges]
-        if not partitions:
-            return {}
-        return {
-            tp.partition: tp.offset
-            for tp in self._consumer.committed(partitions, timeout=10)
-            if tp.offset >= 0
-        }
-
     @property
     def pending(self) -> int:
         return sum(end - start for start, end in self.ranges.values())
