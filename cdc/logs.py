@@ -12,10 +12,19 @@ import structlog
 LogFormat = Literal["auto", "console", "json"]
 
 
+_READABLE = [False]  # whether the lines are for a person on a terminal (`readable`)
+
+
+def readable() -> bool:
+    """Whether the log is rendered for a person (console lines), not collected (JSON)."""
+    return _READABLE[0]
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
     """``fmt``: ``console`` (aligned, coloured key=value lines), ``json`` (one object a
     line), or ``auto``: console on a terminal, JSON when piped or collected."""
     json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    _READABLE[0] = not json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if json

@@ -14,7 +14,10 @@ from cdc.errors import ConfigError
 from cdc.settings import load_settings
 
 if TYPE_CHECKING:
-    pass
+    from cdc.routing import Handler
+    from cdc.runtime.workloads import Workload
+    from cdc.settings import Settings
+    from cdc.tables.config import WatchedTables
 
 from cdc.cli.common import (
     HandlersOpt,
@@ -72,6 +75,40 @@ def models(
         console.print(f"{len(found)} model(s) written to {out}")
 
 
+def _summary(
+    settings: Settings, watched: WatchedTables, plans: list[tuple[Workload, list[Handler]]]
+) -> Table:
+    """What `cdc run` is about to run, in one screen: per workload its group, tables, events
+    and handlers (each once), and where its metrics and probes are served."""
+    from cdc.routing import Router
+
+    port = settings.http_port
+    where = (
+        f"metrics and probes on http://{settings.http_host}:{port} (/metrics, /readyz)"
+        if port
+        else "no metrics endpoint"
+    )
+    table = Table(
+        title=f"cdc run: encoding {watched.connector.encoding.value}, {where}",
+        title_justify="left",
+        box=None,
+        padding=(0, 2, 0, 0),
+    )
+    for column in ("workload", "group", "concurrency", "tables and events", "handlers"):
+        table.add_column(column, overflow="fold")
+    for lane, found in plans:
+        router = Router(found, watched.tables)
+        names = list(dict.fromkeys(h.name for h in found))
+        table.add_row(
+            lane.name,
+            lane.settings.group_id,
+            str(lane.settings.concurrency),
+            "\n".join([*router.tables(), *router.event_types()]),
+            "\n".join(names),
+        )
+    return table
+
+
 @app.command("run")
 def run(
     tables: WatchedOpt = None,
@@ -126,6 +163,9 @@ def run(
     from cdc.schedule.scheduler import CountsCollector
 
     workloads = Workloads(settings, watched, plans)
+    err = Console(stderr=True)
+    if err.is_terminal:  # for a person; logs collected elsewhere say it in consumer.started
+        err.print(_summary(settings, watched, plans))
     # Delayed and recurring events: one process of all running does the work (cdc.schedule).
     scheduler = start_scheduler(settings, watched, found)
     workloads.registry.register(CountsCollector(scheduler.counts))

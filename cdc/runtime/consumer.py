@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 from structlog.contextvars import bind_contextvars
 
 from cdc.decoding import Decoder, decoder_for
+from cdc.logs import readable
 from cdc.routing import Handler, Router, TableHandler
 from cdc.runtime.capture_watch import CaptureWatcher
 from cdc.runtime.consumer_config import consumer_config
@@ -204,23 +205,25 @@ class Runtime:
 
         self.fetcher.subscribe(consumer, self.topics, assigned)
         log.debug("consumer.settings", settings=s.masked())
-        log.info(
-            "consumer.started",
-            workload=self.workload,
-            group=s.group_id,
-            tables_file=str(s.watched_tables),
-            encoding=self.encoding,
-            topics=self.topics,
+        started = {
+            "workload": self.workload,
+            "group": s.group_id,
+            "tables_file": str(s.watched_tables),
+            "encoding": self.encoding,
+            "topics": self.topics,
             # A function with two decorators is one handler.
-            handlers=list(dict.fromkeys(h.name for h in self.router.handlers)),
-            event_types=self.router.event_types(),
-            dead_letter_topic=self.dead_letters.topic,
-            concurrency=s.concurrency,
-            max_in_flight=self.window,
-            timeout_s=s.handler_timeout_s,
-            rate=None if self.rate is None else f"{self.rate.runs}/{self.rate.per_s:g}s",
-            http_port=self.endpoint.port if self.endpoint else None,
-        )
+            "handlers": list(dict.fromkeys(h.name for h in self.router.handlers)),
+            "event_types": self.router.event_types(),
+            "dead_letter_topic": self.dead_letters.topic,
+            "concurrency": s.concurrency,
+            "max_in_flight": self.window,
+            "timeout_s": s.handler_timeout_s,
+            "rate": None if self.rate is None else f"{self.rate.runs}/{self.rate.per_s:g}s",
+            "http_port": self.endpoint.port if self.endpoint else None,
+        }
+        if readable():  # a person has `cdc run`'s summary: the line says what it adds
+            started = {k: started[k] for k in ("workload", "group", "dead_letter_topic")}
+        log.info("consumer.started", **started)
         tally = self.tally
         tally.bind()
         in_flight = 0
