@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cdc.events import Change
 from cdc.settings import MASK
 from cdc.tables.config import WatchedTables
 
@@ -88,6 +89,21 @@ class Masking:
             if len(value) >= _SHORTEST_IN_TEXT:
                 text = text.replace(value, MASK)
         return text
+
+
+def masked_reason(change: Change, columns: frozenset[str], reason: str) -> str:
+    """``reason`` (an exception's text may quote the row) with the values ``change``'s rows
+    hold in ``columns`` masked."""
+    hidden = set()
+    for row in (change.before, change.after):
+        for column in columns & set(row or ()):
+            try:
+                value = row[column]  # type: ignore[index]
+            except Exception:  # noqa: S112 - a value that does not decode shows nowhere
+                continue
+            if value is not None:
+                hidden.add(str(value))
+    return Masking.text(reason, hidden)
 
 
 def pretty(data: Any, indent: int | None = 2) -> str:

@@ -3,7 +3,8 @@
 from cdc.runtime.consumer import Handled, Observer, Runtime
 from cdc.runtime.context import Context, Outgoing, Resources
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
-from cdc.runtime.dispatch import Backoff, Dispatcher, HandlerRun, Outcome
+from cdc.runtime.dispatch import Dispatcher
+from cdc.runtime.runs import Backoff, HandlerRun, Outcome
 
 __all__ = [
     "Backoff",

@@ -32,7 +32,7 @@ from cdc.runtime.control import Controls, ControlTail, control_topic
 from cdc.runtime.dead_letter import DeadLetterSink
 from cdc.runtime.dead_letter_tail import DeadLetterTail
 from cdc.runtime.decode import DecodeStage
-from cdc.runtime.dispatch import Backoff, Dispatcher
+from cdc.runtime.dispatch import Dispatcher
 from cdc.runtime.drop import Drops
 from cdc.runtime.execute import Executor
 from cdc.runtime.fetch import Fetcher
@@ -46,6 +46,7 @@ from cdc.runtime.process_metrics import ProcessMetrics
 from cdc.runtime.records import Handled, Observer, coordinates, record_headers
 from cdc.runtime.rewind import carry_out
 from cdc.runtime.route import RouteStage
+from cdc.runtime.runs import Backoff
 from cdc.runtime.subscription import Subscription
 from cdc.runtime.tally import Tally
 from cdc.settings import Settings

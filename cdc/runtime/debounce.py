@@ -24,9 +24,9 @@ from typing import cast
 
 from cdc.events import Change
 from cdc.routing import Route, TableHandler
-from cdc.runtime.dispatch import Outcome
 from cdc.runtime.groups import Holding, Join
 from cdc.runtime.records import Wait
+from cdc.runtime.runs import Outcome
 
 
 class _Key:

@@ -8,10 +8,10 @@ from confluent_kafka import Message
 
 from cdc.decoding import Decoder
 from cdc.errors import DecodeError, RegistryError
-from cdc.runtime.dispatch import Backoff, Stopping
 from cdc.runtime.outage import persist
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Decoded, Handled, coordinates
+from cdc.runtime.runs import Backoff, Stopping
 from cdc.runtime.subscription import Subscription
 from cdc.runtime.tally import Tally
 

@@ -7,81 +7,32 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from cdc import tracing
-from cdc.errors import DecodeError, EmitError
 from cdc.events import Change, DomainEvent
-from cdc.masking import Masking
-from cdc.routing import DeadLetter, Handler, Retry, Routable, Route, Runnable
-from cdc.runtime.context import Context, Outgoing, RecordLog, Resources, debug_enabled
+from cdc.masking import masked_reason
+from cdc.routing import Handler, Routable, Route, Runnable
+from cdc.runtime.context import Context, RecordLog, Resources, debug_enabled
 from cdc.runtime.control import Controls, Skipped
 from cdc.runtime.held_keys import HeldKeys, ParkedBehind
-from cdc.runtime.ledger import AlreadyProcessed
 from cdc.runtime.limits import HandlerTimeout, Pacer, TimedCalls
-
-
-class Outcome(StrEnum):
-    DONE = "done"
-    RETRY = "retry"  # this attempt failed; another may succeed
-    DEAD_LETTER = "dead_letter"  # no attempt will succeed
-    DUPLICATE = "duplicate"  # the ledger says this handler already processed the change
-    SKIPPED = "skipped"  # the handler's filters do not want the change (test kit only)
-
-
-@dataclass(slots=True)
-class HandlerRun:
-    """How one handler fared with one change (over all its attempts). (Slotted: one is made
-    per run that is not simply done on the consumer thread.)"""
-
-    handler: str
-    outcome: Outcome
-    attempts: int = 1
-    reason: str = ""
-    error: BaseException | None = None
-    retry_after: float | None = None
-    published: list[Outgoing] = field(default_factory=list)
-    seconds: float = 0.0  # in the handler, over all attempts (backoff waits excluded)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter, and how many attempts in all."""
-
-    attempts: int = 5
-    first: float = 0.5
-    most: float = 30.0
-    jitter: float = 0.5  # each wait is drawn from [ceiling * (1 - jitter), ceiling]
-
-    def delay(self, failed_attempts: int) -> float:
-        ceiling = min(self.most, self.first * 2 ** (failed_attempts - 1))
-        return random.uniform(ceiling * (1 - self.jitter), ceiling)  # noqa: S311 - jitter
-
-
-@dataclass(frozen=True)
-class Later:
-    """A handler run waiting before its next attempt: which attempt, the time spent in the
-    handler so far, database outages in a row, and how long to wait."""
-
-    attempt: int
-    spent: float
-    outage: int
-    delay: float
-    paced: bool = False  # the wait is the workload's rate: the attempt's start is taken
-
-
-class Stopping(Exception):
-    """The consumer is stopping while a change waits for its next attempt."""
+from cdc.runtime.runs import (
+    Backoff,
+    HandlerRun,
+    Later,
+    Outcome,
+    Stopping,
+    meaning,
+    outcome_of,
+    sleep,
+    unreachable,
+)
 
 
 class Dispatcher:
@@ -121,7 +72,7 @@ class Dispatcher:
         self._timed_out = timed_out  # told the handler's name when an attempt times out
         self._timed = TimedCalls(abandoned)
         # wait(seconds) sleeps and returns True when the consumer is stopping meanwhile.
-        self._wait = wait or _sleep
+        self._wait = wait or sleep
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
@@ -228,7 +179,7 @@ class Dispatcher:
             if timeout is not None:
                 return ctx, self._limited(route, typed, ctx, change, timeout)
             if tracing.enabled():
-                meaning = _outcome(handler.name, attempt)
+                meaning = outcome_of(handler.name, attempt)
                 return ctx, tracing.traced_call(
                     handler.func, typed, ctx, handler.name, change, attempt, meaning
                 )
@@ -240,23 +191,6 @@ class Dispatcher:
             return ctx, exc
         except Exception as exc:  # every failure has a defined meaning
             return ctx, exc
-
-    def _masked(self, change: Runnable, reason: str) -> str:
-        """``reason`` (an exception's text may quote the row) with the values of the
-        table's sensitive columns masked."""
-        columns = self._sensitive.get(getattr(change, "table", ""))
-        if not columns or not isinstance(change, Change):
-            return reason
-        hidden = set()
-        for row in (change.before, change.after):
-            for column in columns & set(row or ()):
-                try:
-                    value = row[column]  # type: ignore[index]
-                except Exception:  # noqa: S112 - a value that does not decode shows nowhere
-                    continue
-                if value is not None:
-                    hidden.add(str(value))
-        return Masking.text(reason, hidden)
 
     def _skipped(self, name: str, change: Runnable, attempt: int) -> HandlerRun | None:
         kafka = getattr(change, "kafka", None)
@@ -276,7 +210,7 @@ class Dispatcher:
         handler = route.handler
         func = handler.func
         if tracing.enabled():
-            meaning = _outcome(handler.name, ctx.attempt)
+            meaning = outcome_of(handler.name, ctx.attempt)
 
             def call() -> Any:
                 return tracing.traced_call(
@@ -311,7 +245,7 @@ class Dispatcher:
         publish: bool = True,
     ) -> HandlerRun:
         """What the handler's result means; once it is done, its records published."""
-        run = _meaning(name, result, attempt)
+        run = meaning(name, result, attempt)
         if run.outcome is Outcome.DONE and ctx.published:
             try:
                 if publish:
@@ -364,7 +298,7 @@ class Dispatcher:
             if ctx.published:
                 done.append((ctx, result, started))
                 break
-            run = _meaning(route.name, result, 1)
+            run = meaning(route.name, result, 1)
             run.seconds = time.perf_counter() - started
             done.append(run)
             if run.outcome is not Outcome.DONE:
@@ -435,7 +369,9 @@ class Dispatcher:
             run = first or self.attempt(route, change, attempt, log=log)
             first = None
             if run.reason and self._sensitive:
-                run.reason = self._masked(change, run.reason)
+                columns = self._sensitive.get(getattr(change, "table", ""))
+                if columns and isinstance(change, Change):
+                    run.reason = masked_reason(change, columns, run.reason)
             spent += run.seconds
             run.seconds = spent
             if run.outcome is Outcome.DONE:
@@ -502,57 +438,3 @@ class Dispatcher:
         thread.join(10)
         if not thread.is_alive():
             loop.close()
-
-
-# Connection exceptions (class 08) and the server shutting down or starting (57P01-57P03).
-_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
-
-
-def unreachable(error: BaseException | None) -> bool:
-    """Whether ``error`` says the database cannot be reached (refused, dropped, shutting
-    down, no pooled connection in time), as opposed to refusing what the handler did."""
-    if isinstance(error, PoolTimeout):
-        return True
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    state = error.sqlstate
-    # No SQLSTATE: the client lost or never had the connection (psycopg's own error).
-    return state is None or state.startswith(_UNREACHABLE_STATES)
-
-
-def _sleep(seconds: float) -> bool:
-    time.sleep(seconds)
-    return False
-
-
-def _outcome(name: str, attempt: int) -> Callable[[Any], tuple[str, str]]:
-    def outcome(result: Any) -> tuple[str, str]:
-        run = _meaning(name, result, attempt)
-        return run.outcome.value, run.reason
-
-    return outcome
-
-
-def _meaning(name: str, result: Any, attempt: int) -> HandlerRun:
-    if result is None:
-        return HandlerRun(name, Outcome.DONE, attempt)
-    if isinstance(result, Retry):
-        return HandlerRun(name, Outcome.RETRY, attempt, result.reason, result, result.after)
-    if isinstance(result, DeadLetter):
-        return HandlerRun(name, Outcome.DEAD_LETTER, attempt, result.reason, result)
-    if isinstance(result, EmitError | DecodeError):
-        # The same event would be refused on every attempt; a column that contradicts its
-        # schema (converted when the handler reads it) reads the same way on every attempt.
-        return HandlerRun(name, Outcome.DEAD_LETTER, attempt, str(result), result)
-    if isinstance(result, AlreadyProcessed):
-        return HandlerRun(name, Outcome.DUPLICATE, attempt, str(result))
-    if isinstance(result, Exception):
-        return HandlerRun(
-            name, Outcome.RETRY, attempt, f"{type(result).__name__}: {result}", result
-        )
-    return HandlerRun(
-        name,
-        Outcome.DEAD_LETTER,
-        attempt,
-        f"returned {type(result).__name__}; a handler returns None, Retry or DeadLetter",
-    )

@@ -14,12 +14,13 @@ from cdc.events import Change, TransactionEvent
 from cdc.routing import Routable, Route
 from cdc.runtime.control import Controls
 from cdc.runtime.debounce import Debounce
-from cdc.runtime.dispatch import Dispatcher, HandlerRun, Later, Outcome, Stopping
+from cdc.runtime.dispatch import Dispatcher
 from cdc.runtime.groups import Batches, Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.park import Parker
 from cdc.runtime.paused import Paused
 from cdc.runtime.records import Handled, Observer, Pending, Taken, Wait, where
+from cdc.runtime.runs import HandlerRun, Later, Outcome, Stopping
 from cdc.runtime.tally import Observed, Tally
 from cdc.runtime.transactions import Transactions
 from cdc.runtime.work import Key, KeyedWorkers, PartitionWork, Task

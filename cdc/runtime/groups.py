@@ -13,9 +13,10 @@ import structlog
 
 from cdc.events import Change, Changes
 from cdc.routing import Route, Runnable
-from cdc.runtime.dispatch import Dispatcher, HandlerRun, Outcome, Stopping
+from cdc.runtime.dispatch import Dispatcher
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Handled, Taken, Wait
+from cdc.runtime.runs import HandlerRun, Outcome, Stopping
 from cdc.runtime.tally import Tally
 from cdc.runtime.work import PartitionWork, Task
 

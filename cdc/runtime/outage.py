@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import structlog
 
-from cdc.runtime.dispatch import Backoff, Stopping
+from cdc.runtime.runs import Backoff, Stopping
 
 log = structlog.get_logger("cdc.consumer")
 T = TypeVar("T")

@@ -6,11 +6,11 @@ import structlog
 from confluent_kafka import KafkaException, Message
 
 from cdc.runtime.dead_letter import DeadLetterSink, Rejected
-from cdc.runtime.dispatch import Backoff
 from cdc.runtime.held_keys import HeldKeys
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outage import persist
 from cdc.runtime.records import Wait, coordinates, record_headers
+from cdc.runtime.runs import Backoff
 
 log = structlog.get_logger("cdc.consumer")
 

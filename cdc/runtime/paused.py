@@ -14,9 +14,9 @@ from collections.abc import Callable, Hashable
 from typing import cast
 
 from cdc.routing import Route, Runnable
-from cdc.runtime.dispatch import Outcome
 from cdc.runtime.groups import Holding, Join
 from cdc.runtime.records import Wait
+from cdc.runtime.runs import Outcome
 from cdc.runtime.work import Task
 
 

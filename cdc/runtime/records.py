@@ -10,7 +10,7 @@ from confluent_kafka import Message, TopicPartition
 
 from cdc.events import Event, TransactionEvent
 from cdc.routing import Routable, Route
-from cdc.runtime.dispatch import HandlerRun, Later
+from cdc.runtime.runs import HandlerRun, Later
 
 
 class Handled(NamedTuple):

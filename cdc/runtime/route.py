@@ -9,9 +9,9 @@ from confluent_kafka import Message
 
 from cdc.events import Change, DomainEvent, Event, Op, TransactionEvent
 from cdc.routing import Router
-from cdc.runtime.dispatch import Stopping
 from cdc.runtime.park import Parker
 from cdc.runtime.records import Decoded, Handled, Taken, where
+from cdc.runtime.runs import Stopping
 from cdc.runtime.tally import Tally
 
 log = structlog.get_logger("cdc.consumer")

@@ -16,9 +16,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from cdc.events import Change, Changes, TransactionEvent
 from cdc.routing import Route, TransactionHandler
-from cdc.runtime.dispatch import Dispatcher, HandlerRun, Outcome, Stopping
+from cdc.runtime.dispatch import Dispatcher
 from cdc.runtime.groups import Join, begin_all
 from cdc.runtime.park import Parker
+from cdc.runtime.runs import HandlerRun, Outcome, Stopping
 from cdc.runtime.tally import Tally
 from cdc.runtime.work import PartitionWork, Task
 

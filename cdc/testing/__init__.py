@@ -1,6 +1,6 @@
 """Test kit: change factories, a handler runner, the real stack and consumers on it."""
 
-from cdc.runtime.dispatch import Outcome
+from cdc.runtime.runs import Outcome
 from cdc.testing.consumer import RunningConsumer
 from cdc.testing.factories import ChangeFactory
 from cdc.testing.kafka import RecordReader, read_records

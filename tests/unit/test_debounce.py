@@ -21,10 +21,10 @@ from cdc.errors import ConfigError
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Runtime
 from cdc.runtime.debounce import Debounce
-from cdc.runtime.dispatch import HandlerRun, Outcome
 from cdc.runtime.groups import Join
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.records import Handled, Taken
+from cdc.runtime.runs import HandlerRun, Outcome
 from cdc.runtime.tally import Tally
 from cdc.runtime.work import PartitionWork, Task
 from tests.unit.test_pipeline import corpus_messages, run

@@ -27,7 +27,7 @@ from cdc import (
 from cdc.errors import DecodeError
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Outcome, Resources
-from cdc.runtime.dispatch import HandlerRun, Later, Stopping
+from cdc.runtime.runs import HandlerRun, Later, Stopping
 from cdc.settings import Settings
 from cdc.testing import run_handler
 from tests.corpus.load import first_insert

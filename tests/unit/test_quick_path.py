@@ -16,7 +16,7 @@ import structlog
 
 from cdc import Change, Context, Retry, on_change
 from cdc.routing import handlers_of
-from cdc.runtime.dispatch import Outcome
+from cdc.runtime.runs import Outcome
 from tests.unit.test_pipeline import DATA, corpus_messages, count, run
 
 SIZE = len(corpus_messages())

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cdc import Change, ConfigError, Context, on_change, on_event
 from cdc.routing import Route, handlers_of
 from cdc.runtime import Backoff, Dispatcher, Outcome, Resources
-from cdc.runtime.dispatch import Later
 from cdc.runtime.limits import Pacer, TimedCalls
+from cdc.runtime.runs import Later
 from cdc.runtime.workloads import Workloads, plan, resolve
 from cdc.settings import Settings
 from cdc.tables.config import parse_watched_tables
