@@ -13,6 +13,7 @@ from cdc.settings import Settings
 
 if TYPE_CHECKING:
     from cdc.routing import Handler
+    from cdc.runtime import Runtime
     from cdc.runtime.dead_letter import Parked
     from cdc.runtime.held_keys import Hold, Slot
     from cdc.tables.config import WatchedTables
@@ -106,8 +107,28 @@ def replay_dead_letters(
         )
     topic = dead_letter_topic(settings, watched)
     try:
+        _read_orders(runtime)
         with DeadLetterTopic(settings, topic, replay_group(settings), watched.limits) as dlq:
             started(topic, dlq.pending)
             return replay(runtime, dlq, on_each, elsewhere)
     finally:
         runtime.close()
+
+
+def _read_orders(runtime: Runtime) -> None:
+    """The operators' orders in force, for the replay to let skipped records go."""
+    import threading
+
+    from cdc.errors import CdcError
+
+    tail = runtime.control_tail
+    if tail is None:
+        return
+    stop = threading.Event()
+    timer = threading.Timer(30.0, stop.set)
+    timer.start()
+    try:
+        if not tail.start().wait(stop):
+            raise CdcError(f"{tail.topic}: not read to its end within 30 s")
+    finally:
+        timer.cancel()

@@ -253,7 +253,8 @@ class Runtime:
                     self.execute.resume()  # what a resumed handler held, with no fetch
                 control = self.control_tail
                 if orders != self.controls.version and (control is None or control.caught_up):
-                    orders = self.controls.version if self._rewind(consumer) else -1
+                    version = self.controls.version  # an order folded meanwhile: next time
+                    orders = version if self._rewind(consumer) else -1
                 self._bookkeeping(consumer)
                 in_flight = self.fetcher.flow(consumer, self.execute.transactions.waiting)
                 if self.execute.batches.held * 2 >= self.window:

@@ -98,6 +98,12 @@ class Controls:
         paused = self.paused
         return bool(paused) and (EVERY in paused or handler in paused)
 
+    def pauses(self) -> frozenset[str]:
+        """The handlers paused now (`EVERY`: all), taken once: a batch goes by one answer,
+        or a resume folded meanwhile would let a key's later change run before its held
+        ones."""
+        return frozenset(self.paused)
+
     def skipped(self, handler: str, where: Where) -> Order | None:
         """The order to skip this record for this handler, if one was given."""
         orders = self.skips.get(where)
@@ -176,7 +182,7 @@ class ControlTail(TopicTail):
                 kind = key.decode().split("/", 1)[0]
                 if kind != "rewound":  # a consumer's own mark, not an order
                     self._counted("resume" if msg.value() is None and kind == "pause" else kind)
-        except (ValueError, UnicodeDecodeError) as exc:  # not ours to act on, never fatal
+        except Exception as exc:  # a record no order reads must never stop the tail
             log.error("control.unreadable", topic=self.topic, offset=msg.offset(), error=str(exc))
 
 

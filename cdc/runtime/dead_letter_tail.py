@@ -44,7 +44,7 @@ def fold(held: HeldKeys, parked: Parked, handlers: frozenset[str] | None = None)
         return
     if parked.release is not None:
         held.released(handler, parked.topic, parked.key, parked.release)
-    else:
+    elif parked.error != "Skipped":  # skipped on purpose: the key's later changes go on
         held.parked(
             handler, parked.topic, parked.key, parked.partition, parked.offset, parked.reason
         )

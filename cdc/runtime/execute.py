@@ -12,7 +12,7 @@ import structlog
 
 from cdc.events import Change, TransactionEvent
 from cdc.routing import Routable, Route
-from cdc.runtime.control import Controls
+from cdc.runtime.control import EVERY, Controls
 from cdc.runtime.debounce import Debounce
 from cdc.runtime.dispatch import Dispatcher
 from cdc.runtime.groups import Batches, Join
@@ -55,6 +55,7 @@ class Executor:
     ) -> None:
         self.dispatcher = dispatcher
         self._controls = controls or Controls("")
+        self._pauses: frozenset[str] = frozenset()  # as of the fetch being run (`resume`)
         self._parker = parker
         self._tally = tally
         self._metrics: Metrics = tally.metrics
@@ -87,9 +88,8 @@ class Executor:
     def _split(self, work: PartitionWork, taken: Taken, key: Key) -> bool:
         """Hold the record for each list handler that wants it and each paused handler;
         whether it has handlers of its own to run too."""
-        controls = self._controls
-        paused = controls.is_paused if controls.paused else None
-        held = [r for r in taken.routes if r.grouped or (paused and paused(r.name))]
+        paused = self._pauses
+        held = [r for r in taken.routes if r.grouped or _paused(paused, r.name)]
         if not held:
             return True
         own = taken.routes = [r for r in taken.routes if r not in held]
@@ -97,7 +97,7 @@ class Executor:
         if own:
             taken.join = join
         for route in held:
-            if paused is not None and paused(route.name):
+            if _paused(paused, route.name):
                 self.paused.add(route, join, key)
             else:
                 self._group(route, join)
@@ -116,9 +116,11 @@ class Executor:
 
     def resume(self) -> None:
         """(Consumer thread.) What paused handlers hold runs once they are resumed: checked
-        before each fetch's records, so a key's held changes go before its later ones."""
+        before each fetch's records, with the pauses the fetch goes by, so a key's held
+        changes go before its later ones."""
+        self._pauses = pauses = self._controls.pauses()
         if self.paused.held:
-            self.paused.resume(self._controls.is_paused, self._group)
+            self.paused.resume(lambda name: _paused(pauses, name), self._group)
 
     def _joined(self, join: Join, handled: Handled) -> None:
         """Every part of a record is done: count it and let its offset move."""
@@ -143,8 +145,8 @@ class Executor:
         asynchronous = self._async
         quick = not self.dispatcher.debug  # else each run logs its start and end
         self.resume()
-        controls = self._controls
-        rewinds = controls.rewinds
+        pauses = self._pauses
+        rewinds = self._controls.rewinds
         windows = rewinds.windows
         timed = self._tally.here(self._metrics.handler_seconds)
         lags = self._tally.here(self._metrics.end_to_end)
@@ -174,7 +176,7 @@ class Executor:
             # One key at a time, in partition order; a record without a key orders per partition.
             key = (item.topic, item.partition, msg.key())
             if (lists and any(r.grouped for r in item.routes)) or (
-                controls.paused and any(controls.is_paused(r.name) for r in item.routes)
+                pauses and any(_paused(pauses, r.name) for r in item.routes)
             ):
                 work.add(item.offset, timestamp)
                 added = True
@@ -437,6 +439,10 @@ class Executor:
         over a few dozen runs. (From any thread: a lost update only delays the switch.)"""
         pace = self._pace.get(route.name, _UNPROVEN_S)
         self._pace[route.name] = seconds if seconds > pace else pace * 0.9 + seconds * 0.1
+
+
+def _paused(pauses: frozenset[str], handler: str) -> bool:
+    return bool(pauses) and (handler in pauses or EVERY in pauses)
 
 
 def committed_at(event: Routable | TransactionEvent) -> float | None:

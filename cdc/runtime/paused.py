@@ -32,6 +32,10 @@ class Paused(Holding[list[tuple[Route, Join, Hashable]]]):
         """(Consumer thread.) Run what is held for each handler no longer ``paused``; a list
         or debounced handler's records go to ``group`` (as fetched)."""
         tasks: list[Task] = []
+        for held in self._open.values():  # a partition given away: its owner re-reads
+            kept = [h for h in held if not h[1].work.abandon.is_set()]
+            self.held -= len(held) - len(kept)
+            held[:] = kept
         for name in [n for n in self._open if not paused(str(n))]:
             held = self._open.pop(name)
             self.held -= len(held)

@@ -126,7 +126,7 @@ def replay(
     table when it never got that far). Outcomes: ``handled``, ``parked_again``,
     ``no_handler`` (the handler is gone: parked again), ``skipped`` (no handler wants it),
     ``other_workload`` (its handler is one of ``elsewhere``: another workload's replay
-    takes it)."""
+    takes it), ``skipped_by_operator`` (a `cdc skip` order names it: let go, not run)."""
     outcomes: Counter[str] = Counter()
     names = {h.name for h in runtime.router.handlers}
     # Each held key replayed: the dead-letter partition of its records, the last offset.
@@ -135,10 +135,12 @@ def replay(
         if parked.release is not None:
             dead_letters.mark_done(parked)
             continue
+        where = (parked.topic, parked.source_partition, parked.source_offset)
         if elsewhere and parked.handler in elsewhere:
             outcome = "other_workload"
         else:
-            outcome = _replay_one(runtime, parked, names)
+            skipped = runtime.controls.skipped(parked.handler, where) is not None
+            outcome = "skipped_by_operator" if skipped else _replay_one(runtime, parked, names)
             if parked.key is not None and parked.handler:  # else it held nothing
                 slot = (parked.handler, parked.topic, parked.key)
                 replayed[slot] = (parked.partition, parked.offset)

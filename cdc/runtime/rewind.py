@@ -141,37 +141,68 @@ def carry_out(
     done = True
     for topic, partition in list(offsets.works):
         for rewind in rewinds.pending(topic, partition):
-            tp = TopicPartition(topic, partition)
-            reached = offsets.renew(consumer, topic, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            if rewind.to_ms is not None:
-                (found,) = consumer.offsets_for_times(
-                    [TopicPartition(topic, partition, rewind.to_ms)], timeout=10
-                )
-                target = found.offset if found.offset >= 0 else high
-            else:
-                target = rewind.offset if rewind.offset is not None else high
-            # Nothing committed or finished: the partition starts at its beginning anyway.
-            until = low if reached is None else reached
-            target = max(low, min(target, until))  # back, never forward
-            moved = TopicPartition(topic, partition, target)
             try:
-                consumer.seek(moved)
-            except KafkaException as exc:
-                log.info("control.rewind_later", topic=topic, partition=partition, error=str(exc))
+                moved = _carry_out(consumer, offsets, rewind, topic, partition, workload, mark)
+            except (KafkaException, TypeError, ValueError) as exc:  # tried again later
+                log.error(
+                    "control.rewind_failed",
+                    topic=topic,
+                    partition=partition,
+                    handler=rewind.handler,
+                    error=str(exc),
+                )
+                moved = None
+            if not moved:
                 done = False
-                continue
-            consumer.store_offsets(offsets=[moved])  # or the stored position is committed
-            consumer.commit(offsets=[moved], asynchronous=False)
-            value = json.dumps({"handler": rewind.handler, "to": target, "until": until})
-            mark(rewound_key(workload, rewind.id, topic, partition), value.encode())
-            rewinds.fold("rewound", f"{rewind.id}/{topic}/{partition}", value.encode())
-            log.warning(
-                "control.rewound",
-                topic=topic,
-                partition=partition,
-                handler=rewind.handler,
-                offset_from=until,
-                offset_to=target,
-            )
+                break
+            rewinds.fold("rewound", f"{rewind.id}/{topic}/{partition}", moved)
     return done
+
+
+def _carry_out(
+    consumer: Consumer,
+    offsets: Offsets,
+    rewind: Rewind,
+    topic: str,
+    partition: int,
+    workload: str,
+    mark: Callable[[str, bytes], None],
+) -> bytes | None:
+    """One rewind on one partition: its mark, or None when the partition is not fetching
+    yet (its position unknown: a seek would fail after its work was given up)."""
+    tp = TopicPartition(topic, partition)
+    (position,) = consumer.position([tp])
+    if position.offset < 0:
+        return None
+    low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    if rewind.to_ms is not None:
+        (found,) = consumer.offsets_for_times(
+            [TopicPartition(topic, partition, int(rewind.to_ms))], timeout=10
+        )
+        target = found.offset if found.offset >= 0 else high
+    else:
+        target = int(rewind.offset) if rewind.offset is not None else high
+    # From here the partition's queued work is given up: it must be read again from where
+    # it finished (a restart does that from the commit, should the seek fail).
+    reached = offsets.renew(consumer, topic, partition)
+    # Nothing committed or finished: the partition starts at its beginning anyway.
+    until = low if reached is None else reached
+    target = max(low, min(target, until))  # back, never forward
+    moved = TopicPartition(topic, partition, target)
+    try:
+        consumer.seek(moved)
+    except KafkaException as exc:
+        raise RuntimeError(f"{topic}[{partition}]: the rewind's seek failed: {exc}") from exc
+    consumer.store_offsets(offsets=[moved])  # or the stored position is committed
+    consumer.commit(offsets=[moved], asynchronous=False)
+    value = json.dumps({"handler": rewind.handler, "to": target, "until": until}).encode()
+    mark(rewound_key(workload, rewind.id, topic, partition), value)
+    log.warning(
+        "control.rewound",
+        topic=topic,
+        partition=partition,
+        handler=rewind.handler,
+        offset_from=until,
+        offset_to=target,
+    )
+    return value

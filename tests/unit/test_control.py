@@ -11,6 +11,7 @@ from cdc.runtime import Dispatcher, Outcome, Resources
 from cdc.runtime.control import EVERY, Controls, Order, Skipped, pause_key, skip_key
 from cdc.runtime.rewind import Rewind, rewind_key, rewound_key
 from cdc.settings import Settings
+from cdc.tables.limits import RecordLimits
 from tests.corpus.load import first_insert
 
 ORDER = Order("a bad deploy", "ops@host", "2026-12-07T05:00:00+00:00").encode()
@@ -86,3 +87,42 @@ def test_a_rewind_is_pending_until_marked_per_partition_and_a_handlers_has_a_win
     assert controls.rewinds.only("t.public.a", 1, 0) is None  # a workload's: every handler
     controls.fold(rewound_key("sync", "r2", "t.public.a", 0), b'{"handler": "*", "to": 0}')
     assert controls.rewinds.only("t.public.a", 0, 9) is None  # the latest rewind decides
+
+
+def test_a_record_no_order_reads_is_logged_not_fatal_and_a_skip_holds_no_key() -> None:
+    from cdc.runtime.control import ControlTail
+    from cdc.runtime.dead_letter import Parked
+    from cdc.runtime.dead_letter_tail import fold
+    from cdc.runtime.held_keys import HeldKeys
+
+    def parked(error: str) -> Parked:
+        return Parked(0, 7, None, "t", 0, 3, "public.t", "app.h", error, "why", 1, b"k", b"v", ())
+
+    controls = Controls("default")
+    tail = ControlTail(Settings(), "app.control", controls, RecordLimits())
+    for key, value in [
+        (rewind_key("default", None), b"null"),
+        (pause_key("default", None), b"[1]"),
+        (rewound_key("default", "r1", "t", 0), b'{"handler": "app.h"}'),
+        (pause_key("default", None), b"\xff"),
+    ]:
+        tail._fold(FakeMessage(key.encode(), value))  # logged, never raised
+    held = HeldKeys()
+    fold(held, parked(error="Skipped"))
+    assert len(held) == 0
+    fold(held, parked(error="DeadLetter"))
+    assert len(held) == 1
+
+
+class FakeMessage:
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key, self._value = key, value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def offset(self) -> int:
+        return 0

@@ -246,6 +246,43 @@ def test_a_paused_handler_waits_and_runs_in_key_order_once_resumed() -> None:
     assert runtime.execute.paused.held == 0
 
 
+def test_a_resume_read_while_a_fetch_runs_waits_for_the_next_so_keys_keep_their_order() -> None:
+    first, second = corpus_messages(), corpus_messages(100)  # the same keys, later changes
+    seen: list[tuple[str, int]] = []
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def paused(change: Change, ctx: Context) -> None:
+        seen.append((repr(change.key), change.kafka.offset))
+
+    @on_change("corpus.all_types", snapshot_reads=True)
+    def other(change: Change, ctx: Context) -> None:
+        pass
+
+    def ready(runtime: Runtime) -> None:
+        key = f"pause/default/{handlers_of(paused)[0].name}"
+        runtime.controls.fold(key, Order("a bad deploy").encode())
+        execute = runtime.execute
+        resume, batch = execute.resume, execute.batch
+
+        def resumed_meanwhile() -> None:  # the tail folds `cdc resume` as the fetch starts
+            resume()
+            runtime.controls.fold(key, None)
+            execute.resume = resume  # type: ignore[method-assign]
+
+        def second_fetch(items: Any, works: Any) -> None:
+            if items and items[0].offset >= 100:
+                execute.resume = resumed_meanwhile  # type: ignore[method-assign]
+            batch(items, works)
+
+        execute.batch = second_fetch  # type: ignore[method-assign]
+
+    run([first, second], [paused, other], ready, idle_s=1.0)
+    assert len(seen) == 18
+    for key in {k for k, _ in seen}:
+        offsets = [o for k, o in seen if k == key]
+        assert offsets == sorted(offsets), (key, offsets)
+
+
 def test_records_a_handlers_rewind_reads_again_run_that_handler_alone() -> None:
     messages = corpus_messages()
     until = int(messages[5].offset() or 0)
