@@ -276,7 +276,7 @@ class Runtime:
         def mark(key: str, value: bytes) -> None:
             self.resources.send([Outgoing(topic, value, key.encode())])
 
-        return carry_out(consumer, self.offsets, rewinds, self.workload, mark)
+        return carry_out(consumer, self.offsets, rewinds, mark)
 
     def exposition(self) -> bytes:
         """Its series and the process's, in the text format."""

@@ -90,7 +90,7 @@ class Controls:
         self.workload = workload
         self.paused: dict[str, Order] = {}
         self.skips: dict[Where, dict[str, Order]] = {}
-        self.rewinds = Rewinds()
+        self.rewinds = Rewinds(workload)
         self.version = 0
         self._lock = threading.Lock()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -88,7 +89,8 @@ def rewound_key(workload: str, rewind_id: str, topic: str, partition: int) -> st
 class Rewinds:
     """The rewinds ordered for one workload and the partitions that carried them out."""
 
-    def __init__(self) -> None:
+    def __init__(self, workload: str = "") -> None:
+        self.workload = workload
         self.orders: dict[str, Rewind] = {}  # by handler (or EVERY): the latest
         self.done: set[tuple[str, str, int]] = set()  # rewind id, topic, partition
         # A handler's rewind per partition: records below `until` run that handler alone.
@@ -132,7 +134,6 @@ def carry_out(
     consumer: Consumer,
     offsets: Offsets,
     rewinds: Rewinds,
-    workload: str,
     mark: Callable[[str, bytes], None],
 ) -> bool:
     """(Consumer thread.) Every rewind not yet carried out on a partition this consumer owns;
@@ -142,7 +143,7 @@ def carry_out(
     for topic, partition in list(offsets.works):
         for rewind in rewinds.pending(topic, partition):
             try:
-                moved = _carry_out(consumer, offsets, rewind, topic, partition, workload, mark)
+                moved = _carry_out(consumer, offsets, rewinds, rewind, (topic, partition), mark)
             except (KafkaException, TypeError, ValueError) as exc:  # tried again later
                 log.error(
                     "control.rewind_failed",
@@ -155,24 +156,23 @@ def carry_out(
             if not moved:
                 done = False
                 break
-            rewinds.fold("rewound", f"{rewind.id}/{topic}/{partition}", moved)
     return done
 
 
 def _carry_out(
     consumer: Consumer,
     offsets: Offsets,
+    rewinds: Rewinds,
     rewind: Rewind,
-    topic: str,
-    partition: int,
-    workload: str,
+    where: tuple[str, int],
     mark: Callable[[str, bytes], None],
 ) -> bytes | None:
-    """One rewind on one partition: its mark, or None when the partition is not fetching
-    yet (its position unknown: a seek would fail after its work was given up)."""
+    """One rewind on one partition: its mark, or None when the partition may not be fetching
+    yet (just assigned, nothing read: a seek could fail after its work was given up)."""
+    topic, partition = where
     tp = TopicPartition(topic, partition)
     (position,) = consumer.position([tp])
-    if position.offset < 0:
+    if position.offset < 0 and time.monotonic() - offsets.works[topic, partition].since < 5:
         return None
     low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
     if rewind.to_ms is not None:
@@ -193,10 +193,16 @@ def _carry_out(
         consumer.seek(moved)
     except KafkaException as exc:
         raise RuntimeError(f"{topic}[{partition}]: the rewind's seek failed: {exc}") from exc
-    consumer.store_offsets(offsets=[moved])  # or the stored position is committed
-    consumer.commit(offsets=[moved], asynchronous=False)
+    # Carried out here, whatever follows: the records it re-reads run as it says, and it is
+    # not carried out here again (with an `until` moved by what ran meanwhile).
     value = json.dumps({"handler": rewind.handler, "to": target, "until": until}).encode()
-    mark(rewound_key(workload, rewind.id, topic, partition), value)
+    rewinds.fold("rewound", f"{rewind.id}/{topic}/{partition}", value)
+    try:
+        consumer.store_offsets(offsets=[moved])  # or the stored position is committed
+        consumer.commit(offsets=[moved], asynchronous=False)
+        mark(rewound_key(rewinds.workload, rewind.id, topic, partition), value)
+    except KafkaException as exc:  # a rebalance meanwhile: its next owner may rewind it again
+        log.warning("control.rewind_unmarked", topic=topic, partition=partition, error=str(exc))
     log.warning(
         "control.rewound",
         topic=topic,

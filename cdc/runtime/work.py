@@ -39,6 +39,7 @@ class PartitionWork:
         self._position: int | None = None  # next offset to commit
         self._stored: int | None = None
         self.paused = False  # fetching paused for this partition (the consumer thread's)
+        self.since = time.monotonic()  # when it was assigned (or renewed)
 
     def give_up(self) -> None:
         self.hurry.set()
