@@ -20,7 +20,7 @@ from cdc.runtime.runs import Outcome
 from tests.unit.test_pipeline import DATA, corpus_messages, count, run
 
 SIZE = len(corpus_messages())
-ROUNDS = 10  # enough for the handlers to prove quick and run on the consumer thread
+ROUNDS = 30  # enough for the handlers to prove quick on the consumer thread, even when busy
 
 
 @pytest.fixture(autouse=True)
