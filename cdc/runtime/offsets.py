@@ -50,6 +50,9 @@ class Offsets:
         ]
         if offsets:
             try:
+                # Stored too: once this returns, librdkafka commits each removed
+                # partition's stored offset, which, older, would move this commit back.
+                consumer.store_offsets(offsets=offsets)
                 consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
                 log.warning("commit.failed", error=str(exc), partitions=names(offsets))
