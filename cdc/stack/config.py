@@ -216,23 +216,32 @@ def broker_properties(
     node_id: int = 1,
     quorum: Quorum | None = None,
     replication: Replication = Replication(),
+    proxied: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """One KRaft node: broker and controller (``controller_port``) or broker only (None).
     Alone (no ``quorum``) it is its own quorum. Every topic made without a replication factor
-    of its own, ours and Connect's, gets the cluster's (``replication``)."""
+    of its own, ours and Connect's, gets the cluster's (``replication``). ``proxied``: a
+    PLAINTEXT listener on the first port advertised on the second, where a proxy may relay
+    to it (the network drills put faults between the consumer and the brokers there)."""
     quorum = quorum or Quorum({node_id: f"{advertised_host}:{controller_port}"})
     listeners = f"PLAINTEXT://{host}:{port}"
+    advertised = f"PLAINTEXT://{advertised_host}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     if controller_port is not None:
         listeners += f",CONTROLLER://{host}:{controller_port}"
+    if proxied is not None:
+        listeners += f",PROXIED://{host}:{proxied[0]}"
+        advertised += f",PROXIED://{advertised_host}:{proxied[1]}"
+        protocols += ",PROXIED:PLAINTEXT"
     props = {
         "process.roles": "broker,controller" if controller_port is not None else "broker",
         "node.id": str(node_id),
         "controller.quorum.bootstrap.servers": quorum.bootstrap(),
         "listeners": listeners,
-        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": log_dir,
         "num.partitions": "1",
         "auto.create.topics.enable": "true",

@@ -7,7 +7,6 @@ applied twice; and a frozen consumer never commits over the offsets of its succe
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,8 @@ from cdc.connect import ConnectClient
 from cdc.stack.local import LocalStack
 from tests.diagnose import pipeline_state
 from tests.integration.conftest import Pipeline, private_cluster
+from tests.reliability.fault_proxy import FaultProxy
+from tests.reliability.offset_watch import OffsetWatch
 from tests.reliability.report import record, scaled
 from tests.reliability.workload import POSTS, USERS, CdcRun, ExampleApp, Writer, count_log, finish
 from tests.waiting import eventually
@@ -261,46 +262,6 @@ def test_connect_worker_running_the_task_killed(
     assert count_log([run.log], "handler.dead_letter") == 0, run.tail()
 
 
-class OffsetWatch:
-    """The group's committed offsets, read every half second: any that went backwards (a
-    consumer committing over a newer owner's progress) is kept."""
-
-    def __init__(self, app: ExampleApp) -> None:
-        self.app = app
-        self.regressions: list[str] = []
-        self.last: dict[tuple[str, int], int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="offset-watch", daemon=True)
-
-    def __enter__(self) -> OffsetWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        settings = self.app.pipeline.settings
-        group = Consumer(settings.kafka_config(**{"group.id": self.app.pipeline.id}))  # type: ignore[arg-type]
-        parts = [TopicPartition(t, p) for t in self.app.topics for p in range(PARTITIONS)]
-        try:
-            while not self._stop.wait(0.5):
-                try:
-                    committed = group.committed(parts, timeout=5)
-                except Exception:  # a broker is moving the group's coordinator: read again
-                    committed = []
-                for tp in committed:
-                    key = (tp.topic, tp.partition)
-                    if tp.offset < 0:
-                        continue
-                    if tp.offset < self.last.get(key, -1):
-                        self.regressions.append(f"{key}: {self.last[key]} -> {tp.offset}")
-                    self.last[key] = max(tp.offset, self.last.get(key, -1))
-        finally:
-            group.close()
-
-
 def test_consumer_frozen_past_its_session(pipeline: Pipeline, tmp_path: Path) -> None:
     """Two consumers share the group; one is frozen (SIGSTOP) past its session timeout, the
     other takes its partitions; the frozen one is resumed (SIGCONT). It must not commit over
@@ -312,7 +273,7 @@ def test_consumer_frozen_past_its_session(pipeline: Pipeline, tmp_path: Path) ->
 
     started = time.monotonic()
     takeovers, recovered = [], []
-    with OffsetWatch(app) as watch:
+    with OffsetWatch(app, PARTITIONS) as watch:
         for i in range(freezes):
             eventually(lambda: all(r.owned() > 0 for r in runs), what="two consumers sharing")
             time.sleep(scaled(6, 15))
@@ -349,3 +310,66 @@ def test_consumer_frozen_past_its_session(pipeline: Pipeline, tmp_path: Path) ->
         minutes=round((time.monotonic() - started) / 60, 1),
     )
     assert watch.regressions == [], watch.regressions[:10]
+
+
+def handled(run: CdcRun) -> float:
+    """Records the consumer has finished so far (every outcome)."""
+    return run.metrics().get("cdc_records_total", 0.0)
+
+
+def test_network_faults_between_the_consumer_and_the_brokers(
+    cluster: LocalStack, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The consumer reaches every broker through a relay (their PROXIED listener): 100 ms
+    each way with 5% of segments lost, then cut off past its session. It rides both out;
+    nothing is lost or applied twice. Only its traffic is faulted: Debezium, PostgreSQL and
+    the handlers' database are not."""
+    degraded_s, cut_s = scaled(30, 120), scaled(20, 60)
+    app = started_app(pipeline)
+    ports = cluster.state.ports
+    routes = {ports[f"proxy-{n.name}"]: ports[f"{n.name}-proxied"] for n in cluster.kafka_nodes}
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in routes)
+    started = time.monotonic()
+    phases: dict[str, dict[str, float]] = {}
+    with FaultProxy(routes) as proxy:
+        run = CdcRun(app, tmp_path / "run.log", CDC_KAFKA_BOOTSTRAP=bootstrap)
+        writer = Writer(app, rate=RATE, batch=10).start()
+
+        def phase(name: str, seconds: float) -> None:
+            records, written, t0 = handled(run), writer.committed, time.monotonic()
+            time.sleep(seconds)
+            took = time.monotonic() - t0
+            phases[name] = {
+                "seconds": round(took, 1),
+                "records_handled_per_s": round((handled(run) - records) / took, 1),
+                "changes_written_per_s": round((writer.committed - written) / took, 1),
+            }
+
+        eventually(lambda: run.owned() > 0, what="the consumer owning partitions", timeout=120)
+        probe(app, time.monotonic(), runs=(run,))
+        phase("clear", scaled(10, 30))
+        proxy.set(delay_s=0.1, loss=0.05)
+        phase("delay_100ms_each_way_loss_5pct", degraded_s)
+        under_faults = probe(app, time.monotonic(), runs=(run,))
+        proxy.set(delay_s=0.0, loss=0.0, cut=True)
+        phase("cut_off", cut_s)
+        t0 = time.monotonic()
+        proxy.set(cut=False)
+        recovered = probe(app, t0, runs=(run,))
+        phase("after", scaled(10, 30))
+        assert run.alive(), run.tail()
+        found = finish(app, writer, [run], timeout=600)
+    record(
+        "cluster_network_faults",
+        phases=phases,
+        seconds_for_a_change_under_delay_and_loss=under_faults,
+        seconds_to_recover_after_the_cut=recovered,
+        segments_lost_chunks=proxy.tally.chunks_lost,
+        relayed_mb=round(proxy.tally.bytes / 1e6, 1),
+        partitions_lost_in_the_cut=count_log([run.log], "partitions.lost"),
+        **drill_figures(app, writer, found, [run.log]),
+        minutes=round((time.monotonic() - started) / 60, 1),
+    )
+    assert phases["delay_100ms_each_way_loss_5pct"]["records_handled_per_s"] > 0
+    assert phases["cut_off"]["records_handled_per_s"] < phases["clear"]["records_handled_per_s"]
+    assert count_log([run.log], "handler.dead_letter") == 0, run.tail()

@@ -63,6 +63,8 @@ class KafkaNode:
             port=port,
             log_dir=str(self.home / "data"),
             security=security,
+            # The proxy's port is only reserved: a drill's proxy takes it.
+            proxied=(procs.port(f"{self.name}-proxied"), procs.reserve(f"proxy-{self.name}")),
             **self._cluster_properties(),
         )
         path = self.home / "server.properties"
