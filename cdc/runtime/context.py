@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -139,18 +140,30 @@ class Resources:
 
     def send(self, records: list[Outgoing], timeout: float = 30.0) -> list[tuple[int, int]]:
         """Produce and wait until the broker has every record; raise if one failed. Where
-        each landed (partition, offset), in the order delivered."""
+        each landed (partition, offset), in the order delivered.
+
+        It waits for these records only, not for the producer's whole queue (`flush`): with
+        several threads publishing, each would wait for the others' later records too, and
+        on a slow network that is several round trips a call."""
         if not records:
             return []
         producer = self.producer()
         failures: list[str] = []
         landed: list[tuple[int, int]] = []
+        lock = threading.Lock()
+        all_done = threading.Event()
+        left = len(records)
 
-        def delivered(err: Any, msg: Any) -> None:
-            if err is not None:
-                failures.append(f"{msg.topic()}: {err}")
-            else:
-                landed.append((msg.partition(), msg.offset()))
+        def delivered(err: Any, msg: Any) -> None:  # on whichever thread polls
+            nonlocal left
+            with lock:
+                if err is not None:
+                    failures.append(f"{msg.topic()}: {err}")
+                else:
+                    landed.append((msg.partition(), msg.offset()))
+                left -= 1
+                if not left:
+                    all_done.set()
 
         for r in records:
             producer.produce(
@@ -161,13 +174,17 @@ class Resources:
                 headers=list(r.headers),
                 on_delivery=delivered,
             )
-        remaining = producer.flush(timeout)
-        if failures or remaining:
-            raise KafkaException(
-                f"{len(failures) + remaining} of {len(records)} record(s) not delivered: "
-                + "; ".join(failures or ["flush timed out"])
-            )
-        return landed
+        deadline = time.monotonic() + timeout
+        while not all_done.is_set() and (wait := deadline - time.monotonic()) > 0:
+            # Serves every thread's callbacks; another thread may serve ours meanwhile.
+            producer.poll(min(wait, 0.005))
+        with lock:
+            if failures or left:
+                raise KafkaException(
+                    f"{len(failures) + left} of {len(records)} record(s) not delivered: "
+                    + "; ".join(failures or ["timed out"])
+                )
+            return list(landed)
 
     async def aclose(self) -> None:
         if self._async_pool is not None:

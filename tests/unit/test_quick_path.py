@@ -112,7 +112,7 @@ def test_a_handler_that_logs_and_publishes_on_the_quick_path() -> None:
 
 def test_a_slow_run_here_sends_the_handler_back_to_the_workers() -> None:
     threads: dict[int, str] = {}
-    slow = SIZE * 6 + 4  # the create of the seventh round
+    slow = SIZE * (ROUNDS - 4) + 4  # late: a busy machine slows the proving down
 
     @on_change("corpus.all_types")
     def changed(change: Change, ctx: Context) -> None:
